@@ -1,0 +1,38 @@
+"""Cohort queries. Repositories add and flush; services commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.db import orm
+from app.errors import NotFound
+
+
+def get(session: Session, cohort_id: str) -> orm.Cohort:
+    cohort = session.get(orm.Cohort, cohort_id)
+    if cohort is None:
+        raise NotFound(f"cohort {cohort_id} not found")
+    return cohort
+
+
+def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Cohort]:
+    query = select(orm.Cohort).order_by(orm.Cohort.created_at.desc(), orm.Cohort.id)
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def find_storage_key(session: Session, checksum: str) -> str | None:
+    """Storage key of an identical matrix already stored, so it is not stored twice."""
+    return session.scalar(select(orm.Cohort.storage_key).where(orm.Cohort.checksum == checksum).limit(1))
+
+
+def add_samples(session: Session, cohort_id: str, rows: Sequence[dict[str, object]]) -> None:
+    if rows:
+        session.execute(insert(orm.CohortSample), [{"cohort_id": cohort_id, **row} for row in rows])
+
+
+def samples(session: Session, cohort_id: str) -> list[orm.CohortSample]:
+    query = select(orm.CohortSample).where(orm.CohortSample.cohort_id == cohort_id)
+    return list(session.scalars(query.order_by(orm.CohortSample.position)))

@@ -1,0 +1,44 @@
+"""Settings: one object, read from ``EXPRSSL_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may change. Paths default to one data directory."""
+
+    model_config = SettingsConfigDict(env_prefix="EXPRSSL_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Holds the SQLite registry and artifacts.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
+    artifact_dir: Path | None = Field(default=None, description="Artifact folder; data_dir/artifacts if unset.")
+    broker_url: str | None = Field(default=None, description="Celery broker; jobs run in-process if unset.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    min_gene_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
+    max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+    worker_threads: int = Field(default=1, ge=1, description="In-process jobs run concurrently.")
+    torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; all cores if unset.")
+    predictor_cache_size: int = Field(default=16, ge=0)
+    progress_interval_s: float = Field(default=0.5, ge=0.0, description="Least time between progress writes.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'exprssl.db').resolve()}"
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings; tests clear the cache or override the dependency."""
+    return Settings()

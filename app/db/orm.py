@@ -1,0 +1,179 @@
+"""Every registry table. Import as ``from app.db import orm``."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, UTCDateTime, new_id, utcnow
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as plain strings so PostgreSQL and SQLite migrate alike.
+    return Enum(cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class JobKind(enum.StrEnum):
+    INGEST = "ingest"
+    PRETRAIN = "pretrain"
+    FIT = "fit"
+    EVALUATE = "evaluate"
+    PREDICT = "predict"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ArtifactStatus(enum.StrEnum):
+    """Life of an encoder or predictor row, which exists from the moment its job is accepted."""
+
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Cohort(Base):
+    __tablename__ = "cohort"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    source_filename: Mapped[str] = mapped_column(String(300))
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_genes: Mapped[int] = mapped_column(Integer)
+    gene_id_type: Mapped[str] = mapped_column(String(16))
+    value_kind: Mapped[str] = mapped_column(String(16))
+    checksum: Mapped[str] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str] = mapped_column(String(300))
+    # [{name, n_labelled, classes: {value: count}}]: fixed at upload, like the labels themselves.
+    label_columns: Mapped[list[Any]] = mapped_column(default=list)
+    group_column: Mapped[str | None] = mapped_column(String(200))
+    n_groups: Mapped[int | None] = mapped_column(Integer)
+    genes_preview: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    samples: Mapped[list[CohortSample]] = relationship(
+        back_populates="cohort", order_by="CohortSample.position", cascade="all, delete-orphan"
+    )
+
+
+class CohortSample(Base):
+    """One sample of a cohort: its row in the stored matrix, phenotype labels and group (patient) id."""
+
+    __tablename__ = "cohort_sample"
+    __table_args__ = (UniqueConstraint("cohort_id", "sample_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    sample_id: Mapped[str] = mapped_column(String(200))
+    group_id: Mapped[str | None] = mapped_column(String(200))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    cohort: Mapped[Cohort] = relationship(back_populates="samples")
+
+
+class Job(Base):
+    """The truth about a unit of work; queues only carry its id."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_state_created_at", "state", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[JobKind] = mapped_column(_enum(JobKind))
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id", cascade="all, delete-orphan")
+
+
+class JobEvent(Base):
+    """Append-only history of a job: state transitions and notes."""
+
+    __tablename__ = "job_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class Encoder(Base):
+    """A pretrained (or pretraining) representation: method, panel, preprocessing, weights."""
+
+    __tablename__ = "encoder"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)
+    status: Mapped[ArtifactStatus] = mapped_column(_enum(ArtifactStatus), default=ArtifactStatus.PENDING)
+    n_genes: Mapped[int] = mapped_column(Integer)
+    preprocessing: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    loss_curve: Mapped[list[Any]] = mapped_column(default=list)
+    artifact_key: Mapped[str | None] = mapped_column(String(300))
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Predictor(Base):
+    """A phenotype classifier: head on an encoder (or a baseline), its split and test metrics."""
+
+    __tablename__ = "predictor"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    head: Mapped[str] = mapped_column(String(32))
+    encoder_id: Mapped[str | None] = mapped_column(ForeignKey("encoder.id"), index=True)
+    cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)
+    label_column: Mapped[str] = mapped_column(String(200))
+    label_fraction: Mapped[float]
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[ArtifactStatus] = mapped_column(_enum(ArtifactStatus), default=ArtifactStatus.PENDING)
+    classes: Mapped[list[Any]] = mapped_column(default=list)
+    split: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    loss_curve: Mapped[list[Any]] = mapped_column(default=list)
+    artifact_key: Mapped[str | None] = mapped_column(String(300))
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Prediction(Base):
+    """Labels and class probabilities a predictor gave for a batch of samples."""
+
+    __tablename__ = "prediction"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    predictor_id: Mapped[str] = mapped_column(ForeignKey("predictor.id"), index=True)
+    cohort_id: Mapped[str | None] = mapped_column(ForeignKey("cohort.id"), index=True)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    coverage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    results: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,39 @@
+"""Encoder endpoints: start pretraining, list, describe."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.deps import DispatcherDep, SessionDep
+from app.encoders import service
+from app.encoders.schemas import EncoderAccepted, EncoderCreate, EncoderRead
+from app.jobs import service as jobs
+from app.jobs.schemas import JobRead
+
+router = APIRouter(prefix="/encoders", tags=["encoders"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=EncoderAccepted)
+def create_encoder(request: EncoderCreate, session: SessionDep, dispatcher: DispatcherDep) -> EncoderAccepted:
+    """Start pretraining an encoder on a cohort; answers at once with the queued job."""
+    encoder = service.start_pretraining(session=session, dispatcher=dispatcher, request=request)
+    job = jobs.get_job(session, encoder.job_id)
+    return EncoderAccepted(encoder=EncoderRead.model_validate(encoder), job=JobRead.model_validate(job))
+
+
+@router.get("", response_model=list[EncoderRead])
+def list_encoders(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[EncoderRead]:
+    """List encoders, newest first."""
+    return [EncoderRead.model_validate(e) for e in service.list_all(session, limit=limit, offset=offset)]
+
+
+@router.get("/{encoder_id}", response_model=EncoderRead)
+def get_encoder(encoder_id: str, session: SessionDep) -> EncoderRead:
+    """Describe an encoder: method, parameters, gene panel size, preprocessing and loss curve."""
+    return EncoderRead.model_validate(service.get(session, encoder_id))

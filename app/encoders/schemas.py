@@ -1,0 +1,52 @@
+"""Pydantic schemas of the encoder endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.orm import ArtifactStatus
+from app.jobs.schemas import JobRead
+
+
+class EncoderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cohort_id: str = Field(description="Cohort to pretrain on (its labels are not used).")
+    method: str = Field(default="scarf", description="SSL method: scarf.")
+    name: str | None = Field(default=None, max_length=200)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Hyper-parameters; omitted ones take the paper's defaults (e.g. epochs, batch_size, lr, "
+        "corruption_rate, replacement, temperature, hidden_dim, n_layers, dropout).",
+    )
+    log1p: Literal["auto", "yes", "no"] = Field(
+        default="auto", description="log1p before standardising: auto applies it when values look like counts."
+    )
+    seed: int = Field(default=0, ge=0)
+
+
+class EncoderRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    method: str
+    params: dict[str, Any]
+    seed: int
+    cohort_id: str
+    job_id: str
+    status: ArtifactStatus
+    n_genes: int = Field(description="Size of the gene panel.")
+    preprocessing: dict[str, Any]
+    loss_curve: list[float]
+    artifact_sha256: str | None
+    version: int
+    created_at: datetime
+
+
+class EncoderAccepted(BaseModel):
+    encoder: EncoderRead
+    job: JobRead

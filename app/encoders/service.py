@@ -1,0 +1,62 @@
+"""Encoder use cases: accept a pretraining request, read the registry."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cohorts import repository as cohorts
+from app.db import orm
+from app.encoders.schemas import EncoderCreate
+from app.errors import InvalidInput, NotFound
+from app.jobs import service as jobs
+from models.methods import METHODS
+from worker.dispatch import Dispatcher
+
+LOG1P = {"auto": None, "yes": True, "no": False}
+
+
+def validated_params(method: str, params: dict[str, object]) -> dict[str, object]:
+    """Full, validated hyper-parameters of ``method`` (defaults filled in)."""
+    if method not in METHODS:
+        raise InvalidInput(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
+    try:
+        return METHODS[method].params_class.from_dict(params).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"params: {exc}") from exc
+
+
+def start_pretraining(*, session: Session, dispatcher: Dispatcher, request: EncoderCreate) -> orm.Encoder:
+    """Register an encoder and queue the job that pretrains it."""
+    params = validated_params(request.method, request.params)
+    cohort = cohorts.get(session, request.cohort_id)
+    job = jobs.create_job(
+        session, orm.JobKind.PRETRAIN, {"cohort_id": cohort.id, "method": request.method, "log1p": request.log1p}
+    )
+    encoder = orm.Encoder(
+        name=request.name or f"{request.method}-{cohort.name}",
+        method=request.method,
+        params=params,
+        seed=request.seed,
+        cohort_id=cohort.id,
+        job_id=job.id,
+        n_genes=cohort.n_genes,
+        preprocessing={"log1p": request.log1p},
+        loss_curve=[],
+    )
+    session.add(encoder)
+    session.commit()
+    dispatcher.submit(job.id)
+    return encoder
+
+
+def get(session: Session, encoder_id: str) -> orm.Encoder:
+    encoder = session.get(orm.Encoder, encoder_id)
+    if encoder is None:
+        raise NotFound(f"encoder {encoder_id} not found")
+    return encoder
+
+
+def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Encoder]:
+    query = select(orm.Encoder).order_by(orm.Encoder.created_at.desc(), orm.Encoder.id)
+    return list(session.scalars(query.limit(limit).offset(offset)))

@@ -1,0 +1,69 @@
+"""Application factory: routers, error bodies, and the in-process job worker of the embedded default."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.api import api_router
+from app.config import get_settings
+from app.db.session import session_factory
+from app.errors import ExprsslError
+from app.storage import get_store
+from worker.dispatch import InProcessDispatcher
+
+
+def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
+    """Every error the API returns has this shape."""
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _location(loc: tuple[object, ...]) -> str:
+    return ".".join(str(part) for part in loc if part not in ("body", "query", "path", "form"))
+
+
+async def _exprssl_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ExprsslError)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    message = "; ".join(f"{_location(e['loc']) or 'body'}: {e['msg']}" for e in errors)
+    details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return JSONResponse(error_body("invalid_request", message, details), status_code=422)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    dispatcher = InProcessDispatcher(session_factory=session_factory(), store=get_store(), settings=settings)
+    app.state.dispatcher = dispatcher
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        dispatcher.shutdown()
+
+
+def create_app() -> FastAPI:
+    """Build the FastAPI application. The schema must exist: run ``alembic upgrade head`` first."""
+    app = FastAPI(
+        title="exprssl",
+        summary="Self-supervised representation learning on bulk gene-expression data.",
+        version="0.1.0",
+        lifespan=_lifespan,
+    )
+    app.add_exception_handler(ExprsslError, _exprssl_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(api_router)
+    return app

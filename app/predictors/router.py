@@ -1,0 +1,65 @@
+"""Predictor endpoints: start fitting, list, describe, predict."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
+from app.jobs import service as jobs
+from app.jobs.schemas import JobRead
+from app.predictions import service as predictions
+from app.predictions.schemas import PredictionCreate, PredictionRead
+from app.predictors import service
+from app.predictors.schemas import PredictorAccepted, PredictorCreate, PredictorRead
+
+router = APIRouter(prefix="/predictors", tags=["predictors"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=PredictorAccepted)
+def create_predictor(request: PredictorCreate, session: SessionDep, dispatcher: DispatcherDep) -> PredictorAccepted:
+    """Start fitting a phenotype predictor; answers at once with the queued job."""
+    predictor = service.start_fitting(session=session, dispatcher=dispatcher, request=request)
+    job = jobs.get_job(session, predictor.job_id)
+    return PredictorAccepted(predictor=PredictorRead.model_validate(predictor), job=JobRead.model_validate(job))
+
+
+@router.get("", response_model=list[PredictorRead])
+def list_predictors(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[PredictorRead]:
+    """List predictors, newest first."""
+    return [PredictorRead.model_validate(p) for p in service.list_all(session, limit=limit, offset=offset)]
+
+
+@router.get("/{predictor_id}", response_model=PredictorRead)
+def get_predictor(predictor_id: str, session: SessionDep) -> PredictorRead:
+    """Describe a predictor: head, split, classes and test metrics."""
+    return PredictorRead.model_validate(service.get(session, predictor_id))
+
+
+@router.post("/{predictor_id}/predictions", status_code=status.HTTP_201_CREATED, response_model=PredictionRead)
+def predict(
+    predictor_id: str, request: PredictionCreate, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> PredictionRead:
+    """Predict labels and class probabilities for inline samples or a stored cohort, and keep them."""
+    prediction = predictions.predict(
+        session=session, store=store, settings=settings, predictor_id=predictor_id, request=request
+    )
+    return PredictionRead.model_validate(prediction)
+
+
+@router.get("/{predictor_id}/predictions", response_model=list[PredictionRead])
+def list_predictions(
+    predictor_id: str,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[PredictionRead]:
+    """List a predictor's predictions, newest first."""
+    service.get(session, predictor_id)
+    rows = predictions.list_for_predictor(session, predictor_id, limit=limit, offset=offset)
+    return [PredictionRead.model_validate(p) for p in rows]

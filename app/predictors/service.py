@@ -1,0 +1,100 @@
+"""Predictor use cases: accept a fitting request after checking it against the registry."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cohorts import repository as cohorts
+from app.db import orm
+from app.encoders import service as encoders
+from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs import service as jobs
+from app.predictors.schemas import Head, PredictorCreate
+from models.classifiers import HeadParams
+from worker.dispatch import Dispatcher
+
+LOGREG_PARAMS = {"C"}
+
+
+def validated_params(head: Head, params: dict[str, object]) -> dict[str, object]:
+    """Full, validated hyper-parameters of a head (defaults filled in)."""
+    if head is Head.LOGISTIC_REGRESSION:
+        unknown = sorted(set(params) - LOGREG_PARAMS)
+        if unknown:
+            raise InvalidInput(f"params: unknown parameter(s) for logistic_regression: {unknown}; allowed: ['C']")
+        c = params.get("C", 0.1)
+        if isinstance(c, bool) or not isinstance(c, int | float) or not c > 0:
+            raise InvalidInput(f"params: C must be a number > 0, got {c!r}")
+        return {"C": float(c)}
+    defaults = {"lr": 1e-3} if head is Head.LINEAR_PROBE else {}
+    try:
+        return HeadParams.from_dict({**defaults, **params}).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"params: {exc}") from exc
+
+
+def _check_label_column(cohort: orm.Cohort, label_column: str) -> None:
+    columns = {c["name"]: c for c in cohort.label_columns}
+    if label_column not in columns:
+        available = ", ".join(sorted(columns)) or "none (the cohort was uploaded without labels)"
+        raise InvalidInput(f"label column {label_column!r} is not in cohort {cohort.id}; available: {available}")
+    usable = [k for k, n in columns[label_column]["classes"].items() if n >= 2]
+    if len(usable) < 2:
+        raise InvalidInput(
+            f"label column {label_column!r} needs at least two classes with two or more samples; "
+            f"it has {columns[label_column]['classes']}"
+        )
+
+
+def _check_encoder(session: Session, head: Head, encoder_id: str | None) -> orm.Encoder | None:
+    if head is Head.LOGISTIC_REGRESSION:
+        if encoder_id is not None:
+            raise InvalidInput("encoder_id: logistic_regression is the encoder-free baseline; omit encoder_id")
+        return None
+    if encoder_id is None:
+        raise InvalidInput(f"encoder_id is required for head {head.value}")
+    encoder = encoders.get(session, encoder_id)
+    if encoder.status is not orm.ArtifactStatus.READY:
+        raise Conflict(
+            f"encoder {encoder.id} is {encoder.status.value}, not ready (its job is {encoder.job_id})"
+        )
+    return encoder
+
+
+def start_fitting(*, session: Session, dispatcher: Dispatcher, request: PredictorCreate) -> orm.Predictor:
+    """Register a predictor and queue the job that fits it."""
+    params = validated_params(request.head, request.params)
+    cohort = cohorts.get(session, request.cohort_id)
+    _check_label_column(cohort, request.label_column)
+    encoder = _check_encoder(session, request.head, request.encoder_id)
+    job = jobs.create_job(
+        session, orm.JobKind.FIT, {"cohort_id": cohort.id, "head": request.head.value, "test_size": request.test_size}
+    )
+    predictor = orm.Predictor(
+        name=request.name or f"{request.head.value}-{request.label_column}",
+        head=request.head.value,
+        encoder_id=None if encoder is None else encoder.id,
+        cohort_id=cohort.id,
+        job_id=job.id,
+        label_column=request.label_column,
+        label_fraction=request.label_fraction,
+        params=params,
+        seed=request.seed,
+    )
+    session.add(predictor)
+    session.commit()
+    dispatcher.submit(job.id)
+    return predictor
+
+
+def get(session: Session, predictor_id: str) -> orm.Predictor:
+    predictor = session.get(orm.Predictor, predictor_id)
+    if predictor is None:
+        raise NotFound(f"predictor {predictor_id} not found")
+    return predictor
+
+
+def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Predictor]:
+    query = select(orm.Predictor).order_by(orm.Predictor.created_at.desc(), orm.Predictor.id)
+    return list(session.scalars(query.limit(limit).offset(offset)))

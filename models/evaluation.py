@@ -1,0 +1,197 @@
+"""Honest evaluation: metrics, group-aware splits and nested label-fraction subsets."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
+
+
+def _label_indices(y_true: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Class indices ``(N,)`` from integer indices or from labels spelled as in ``classes``."""
+    y = np.asarray(y_true)
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in y} - set(lookup))
+    if unknown:
+        raise ValueError(f"y_true holds labels not in classes: {unknown[:10]}")
+    return np.array([lookup[str(v)] for v in y], dtype=np.int64)
+
+
+def _macro_ovr_auroc(y: np.ndarray, proba: np.ndarray) -> float | None:
+    """One-vs-rest macro AUROC; None unless every class is both present and absent in ``y``."""
+    n_classes = proba.shape[1]
+    counts = np.bincount(y, minlength=n_classes)
+    if (counts == 0).any() or (counts == y.size).any():
+        return None
+    if n_classes == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    return float(np.mean([roc_auc_score(y == k, proba[:, k]) for k in range(n_classes)]))
+
+
+def _per_class(cm: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Support, recall and precision per class from a confusion matrix (None where undefined)."""
+    support, predicted, hits = cm.sum(axis=1), cm.sum(axis=0), np.diag(cm)
+    return {
+        str(c): {
+            "support": int(support[k]),
+            "recall": float(hits[k] / support[k]) if support[k] else None,
+            "precision": float(hits[k] / predicted[k]) if predicted[k] else None,
+        }
+        for k, c in enumerate(classes)
+    }
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1, one-vs-rest macro AUROC, confusion matrix, per-class figures.
+
+    Predictions are ``argmax(proba)``. Balanced accuracy is the mean recall over classes present in
+    ``y_true``; macro-F1 averages over classes present in ``y_true`` or the predictions; AUROC is None
+    when a class is absent from ``y_true`` (binary: ``proba[:, 1]`` scores class 1).
+
+    Args:
+        y_true: Class indices ``(N,)`` (or labels spelled as in ``classes``).
+        proba: Class probabilities ``(N, C)``, columns ordered as ``classes``.
+        classes: Class names, length C.
+
+    Returns:
+        A JSON-serialisable dict: accuracy, balanced_accuracy, macro_f1, auroc, confusion_matrix
+        (rows = true, columns = predicted), per_class, n_samples.
+    """
+    y = _label_indices(y_true, classes)
+    p = np.asarray(proba, dtype=np.float64)
+    n_classes = len(classes)
+    if p.ndim != 2 or p.shape != (y.shape[0], n_classes):
+        raise ValueError(f"proba must have shape ({y.shape[0]}, {n_classes}), got {p.shape}")
+    if y.size == 0:
+        raise ValueError("cannot compute metrics on zero samples")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"y_true indices must be in [0, {n_classes})")
+    pred = p.argmax(axis=1)
+    cm = confusion_matrix(y, pred, labels=np.arange(n_classes))
+    recalls = [r["recall"] for r in _per_class(cm, classes).values() if r["recall"] is not None]
+    present = np.union1d(y, pred)
+    return {
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
+        "auroc": _macro_ovr_auroc(y, p),
+        "confusion_matrix": cm.astype(int).tolist(),
+        "per_class": _per_class(cm, classes),
+        "n_samples": int(y.size),
+    }
+
+
+def _check_split(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted int64 indices; raise if a side is empty."""
+    if train.size == 0 or test.size == 0:
+        raise ValueError("split left the training or the test set empty")
+    return np.sort(train).astype(np.int64), np.sort(test).astype(np.int64)
+
+
+def _group_split(
+    y: np.ndarray, groups: np.ndarray, test_size: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped split, stratified by StratifiedGroupKFold when it can, else GroupShuffleSplit."""
+    n_groups = np.unique(groups).size
+    if n_groups < 2:
+        raise ValueError(f"a grouped split needs at least 2 groups, got {n_groups}")
+    n_splits = min(max(2, round(1 / test_size)), n_groups)
+    idx = np.arange(y.size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            train, test = next(cv.split(idx, y, groups))
+        return _check_split(train, test)
+    except ValueError:
+        gss = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+        train, test = next(gss.split(idx, y, groups))
+        return _check_split(train, test)
+
+
+def split_train_test(
+    y: np.ndarray, groups: np.ndarray | None, *, test_size: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split sample indices into train and test.
+
+    With ``groups`` (e.g. patient ids) no group appears on both sides: the first fold of a shuffled
+    ``StratifiedGroupKFold(n_splits=round(1/test_size))`` (capped at the number of groups), falling back to
+    ``GroupShuffleSplit``. Without groups the split is stratified by ``y``, or unstratified when a class has
+    fewer than 2 members or the test set cannot hold every class.
+
+    Args:
+        y: Labels ``(N,)``.
+        groups: Optional group ids ``(N,)``.
+        test_size: Fraction of samples (approximately, with groups) in the test set, in (0, 1).
+        seed: Random seed.
+
+    Returns:
+        ``(train_idx, test_idx)``, sorted int64 arrays.
+
+    Raises:
+        ValueError: With fewer than 2 samples, fewer than 2 groups, or a bad ``test_size``.
+    """
+    y = np.asarray(y)
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    if y.ndim != 1 or y.size < 2:
+        raise ValueError(f"need at least 2 labelled samples to split, got {y.size}")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise ValueError(f"groups must have shape {y.shape}, got {groups.shape}")
+        return _group_split(y, groups, test_size, seed)
+    idx = np.arange(y.size)
+    _, counts = np.unique(y, return_counts=True)
+    if counts.min() >= 2:
+        try:
+            train, test = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
+            return _check_split(train, test)
+        except ValueError:
+            pass  # the test (or train) side is too small to hold every class
+    train, test = train_test_split(idx, test_size=test_size, random_state=seed)
+    return _check_split(train, test)
+
+
+def label_fraction_subset(y: np.ndarray, fraction: float, *, seed: int = 0) -> np.ndarray:
+    """Nested per-class subsets for label-efficiency curves.
+
+    Within each class c (in sorted order) a permutation seeded by ``seed`` is drawn and the first
+    ``max(1, ceil(fraction * n_c))`` indices kept, so for one seed a smaller fraction's subset is contained
+    in a larger one's.
+
+    Args:
+        y: Labels ``(N,)``.
+        fraction: Fraction of each class to keep, in (0, 1].
+        seed: Random seed.
+
+    Returns:
+        Sorted int64 indices into ``y``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in np.unique(y):  # loop over classes, not samples
+        members = rng.permutation(np.flatnonzero(y == cls))
+        # The epsilon keeps e.g. 0.7 * 10 = 7.000000000000001 from rounding up to 8.
+        n_keep = max(1, math.ceil(fraction * members.size - 1e-9))
+        keep.append(members[:n_keep])
+    return np.sort(np.concatenate(keep)).astype(np.int64) if keep else np.zeros(0, dtype=np.int64)
+
+
+def majority_baseline_accuracy(y: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent class (chance level for reports)."""
+    y = np.asarray(y)
+    if y.size == 0:
+        raise ValueError("majority baseline of zero samples is undefined")
+    _, counts = np.unique(y, return_counts=True)
+    return float(counts.max() / y.size)

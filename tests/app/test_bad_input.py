@@ -1,0 +1,135 @@
+"""Bad input gets a 4xx naming the problem, and leaves the registry and the artifact store as they were."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.config import Settings
+from app.db import orm
+from app.db.session import session_factory
+from tests.app.test_full_loop import COHORT, upload
+from tests.conftest import wait_for_job
+
+GENES = ["TP53", "BRCA1", "MYC", "EGFR"]
+
+
+def snapshot(settings: Settings) -> tuple[dict[str, int], list[str]]:
+    """Row count of every table and every file under the artifact folder."""
+    with session_factory()() as session:
+        counts = {t.name: session.scalar(select(func.count()).select_from(t)) or 0
+                  for t in orm.Base.metadata.sorted_tables}
+    root = settings.resolved_artifact_dir
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    return counts, files
+
+
+@pytest.fixture
+def unchanged(client: TestClient, settings: Settings) -> Iterator[None]:
+    before = snapshot(settings)
+    yield
+    assert snapshot(settings) == before
+
+
+def csv_bytes(rows: list[list[object]], header: list[str]) -> bytes:
+    out = io.StringIO()
+    out.write(",".join(header) + "\n")
+    for row in rows:
+        out.write(",".join(str(v) for v in row) + "\n")
+    return out.getvalue().encode()
+
+
+def post_matrix(client: TestClient, content: bytes, labels: bytes | None = None, name: str = "m.csv") -> dict:
+    files = {"expression": (name, content)}
+    if labels is not None:
+        files["labels"] = ("labels.csv", labels)
+    response = client.post("/cohorts", files=files)
+    assert 400 <= response.status_code < 500, response.text
+    return response.json()["error"]
+
+
+def error_of(response) -> str:  # type: ignore[no-untyped-def]
+    assert 400 <= response.status_code < 500, response.text
+    return response.json()["error"]["message"]
+
+
+def test_non_numeric_cell(client: TestClient, unchanged: None) -> None:
+    content = csv_bytes([["s1", 1.0, 2.0, 3.0, 4.0], ["s2", 1.5, "high", 3.5, 4.5]], ["sample_id", *GENES])
+    error = post_matrix(client, content)
+    assert "s2" in error["message"] and "BRCA1" in error["message"] and "high" in error["message"]
+
+
+def test_empty_file(client: TestClient, unchanged: None) -> None:
+    error = post_matrix(client, b"")
+    assert "empty" in error["message"].lower() and "m.csv" in error["message"]
+
+
+def test_duplicate_sample_ids(client: TestClient, unchanged: None) -> None:
+    content = csv_bytes([["s1", 1, 2, 3, 4], ["s7", 1, 2, 3, 4], ["s7", 5, 6, 7, 8]], ["sample_id", *GENES])
+    error = post_matrix(client, content)
+    assert "duplicate" in error["message"].lower() and "s7" in error["message"]
+
+
+def test_duplicate_gene_names(client: TestClient, unchanged: None) -> None:
+    content = csv_bytes([["s1", 1, 2, 3, 4], ["s2", 1, 2, 3, 4]], ["sample_id", "TP53", "MYC", "MYC", "EGFR"])
+    error = post_matrix(client, content)
+    assert "duplicate" in error["message"].lower() and "MYC" in error["message"]
+
+
+def test_labels_with_unknown_sample_ids(client: TestClient, unchanged: None) -> None:
+    content = csv_bytes([["s1", 1, 2, 3, 4], ["s2", 1, 2, 3, 4]], ["sample_id", *GENES])
+    labels = csv_bytes([["s1", "tumour"], ["patient-x9", "normal"]], ["sample_id", "status"])
+    error = post_matrix(client, content, labels)
+    assert "patient-x9" in error["message"]
+
+
+@pytest.fixture
+def cohort(client: TestClient) -> dict:
+    return upload(client)
+
+
+def test_unknown_method(client: TestClient, cohort: dict, settings: Settings) -> None:
+    before = snapshot(settings)
+    message = error_of(client.post("/encoders", json={"cohort_id": cohort["id"], "method": "simclr"}))
+    assert "simclr" in message and "scarf" in message
+    assert snapshot(settings) == before
+
+
+def test_unknown_label_column(client: TestClient, cohort: dict, settings: Settings) -> None:
+    before = snapshot(settings)
+    body = {"cohort_id": cohort["id"], "label_column": "cancer_type", "head": "logistic_regression"}
+    message = error_of(client.post("/predictors", json=body))
+    assert "cancer_type" in message and "tissue" in message
+    assert snapshot(settings) == before
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.2, 1.5])
+def test_label_fraction_outside_unit_interval(
+    client: TestClient, cohort: dict, settings: Settings, fraction: float
+) -> None:
+    before = snapshot(settings)
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression",
+            "label_fraction": fraction}
+    message = error_of(client.post("/predictors", json=body))
+    assert "label_fraction" in message
+    assert snapshot(settings) == before
+
+
+def test_prediction_with_too_few_panel_genes(client: TestClient, cohort: dict, settings: Settings) -> None:
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    fit = client.post("/predictors", json=body).json()
+    assert wait_for_job(client, fit["job"]["id"])["state"] == "succeeded"
+    panel = pd.read_parquet(COHORT / "expression.parquet")
+    genes = list(panel.columns[:200])  # 200 of the 500 panel genes: 40 % coverage, under the 50 % floor
+    before = snapshot(settings)
+    request = {"genes": genes, "samples": [{"sample_id": "new-1", "values": np.ones(200).tolist()}]}
+    message = error_of(client.post(f"/predictors/{fit['predictor']['id']}/predictions", json=request))
+    assert "40.0%" in message and "500" in message and "50%" in message
+    assert snapshot(settings) == before

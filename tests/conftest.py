@@ -1,0 +1,59 @@
+"""Shared fixtures: a migrated SQLite registry per test, a TestClient with its in-process worker."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.cli import migrate
+from app.config import Settings, get_settings
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry migrated once per test session by Alembic; each test copies it."""
+    path = tmp_path_factory.mktemp("template") / "exprssl.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, migrated_template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings pointing at a fresh data directory holding a copy of the migrated registry."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copyfile(migrated_template, data_dir / "exprssl.db")
+    monkeypatch.setenv("EXPRSSL_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("EXPRSSL_PROGRESS_INTERVAL_S", "0")
+    monkeypatch.delenv("EXPRSSL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("EXPRSSL_ARTIFACT_DIR", raising=False)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    from app.main import create_app
+
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+def wait_for_job(client: TestClient, job_id: str, *, timeout: float = 300.0) -> dict[str, object]:
+    """Poll a job until it ends; fail the test if it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in TERMINAL:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish within {timeout} s: {job}")

@@ -1,0 +1,35 @@
+"""Helpers shared by pipelines: reading a cohort's verified matrix and its samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.cohorts import parsing
+from app.cohorts import repository as cohorts
+from app.db import orm
+from app.storage import ArtifactIntegrityError, ArtifactStore
+from worker.context import JobContext
+
+
+@dataclass(frozen=True)
+class CohortData:
+    cohort_id: str
+    group_column: str | None
+    matrix: parsing.ExpressionMatrix
+    labels: list[dict[str, str | None]]
+    groups: list[str | None]
+
+
+def load_cohort(ctx: JobContext, cohort_id: str) -> CohortData:
+    """Read a cohort's stored matrix, verify it against the registry's checksum, and its samples' labels."""
+    with ctx.session_factory() as session:
+        cohort = cohorts.get(session, cohort_id)
+        samples: list[orm.CohortSample] = cohorts.samples(session, cohort_id)
+        key, checksum, group_column = cohort.storage_key, cohort.checksum, cohort.group_column
+        labels = [dict(s.labels) for s in samples]
+        groups = [s.group_id for s in samples]
+        stored_ids = [s.sample_id for s in samples]
+    matrix = parsing.read_matrix(ctx.store.local_path(key))
+    if parsing.matrix_checksum(matrix) != checksum or matrix.sample_ids != stored_ids:
+        raise ArtifactIntegrityError(f"stored matrix of cohort {cohort_id} does not match its registry checksum")
+    return CohortData(cohort_id, group_column, matrix, labels, groups)

@@ -1,0 +1,172 @@
+"""Fitting job: split a labelled cohort (by group when it has one), fit a head, score it on held-out data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import orm
+from app.db.base import new_id
+from app.errors import InvalidInput
+from models import checkpoint
+from models.classifiers import HeadParams, fit_encoder_classifier, fit_logistic_regression
+from models.evaluation import (
+    classification_metrics,
+    label_fraction_subset,
+    majority_baseline_accuracy,
+    split_train_test,
+)
+from models.genes import align_to_panel
+from models.preprocessing import Preprocessor
+from worker.context import JobContext, Recorder
+from worker.pipelines.common import CohortData, load_cohort
+
+MIN_CLASS_SIZE = 2
+VALIDATION_SHARE = 0.2
+MIN_VALIDATION_POOL = 10
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    predictor_id: str
+    cohort_id: str
+    encoder_key: tuple[str, str] | None
+    head: str
+    label_column: str
+    label_fraction: float
+    test_size: float
+    params: dict[str, Any]
+    seed: int
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    rows: np.ndarray  # positions in the cohort matrix
+    y: np.ndarray  # class indices
+    classes: list[str]
+    groups: np.ndarray | None
+    dropped: dict[str, int]
+
+
+def _read_spec(ctx: JobContext) -> FitSpec:
+    with ctx.session_factory() as session:
+        p = session.scalars(select(orm.Predictor).where(orm.Predictor.job_id == ctx.job_id)).one()
+        encoder_key = None
+        if p.encoder_id is not None:
+            encoder = session.get_one(orm.Encoder, p.encoder_id)
+            if encoder.artifact_key is None or encoder.artifact_sha256 is None:
+                raise InvalidInput(f"encoder {encoder.id} has no stored weights")
+            encoder_key = (encoder.artifact_key, encoder.artifact_sha256)
+        return FitSpec(
+            p.id, p.cohort_id, encoder_key, p.head, p.label_column, p.label_fraction,
+            float(str(ctx.params.get("test_size", 0.2))), dict(p.params), p.seed,
+        )
+
+
+def labelled_set(data: CohortData, label_column: str) -> LabelledSet:
+    """Samples with a label, classes with at least ``MIN_CLASS_SIZE`` members (others reported as dropped)."""
+    values = [labels.get(label_column) for labels in data.labels]
+    counts = Counter(v for v in values if v is not None)
+    classes = sorted(c for c, n in counts.items() if n >= MIN_CLASS_SIZE)
+    dropped = {c: n for c, n in counts.items() if n < MIN_CLASS_SIZE}
+    index = {c: i for i, c in enumerate(classes)}
+    rows = np.array([i for i, v in enumerate(values) if v in index], dtype=np.int64)
+    y = np.array([index[values[i]] for i in rows], dtype=np.int64)
+    groups = None
+    if data.group_column is not None:
+        # A sample without a group id is its own group.
+        groups = np.array([data.groups[i] or f"__sample_{i}" for i in rows], dtype=object)
+    return LabelledSet(rows, y, classes, groups, dropped)
+
+
+def _validation_split(y: np.ndarray, groups: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Carve an early-stopping validation set from the training subset, when it is big enough."""
+    if y.size < MIN_VALIDATION_POOL:
+        return None
+    try:
+        return split_train_test(y, groups, test_size=VALIDATION_SHARE, seed=seed)
+    except ValueError:
+        return None
+
+
+def _fit_head(
+    ctx: JobContext, spec: FitSpec, data: CohortData, labelled: LabelledSet, train: np.ndarray
+) -> tuple[dict[str, Any], Preprocessor, Any, list[float]]:
+    """Fit the requested head on ``train`` (indices into ``labelled``); return payload, preprocessing, model."""
+    values, genes = data.matrix.values, data.matrix.genes
+    rows_train = labelled.rows[train]
+    meta = {"label_column": spec.label_column, "cohort_id": spec.cohort_id}
+    if spec.encoder_key is None:
+        preprocessor = Preprocessor.fit(values[rows_train], genes)
+        pipeline = fit_logistic_regression(
+            preprocessor.transform(values[rows_train]), labelled.y[train], C=spec.params["C"], seed=spec.seed
+        )
+        payload = checkpoint.logreg_payload(pipeline, preprocessor, labelled.classes, meta=meta)
+        return payload, preprocessor, checkpoint.logreg_from_payload(payload)[0], []
+    key, sha256 = spec.encoder_key
+    encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256)))
+    aligned, report = align_to_panel(values[rows_train], genes, preprocessor.genes)
+    if report.coverage < 0.5:
+        raise InvalidInput(f"cohort covers only {report.coverage:.1%} of the encoder's gene panel")
+    x = preprocessor.transform(aligned)
+    y = labelled.y[train]
+    groups = None if labelled.groups is None else labelled.groups[train]
+    val = _validation_split(y, groups, spec.seed)
+    params = HeadParams.from_dict(spec.params)
+    classifier, losses = fit_encoder_classifier(
+        encoder,
+        x[val[0]] if val else x,
+        y[val[0]] if val else y,
+        x[val[1]] if val else None,
+        y[val[1]] if val else None,
+        len(labelled.classes),
+        freeze_encoder=spec.head == "linear_probe",
+        params=params,
+        seed=spec.seed,
+        on_epoch_end=lambda e, loss: ctx.report(e, loss, total_epochs=params.max_epochs, stage="fit"),
+    )
+    payload = checkpoint.classifier_payload(classifier, preprocessor, labelled.classes, head_kind=spec.head, meta=meta)
+    return payload, preprocessor, classifier, losses
+
+
+def run(ctx: JobContext) -> Recorder:
+    """Fit the predictor row attached to this job; return its recorder."""
+    spec = _read_spec(ctx)
+    data = load_cohort(ctx, spec.cohort_id)
+    labelled = labelled_set(data, spec.label_column)
+    train_pool, test = split_train_test(labelled.y, labelled.groups, test_size=spec.test_size, seed=spec.seed)
+    train = train_pool[label_fraction_subset(labelled.y[train_pool], spec.label_fraction, seed=spec.seed)]
+    payload, preprocessor, model, losses = _fit_head(ctx, spec, data, labelled, train)
+    rows_test = labelled.rows[test]
+    aligned, _ = align_to_panel(data.matrix.values[rows_test], data.matrix.genes, preprocessor.genes)
+    proba = model.predict_proba(preprocessor.transform(aligned))
+    metrics = classification_metrics(labelled.y[test], proba, labelled.classes)
+    metrics["chance_accuracy"] = majority_baseline_accuracy(labelled.y[test])
+    ids = data.matrix.sample_ids
+    split = {
+        "test_size": spec.test_size,
+        "grouped_by": data.group_column,
+        "n_labelled": int(labelled.rows.size),
+        "n_train_pool": int(train_pool.size),
+        "n_train": int(train.size),
+        "n_test": int(test.size),
+        "dropped_classes": labelled.dropped,
+        "train_sample_ids": [ids[i] for i in labelled.rows[train]],
+        "test_sample_ids": [ids[i] for i in rows_test],
+    }
+    key = f"predictors/{spec.predictor_id}/{new_id()}.pt"
+    sha256 = ctx.store.put_bytes(key, checkpoint.dumps(payload))
+
+    def record(session: Session) -> None:
+        row = session.get_one(orm.Predictor, spec.predictor_id)
+        row.status = orm.ArtifactStatus.READY
+        row.classes, row.split, row.metrics = labelled.classes, split, metrics
+        row.loss_curve = [float(v) for v in losses]
+        row.artifact_key, row.artifact_sha256 = key, sha256
+
+    return record
