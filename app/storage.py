@@ -22,26 +22,8 @@ class ArtifactIntegrityError(ExprsslError):
 
 class ArtifactStore(Protocol):
     def put_bytes(self, key: str, data: bytes) -> str: ...
-    def put_file(self, key: str, source: Path) -> str:
-        """Move ``source`` into the store under a new ``key``; return its sha256."""
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.staging_dir().resolve()
-        if source.parent.resolve() != staging:
-            fd, tmp = tempfile.mkstemp(dir=staging)
-            os.close(fd)
-            shutil.copyfile(source, tmp)
-            source = Path(tmp)
-        try:
-            digest = sha256_file(source)
-            # A hard link fails if the key exists: atomic, and never overwrites.
-            os.link(source, target)
-        except FileExistsError:
-            raise FileExistsError(f"artifact {key!r} exists and is never overwritten") from None
-        finally:
-            source.unlink(missing_ok=True)
-        return digest
-
+    def put_file(self, key: str, source: Path) -> str: ...
+    def get_bytes(self, key: str, *, sha256: str) -> bytes: ...
     def local_path(self, key: str, *, sha256: str | None = None) -> Path: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
@@ -87,15 +69,21 @@ class LocalArtifactStore:
     def put_file(self, key: str, source: Path) -> str:
         """Move ``source`` into the store under a new ``key``; return its sha256."""
         target = self._path(key)
-        if target.exists():
-            source.unlink(missing_ok=True)
-            raise FileExistsError(f"artifact {key!r} exists and is never overwritten")
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = sha256_file(source)
-        if source.parent.resolve() == self.staging_dir().resolve():
-            os.replace(source, target)
-        else:
-            shutil.copyfile(source, target)
+        staging = self.staging_dir().resolve()
+        if source.parent.resolve() != staging:
+            fd, tmp = tempfile.mkstemp(dir=staging)
+            os.close(fd)
+            shutil.copyfile(source, tmp)
+            source = Path(tmp)
+        try:
+            digest = sha256_file(source)
+            # A hard link fails if the key exists: atomic, and never overwrites.
+            os.link(source, target)
+        except FileExistsError:
+            raise FileExistsError(f"artifact {key!r} exists and is never overwritten") from None
+        finally:
+            source.unlink(missing_ok=True)
         return digest
 
     def local_path(self, key: str, *, sha256: str | None = None) -> Path:

@@ -90,8 +90,7 @@ def _require(payload: Mapping[str, Any], kind: str, keys: Sequence[str]) -> None
         raise ArtifactError(f"artifact kind is {payload.get('kind')!r}, expected {kind!r}")
     if payload.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
-            f"unsupported artifact format_version {payload.get('format_version')!r} "
-            f"(expected {FORMAT_VERSION})"
+            f"unsupported artifact format_version {payload.get('format_version')!r} (expected {FORMAT_VERSION})"
         )
     missing = [k for k in keys if k not in payload]
     if missing:
@@ -112,8 +111,7 @@ def _load_encoder(config: Any, state: Any, preprocessor: Preprocessor, prefix: s
         raise ArtifactError("encoder config must be a dict")
     if config.get("n_genes") != len(preprocessor.genes):
         raise ArtifactError(
-            f"encoder expects {config.get('n_genes')} genes "
-            f"but the artifact's panel has {len(preprocessor.genes)}"
+            f"encoder expects {config.get('n_genes')} genes but the artifact's panel has {len(preprocessor.genes)}"
         )
     try:
         encoder = MLPEncoder(**config)
@@ -148,9 +146,7 @@ def encoder_payload(
         A dict for :func:`dumps`.
     """
     if encoder.n_genes != len(preprocessor.genes):
-        raise ArtifactError(
-            f"encoder has {encoder.n_genes} inputs but the panel has {len(preprocessor.genes)} genes"
-        )
+        raise ArtifactError(f"encoder has {encoder.n_genes} inputs but the panel has {len(preprocessor.genes)} genes")
     return {
         "kind": ENCODER_KIND,
         "format_version": FORMAT_VERSION,
@@ -207,8 +203,7 @@ def classifier_payload(
         raise ValueError(f"head_kind must be one of {HEAD_KINDS}, got {head_kind!r}")
     if classifier.encoder.n_genes != len(preprocessor.genes):
         raise ArtifactError(
-            f"classifier has {classifier.encoder.n_genes} inputs "
-            f"but the panel has {len(preprocessor.genes)} genes"
+            f"classifier has {classifier.encoder.n_genes} inputs but the panel has {len(preprocessor.genes)} genes"
         )
     return {
         "kind": CLASSIFIER_KIND,
@@ -231,9 +226,7 @@ def classifier_from_payload(
         ``(classifier, preprocessor, {"classes": [...], "head_kind": ..., "meta": {...}})``; the classifier's
         ``predict_proba`` takes ``preprocessor.transform`` output.
     """
-    _require(
-        payload, CLASSIFIER_KIND, ["head_kind", "classes", "encoder_config", "state_dict", "preprocessor"]
-    )
+    _require(payload, CLASSIFIER_KIND, ["head_kind", "classes", "encoder_config", "state_dict", "preprocessor"])
     preprocessor = _load_preprocessor(payload["preprocessor"])
     state = payload["state_dict"]
     if not isinstance(state, Mapping):
@@ -332,9 +325,7 @@ def logreg_payload(
     """
     scaler, logreg = pipeline.named_steps["scaler"], pipeline.named_steps["logreg"]
     if scaler.mean_.shape[0] != len(preprocessor.genes):
-        raise ArtifactError(
-            f"pipeline has {scaler.mean_.shape[0]} inputs but the panel has {len(preprocessor.genes)}"
-        )
+        raise ArtifactError(f"pipeline has {scaler.mean_.shape[0]} inputs but the panel has {len(preprocessor.genes)}")
     names = [str(c) for c in classes]
     model = LogisticRegressionModel(
         scaler.mean_, scaler.scale_, logreg.coef_, logreg.intercept_, logreg.classes_, len(names)

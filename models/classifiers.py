@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from models.device import autocast, batch_slices, make_generator, resolve_device, seeded
+from models.device import autocast, batch_slices, grad_scaler, make_generator, resolve_device, seeded
 from models.encoders import MLPEncoder
 from models.heads import LinearHead
 from models.methods.base import EpochCallback
@@ -110,9 +110,7 @@ def _check_xy(x: np.ndarray, y: np.ndarray, n_genes: int, n_classes: int, what: 
     if not np.isfinite(x).all():
         raise ValueError(f"x_{what} contains NaN or infinite values; preprocess it first")
     if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(
-            f"y_{what} must hold class indices in [0, {n_classes}), got range [{y.min()}, {y.max()}]"
-        )
+        raise ValueError(f"y_{what} must hold class indices in [0, {n_classes}), got range [{y.min()}, {y.max()}]")
 
 
 def _embed(encoder: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -133,6 +131,7 @@ class _Trainable:
     y_train: torch.Tensor
     x_val: torch.Tensor | None
     y_val: torch.Tensor | None
+    scaler: torch.amp.GradScaler
 
 
 def _train_epoch(t: _Trainable, batch_size: int, generator: torch.Generator, device: torch.device) -> float:
@@ -148,8 +147,9 @@ def _train_epoch(t: _Trainable, batch_size: int, generator: torch.Generator, dev
         with autocast(device):
             logits = t.module(t.x_train[idx])
         loss = F.cross_entropy(logits.float(), t.y_train[idx])
-        loss.backward()
-        t.optimizer.step()
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
         total += loss.detach() * (stop - start)
         seen += stop - start
     return float(total.item() / seen)
@@ -266,15 +266,13 @@ def fit_encoder_classifier(
             weight_decay=params.weight_decay,
         )
         trainable = _Trainable(
-            module, optimizer, inputs_tr, torch.from_numpy(y_tr).to(dev), inputs_val, y_val_t
+            module, optimizer, inputs_tr, torch.from_numpy(y_tr).to(dev), inputs_val, y_val_t, grad_scaler(dev)
         )
         losses = _fit_loop(trainable, params, make_generator(seed, dev), dev, on_epoch_end)
     return classifier.cpu().eval(), losses
 
 
-def fit_logistic_regression(
-    x_train: np.ndarray, y_train: np.ndarray, *, C: float = 0.1, seed: int = 0
-) -> Pipeline:
+def fit_logistic_regression(x_train: np.ndarray, y_train: np.ndarray, *, C: float = 0.1, seed: int = 0) -> Pipeline:
     """L2 logistic regression on standardised expression (the baseline the paper omitted).
 
     Args:

@@ -108,9 +108,7 @@ def uniform_replacement(
     _check_mask(x, mask)
     n_genes = x.shape[1]
     if low.shape != (n_genes,) or high.shape != (n_genes,):
-        raise ValueError(
-            f"low/high must have shape ({n_genes},), got {tuple(low.shape)} and {tuple(high.shape)}"
-        )
+        raise ValueError(f"low/high must have shape ({n_genes},), got {tuple(low.shape)} and {tuple(high.shape)}")
     if bool((high < low).any()):
         raise ValueError("high must be >= low for every gene")
     u = _rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -23,9 +23,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, n_genes: int, hidden_dim: int = 256, n_layers: int = 4, dropout: float = 0.2) -> None:
         super().__init__()
         if n_genes < 1 or hidden_dim < 1 or n_layers < 1:
-            raise ValueError(
-                f"n_genes, hidden_dim and n_layers must be >= 1, got {n_genes}, {hidden_dim}, {n_layers}"
-            )
+            raise ValueError(f"n_genes, hidden_dim and n_layers must be >= 1, got {n_genes}, {hidden_dim}, {n_layers}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.n_genes = int(n_genes)

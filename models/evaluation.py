@@ -95,9 +95,7 @@ def _check_split(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.sort(train).astype(np.int64), np.sort(test).astype(np.int64)
 
 
-def _group_split(
-    y: np.ndarray, groups: np.ndarray, test_size: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _group_split(y: np.ndarray, groups: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Grouped split, stratified by StratifiedGroupKFold when it can, else GroupShuffleSplit."""
     n_groups = np.unique(groups).size
     if n_groups < 2:

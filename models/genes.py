@@ -98,9 +98,7 @@ def align_to_panel(
     """
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[1] != len(genes):
-        raise ValueError(
-            f"values must have shape (n_samples, {len(genes)}) to match genes, got {values.shape}"
-        )
+        raise ValueError(f"values must have shape (n_samples, {len(genes)}) to match genes, got {values.shape}")
     source = _index_genes(genes, "input")
     target = [normalise_gene_id(g) for g in panel]
     _index_genes(panel, "panel")

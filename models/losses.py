@@ -25,9 +25,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 1.0) -> tor
         Scalar loss tensor (float32 even under autocast).
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
-            f"z1 and z2 must be 2-D with equal shapes, got {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
+        raise ValueError(f"z1 and z2 must be 2-D with equal shapes, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 1:
         raise ValueError("nt_xent needs at least one pair")
     if not temperature > 0:

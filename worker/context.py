@@ -15,7 +15,6 @@ from app.db import orm
 from app.db.base import utcnow
 from app.storage import ArtifactStore
 
-
 # What a pipeline returns: records its results in the transaction of the job's final transition.
 Recorder = Callable[[Session], None]
 

@@ -120,9 +120,7 @@ class SSLMethod(ABC, Generic[P]):
         if arr.shape[0] < 2:
             raise ValueError(f"pretraining needs at least 2 samples (BatchNorm), got {arr.shape[0]}")
         if not np.isfinite(arr).all():
-            raise ValueError(
-                "x contains NaN or infinite values; preprocess it first (Preprocessor.transform)"
-            )
+            raise ValueError("x contains NaN or infinite values; preprocess it first (Preprocessor.transform)")
         return torch.from_numpy(arr).to(self.device)
 
     def _resolve_start(self, start_epoch: int, state: dict | None) -> int:

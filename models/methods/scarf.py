@@ -66,9 +66,7 @@ class Scarf(SSLMethod[ScarfParams]):
 
     def corrupt(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Return the corrupted view of ``batch`` ``(B, G)``."""
-        mask = corruption_mask(
-            batch.shape, self.params.corruption_rate, generator=generator, device=batch.device
-        )
+        mask = corruption_mask(batch.shape, self.params.corruption_rate, generator=generator, device=batch.device)
         if self.params.replacement == "uniform":
             return uniform_replacement(batch, mask, self._low, self._high, generator=generator)
         return marginal_replacement(batch, mask, generator=generator, source=self._data)

@@ -48,7 +48,11 @@ def test_head_params_defaults_and_probe_lr() -> None:
     assert HeadParams.from_dict({}, linear_probe=True).lr == 1e-3
     assert HeadParams.from_dict({"lr": 0.05}, linear_probe=True).lr == 0.05
     assert HeadParams.from_dict({"patience": 3}).to_dict() == {
-        "lr": 1e-4, "max_epochs": 200, "batch_size": 64, "patience": 3, "weight_decay": 0.0,
+        "lr": 1e-4,
+        "max_epochs": 200,
+        "batch_size": 64,
+        "patience": 3,
+        "weight_decay": 0.0,
     }
     with pytest.raises(ValueError, match="patience must be >= 1, got 0"):
         HeadParams.from_dict({"patience": 0})

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from app.cohorts import parsing
 from app.cohorts import repository as cohorts
 from app.db import orm
-from app.storage import ArtifactIntegrityError, ArtifactStore
+from app.storage import ArtifactIntegrityError
 from worker.context import JobContext
 
 

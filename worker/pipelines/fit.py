@@ -109,7 +109,8 @@ def _fit_head(
         payload = checkpoint.logreg_payload(pipeline, preprocessor, labelled.classes, meta=meta)
         return payload, preprocessor, checkpoint.logreg_from_payload(payload)[0], []
     key, sha256 = spec.encoder_key
-    encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256)))
+    artifact = ctx.store.get_bytes(key, sha256=sha256)
+    encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(artifact))
     aligned, report = align_to_panel(values[rows_train], genes, preprocessor.genes)
     if report.coverage < 0.5:
         raise InvalidInput(f"cohort covers only {report.coverage:.1%} of the encoder's gene panel")

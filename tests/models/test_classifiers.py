@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.classifiers import EncoderClassifier, HeadParams, fit_encoder_classifier, fit_logistic_regression
+from models.encoders import MLPEncoder
+
+
+def _encoder(n_genes: int = 20, seed: int = 0) -> MLPEncoder:
+    torch.manual_seed(seed)
+    return MLPEncoder(n_genes, hidden_dim=32, n_layers=2, dropout=0.1)
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _val_loss(clf: EncoderClassifier, x: np.ndarray, y: np.ndarray) -> float:
+    proba = clf.predict_proba(x)
+    return float(F.nll_loss(torch.log(torch.from_numpy(proba)), torch.from_numpy(y)).item())
+
+
+def test_mlp_encoder_shape_and_config() -> None:
+    enc = MLPEncoder(20, hidden_dim=16, n_layers=3, dropout=0.0)
+    assert enc.config() == {"n_genes": 20, "hidden_dim": 16, "n_layers": 3, "dropout": 0.0}
+    assert enc.out_dim == 16 and enc(torch.zeros(5, 20)).shape == (5, 16)
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in enc.modules()) == 3
+    assert MLPEncoder(**enc.config()).config() == enc.config()
+
+
+def test_finetune_learns_and_never_mutates_the_callers_encoder(labelled: tuple) -> None:
+    x, y = labelled
+    enc = _encoder()
+    before = _state(enc)
+    epochs: list[int] = []
+    clf, losses = fit_encoder_classifier(
+        enc,
+        x,
+        y,
+        None,
+        None,
+        3,
+        freeze_encoder=False,
+        params=HeadParams(lr=3e-3, max_epochs=15, batch_size=32),
+        device="cpu",
+        on_epoch_end=lambda e, loss: epochs.append(e),
+    )
+    assert epochs == list(range(1, 16)) and len(losses) == 15
+    assert losses[-1] < losses[0] / 2
+    assert not clf.training and next(clf.parameters()).device.type == "cpu"
+    proba = clf.predict_proba(x)
+    assert proba.dtype == np.float32 and proba.shape == (120, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert (proba.argmax(axis=1) == y).mean() > 0.95
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(clf.encoder.state_dict()[k], before[k]) for k in before)
+
+
+def test_linear_probe_freezes_the_encoder(labelled: tuple) -> None:
+    x, y = labelled
+    enc = _encoder()
+    before = _state(enc)
+    clf, losses = fit_encoder_classifier(
+        enc,
+        x,
+        y,
+        None,
+        None,
+        3,
+        freeze_encoder=True,
+        params=HeadParams.from_dict({"max_epochs": 30}, linear_probe=True),
+        device="cpu",
+    )
+    assert losses[-1] < losses[0]
+    for k, v in clf.encoder.state_dict().items():  # weights and BatchNorm running stats
+        assert torch.equal(v, before[k]), k
+    assert not any(p.requires_grad for p in clf.encoder.parameters())
+    assert (clf.predict_proba(x).argmax(axis=1) == y).mean() > 0.7  # chance is 1/3
+
+
+def test_early_stopping_restores_the_best_weights() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 20)).astype(np.float32)
+    y = rng.integers(0, 2, size=100)  # pure noise: validation loss rises once the head overfits
+    params = HeadParams(lr=1e-2, max_epochs=200, batch_size=16, patience=3)
+    enc = _encoder()
+    best, losses = fit_encoder_classifier(
+        enc, x[:60], y[:60], x[60:], y[60:], 2, freeze_encoder=False, params=params, seed=5, device="cpu"
+    )
+    assert 3 < len(losses) < 200
+    # Same seed without validation for the same number of epochs follows the same trajectory.
+    last, losses_again = fit_encoder_classifier(
+        enc,
+        x[:60],
+        y[:60],
+        None,
+        None,
+        2,
+        freeze_encoder=False,
+        params=HeadParams(lr=1e-2, max_epochs=len(losses), batch_size=16, patience=3),
+        seed=5,
+        device="cpu",
+    )
+    assert losses_again == losses
+    assert _val_loss(best, x[60:], y[60:]) < _val_loss(last, x[60:], y[60:])
+
+
+def test_fit_encoder_classifier_validates(labelled: tuple) -> None:
+    x, y = labelled
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
+        fit_encoder_classifier(_encoder(), x, y, None, None, 2, freeze_encoder=True, params=HeadParams())
+    with pytest.raises(ValueError, match="shape"):
+        fit_encoder_classifier(_encoder(), x[:, :5], y, None, None, 3, freeze_encoder=True, params=HeadParams())
+    with pytest.raises(ValueError, match="together"):
+        fit_encoder_classifier(_encoder(), x, y, x, None, 3, freeze_encoder=True, params=HeadParams())
+
+
+def test_logistic_regression_scaler_fitted_on_training_data(labelled: tuple) -> None:
+    x, y = labelled
+    order = np.random.default_rng(0).permutation(120)
+    train, test = order[:80], order[80:]
+    pipe = fit_logistic_regression(x[train] + 1.0, y[train], C=0.1, seed=0)
+    np.testing.assert_allclose(pipe.named_steps["scaler"].mean_, (x[train] + 1.0).mean(axis=0), rtol=1e-5)
+    assert pipe.named_steps["logreg"].C == 0.1 and pipe.named_steps["logreg"].max_iter == 2000
+    assert (pipe.predict(x[test] + 1.0) == y[test]).mean() > 0.9
