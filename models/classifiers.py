@@ -113,6 +113,21 @@ def _check_xy(x: np.ndarray, y: np.ndarray, n_genes: int, n_classes: int, what: 
         raise ValueError(f"y_{what} must hold class indices in [0, {n_classes}), got range [{y.min()}, {y.max()}]")
 
 
+def _validation_tensors(
+    x_val: np.ndarray | None, y_val: np.ndarray | None, n_genes: int, n_classes: int, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Validated validation tensors on ``device``; ``(None, None)`` when absent or empty."""
+    if (x_val is None) != (y_val is None):
+        raise ValueError("x_val and y_val must be given together")
+    if x_val is None or y_val is None:
+        return None, None
+    x_v, y_v = np.asarray(x_val, dtype=np.float32), np.asarray(y_val).astype(np.int64)
+    _check_xy(x_v, y_v, n_genes, n_classes, "val")
+    if x_v.shape[0] == 0:
+        return None, None
+    return torch.from_numpy(x_v).to(device), torch.from_numpy(y_v).to(device)
+
+
 def _embed(encoder: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Frozen-encoder representations ``(N, hidden)`` computed once in eval mode."""
     encoder.eval()
@@ -240,19 +255,12 @@ def fit_encoder_classifier(
     _check_xy(x_tr, y_tr, encoder.n_genes, n_classes, "train")
     if x_tr.shape[0] < (1 if freeze_encoder else 2):
         raise ValueError(f"too few training samples: {x_tr.shape[0]}")
-    if (x_val is None) != (y_val is None):
-        raise ValueError("x_val and y_val must be given together")
     with seeded(seed, dev):
         enc = copy.deepcopy(encoder).to(dev)
         head = LinearHead(enc.out_dim, n_classes).to(dev)
         classifier = EncoderClassifier(enc, head)
         inputs_tr = torch.from_numpy(x_tr).to(dev)
-        inputs_val = y_val_t = None
-        if x_val is not None and y_val is not None:
-            x_v, y_v = np.asarray(x_val, dtype=np.float32), np.asarray(y_val).astype(np.int64)
-            _check_xy(x_v, y_v, encoder.n_genes, n_classes, "val")
-            if x_v.shape[0]:
-                inputs_val, y_val_t = torch.from_numpy(x_v).to(dev), torch.from_numpy(y_v).to(dev)
+        inputs_val, y_val_t = _validation_tensors(x_val, y_val, encoder.n_genes, n_classes, dev)
         if freeze_encoder:
             enc.requires_grad_(False)
             inputs_tr = _embed(enc, inputs_tr)
