@@ -73,6 +73,24 @@ def summarise_labels(labels: pd.DataFrame) -> list[dict[str, object]]:
     return summary
 
 
+MAX_ID_LENGTH = 200
+
+
+def _check_id_lengths(sample_ids: Sequence[str], labels: pd.DataFrame | None, group_column: str | None) -> None:
+    """Sample and group ids are registry keys of bounded length."""
+    long_ids = [s for s in sample_ids if len(s) > MAX_ID_LENGTH]
+    if long_ids:
+        raise InvalidInput(f"sample id {long_ids[0][:60]!r}... is longer than {MAX_ID_LENGTH} characters")
+    if labels is not None and group_column:
+        groups = labels[group_column].dropna().astype(str)
+        long_groups = groups[groups.str.len() > MAX_ID_LENGTH]
+        if len(long_groups):
+            raise InvalidInput(
+                f"group id of sample {long_groups.index[0]!r} in column {group_column!r} is longer than "
+                f"{MAX_ID_LENGTH} characters"
+            )
+
+
 def _sample_rows(
     sample_ids: Sequence[str], labels: pd.DataFrame | None, group_column: str | None
 ) -> list[dict[str, object]]:
@@ -115,6 +133,7 @@ def create_cohort(
             parsing.check_labels(label_table, matrix.sample_ids, group_column=group_column)
         elif group_column:
             raise InvalidInput(f"group_column {group_column!r} given but no labels file to find it in")
+        _check_id_lengths(matrix.sample_ids, label_table, group_column)
         checksum = parsing.matrix_checksum(matrix)
         storage_key = repository.find_storage_key(session, checksum) or _store_matrix(store, matrix, checksum)
         label_summary = []

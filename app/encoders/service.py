@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.cohorts import repository as cohorts
@@ -33,8 +33,11 @@ def start_pretraining(*, session: Session, dispatcher: Dispatcher, request: Enco
     job = jobs.create_job(
         session, orm.JobKind.PRETRAIN, {"cohort_id": cohort.id, "method": request.method, "log1p": request.log1p}
     )
+    name = request.name or f"{request.method}-{cohort.name}"
+    previous = session.scalar(select(func.max(orm.Encoder.version)).where(orm.Encoder.name == name))
     encoder = orm.Encoder(
-        name=request.name or f"{request.method}-{cohort.name}",
+        name=name,
+        version=(previous or 0) + 1,
         method=request.method,
         params=params,
         seed=request.seed,
