@@ -264,8 +264,9 @@ def _read_delimited_matrix(path: Path, filename: str, layout: _Delimited) -> Exp
     if table.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows below the header")
     sample_ids = _sample_ids(table.column(0), filename)
-    values = _to_matrix(table.columns[1:], table.num_rows)
+    columns, n_rows = table.columns[1:], table.num_rows
     del table
+    values = _to_matrix(columns, n_rows)
     if not _all_finite(values):
         _raise_first_delimited_error(path, filename, layout, genes, None)
     return ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
@@ -458,11 +459,16 @@ def _sample_ids(column: pa.ChunkedArray, filename: str) -> list[str]:
     return ids
 
 
-def _to_matrix(columns: Sequence[pa.ChunkedArray], n_rows: int) -> np.ndarray:
-    """Copy float32 columns into one C-contiguous (rows, columns) array: one copy, loops over columns."""
+def _to_matrix(columns: list[pa.ChunkedArray | None], n_rows: int) -> np.ndarray:
+    """Move float32 columns into one C-contiguous (rows, columns) array, a loop over columns.
+
+    Each entry of ``columns`` is set to None once copied, so its memory can go before the copy ends.
+    """
     values = np.empty((n_rows, len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
+        assert column is not None
         values[:, j] = column.to_numpy()
+        columns[j] = None
     return values
 
 

@@ -177,3 +177,24 @@ class Prediction(Base):
     coverage: Mapped[dict[str, Any]] = mapped_column(default=dict)
     results: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Evaluation(Base):
+    """A label-efficiency study: SSL methods and baselines over label fractions and seeds on one cohort."""
+
+    __tablename__ = "evaluation"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)
+    label_column: Mapped[str] = mapped_column(String(200))
+    status: Mapped[ArtifactStatus] = mapped_column(_enum(ArtifactStatus), default=ArtifactStatus.PENDING)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # One row per (method, head, fraction, seed) with its test metrics and sizes.
+    runs: Mapped[list[Any]] = mapped_column(default=list)
+    # Mean and standard deviation over seeds per (method, head, fraction) and metric.
+    summary: Mapped[list[Any]] = mapped_column(default=list)
+    label_savings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

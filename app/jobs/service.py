@@ -120,10 +120,11 @@ def request_cancel(session: Session, job_id: str) -> orm.Job:
 
 
 def mark_target(session: Session, job: orm.Job, status: orm.ArtifactStatus) -> None:
-    """Give the encoder or predictor a job produces the job's final status."""
-    encoder = session.scalar(select(orm.Encoder).where(orm.Encoder.job_id == job.id))
-    if encoder is not None:
-        encoder.status = status
-    predictor = session.scalar(select(orm.Predictor).where(orm.Predictor.job_id == job.id))
-    if predictor is not None:
-        predictor.status = status
+    """Give the encoder, predictor or evaluation a job produces the job's final status."""
+    tables: tuple[type[orm.Encoder] | type[orm.Predictor] | type[orm.Evaluation], ...] = (
+        orm.Encoder, orm.Predictor, orm.Evaluation
+    )
+    for table in tables:
+        row = session.scalar(select(table).where(table.job_id == job.id))
+        if row is not None:
+            row.status = status

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect
 from app.cli import alembic_config
 from app.db import orm
 
-TABLES = {"cohort", "cohort_sample", "job", "job_event", "encoder", "predictor", "prediction"}
+TABLES = {"cohort", "cohort_sample", "job", "job_event", "encoder", "predictor", "prediction", "evaluation"}
 
 
 def _tables(url: str) -> set[str]:
