@@ -121,10 +121,10 @@ def request_cancel(session: Session, job_id: str) -> orm.Job:
 
 def mark_target(session: Session, job: orm.Job, status: orm.ArtifactStatus) -> None:
     """Give the encoder, predictor or evaluation a job produces the job's final status."""
-    tables: tuple[type[orm.Encoder] | type[orm.Predictor] | type[orm.Evaluation], ...] = (
-        orm.Encoder, orm.Predictor, orm.Evaluation
-    )
-    for table in tables:
-        row = session.scalar(select(table).where(table.job_id == job.id))
+    for row in (
+        session.scalar(select(orm.Encoder).where(orm.Encoder.job_id == job.id)),
+        session.scalar(select(orm.Predictor).where(orm.Predictor.job_id == job.id)),
+        session.scalar(select(orm.Evaluation).where(orm.Evaluation.job_id == job.id)),
+    ):
         if row is not None:
             row.status = status
