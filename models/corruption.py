@@ -7,6 +7,7 @@ corruption is reproducible for a given seed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -156,3 +157,62 @@ def marginal_replacement(
     offset = 1 + torch.floor(u * (n - 1)).long().clamp_(max=n - 2)
     donor = (torch.arange(n, device=x.device).unsqueeze(1) + offset) % n
     return torch.where(mask, x.gather(0, donor), x)
+
+
+class MaskedView(NamedTuple):
+    """A corrupted view and its mask labels (VIME's pretext task).
+
+    Attributes:
+        x_tilde: Corrupted matrix ``(N, G)``.
+        mask: Bool ``(N, G)``; True where ``x_tilde`` differs from the clean value (the label to predict).
+        drawn: Bool ``(N, G)``; the Bernoulli draw ``m`` (a superset of ``mask``).
+    """
+
+    x_tilde: torch.Tensor
+    mask: torch.Tensor
+    drawn: torch.Tensor
+
+
+def column_permutation(
+    x: torch.Tensor, *, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permute every column of ``x`` independently (VIME's ``x_bar``, Yoon et al. 2020, Sec. 4.1).
+
+    ``x_bar[i, j] = x[pi_j(i), j]`` with an independent uniform permutation ``pi_j`` per gene, so each
+    gene keeps its empirical marginal while its link to the other genes of the sample is broken. Drawn
+    without a loop as the argsort of a uniform ``(N, G)`` matrix along the samples.
+
+    Args:
+        x: Matrix of shape ``(N, G)``.
+        generator: Random generator.
+
+    Returns:
+        ``(x_bar, donor)``: the permuted matrix ``(N, G)`` and the long tensor ``(N, G)`` of source rows.
+    """
+    _check_2d(x)
+    keys = _rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+    donor = keys.argsort(dim=0)
+    return x.gather(0, donor), donor
+
+
+def vime_corruption(x: torch.Tensor, rate: float, *, generator: torch.Generator | None = None) -> MaskedView:
+    """VIME's mask generator and pretext generator (Yoon et al. 2020, Eq. 3; released ``pretext_generator``).
+
+    ``m_ij ~ Bernoulli(rate)``, ``x~ = m * x_bar + (1 - m) * x`` with ``x_bar`` from
+    :func:`column_permutation`. As in the released code (``m_new = 1 * (x != x_tilde)``) the label is
+    ``m & (x~ != x)``: a permutation can hand a row its own value (probability 1/N, more with tied values
+    such as zero counts), and an entry that did not change cannot be detected, so it is not labelled.
+
+    Args:
+        x: Clean matrix of shape ``(N, G)``.
+        rate: ``p_m``, the probability that an entry is replaced, in [0, 1).
+        generator: Random generator (mask first, then the permutation).
+
+    Returns:
+        :class:`MaskedView` with ``x_tilde``, ``mask`` (labels) and ``drawn`` (``m``), each ``(N, G)``.
+    """
+    _check_2d(x)
+    drawn = corruption_mask(x.shape, rate, generator=generator, device=x.device)
+    x_bar, _ = column_permutation(x, generator=generator)
+    x_tilde = torch.where(drawn, x_bar, x)
+    return MaskedView(x_tilde=x_tilde, mask=drawn & (x_tilde != x), drawn=drawn)

@@ -102,12 +102,29 @@ class SSLMethod(ABC, Generic[P]):
         """Return the optimiser (Adam by default; methods override to follow their paper)."""
         return torch.optim.Adam(parameters, lr=self.params.lr)
 
-    def setup(self, x: torch.Tensor) -> None:  # noqa: B027 - optional hook
-        """Compute data-dependent state from the full pretraining matrix ``(N, G)`` before training."""
+    def setup(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:  # noqa: B027 - optional hook
+        """Compute data-dependent state from the full pretraining matrix before training.
+
+        Called by :meth:`fit` on every run, fresh or resumed, after any training state has been loaded.
+
+        Args:
+            x: The pretraining matrix ``(N, G)`` on the method's device.
+            generator: Seeded from ``fit``'s seed (the same on a resumed run); random draws made here
+                (e.g. VIME's fixed corruption) must use it. ``None`` means the global RNG.
+        """
 
     @abstractmethod
-    def training_step(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Return the scalar loss of one batch ``(B, G)``; random draws must use ``generator``."""
+    def training_step(
+        self, batch: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return the scalar loss of one batch.
+
+        Args:
+            batch: Rows of the pretraining matrix, shape ``(B, G)``.
+            generator: Random draws (corruption) must use it.
+            index: Positions of ``batch``'s rows in the matrix given to :meth:`setup`, shape ``(B,)``
+                (always passed by :meth:`fit`; ``None`` when a caller has no such matrix).
+        """
 
     def after_step(self) -> None:  # noqa: B027 - optional hook
         """Hook after each optimiser step (e.g. BYOL's EMA target update)."""
@@ -167,7 +184,7 @@ class SSLMethod(ABC, Generic[P]):
             if state is None and start_epoch == 0:
                 self._build()
         start = self._resolve_start(start_epoch, state)
-        self.setup(data)
+        self.setup(data, make_generator(_epoch_seed(seed, 0), self.device))  # epochs use seeds 1..E
         losses: list[float] = []
         for epoch in range(start + 1, self.params.epochs + 1):
             with seeded(_epoch_seed(seed, epoch), self.device):
@@ -187,10 +204,11 @@ class SSLMethod(ABC, Generic[P]):
         total = torch.zeros((), device=self.device)
         seen = 0
         for start, stop in batch_slices(n, self.params.batch_size):
-            batch = data[perm[start:stop]]
+            index = perm[start:stop]
+            batch = data[index]
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device):
-                loss = self.training_step(batch, generator)
+                loss = self.training_step(batch, generator, index=index)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()

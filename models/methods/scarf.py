@@ -59,8 +59,8 @@ class Scarf(SSLMethod[ScarfParams]):
         h = self.params.hidden_dim
         return {"projector": ProjectionHead(h, h, h)}
 
-    def setup(self, x: torch.Tensor) -> None:
-        """Keep the pretraining matrix (marginal) or its per-gene bounds (uniform)."""
+    def setup(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Keep the pretraining matrix ``(N, G)`` (marginal) or its per-gene bounds (uniform)."""
         self._data = x
         self._low, self._high = feature_bounds(x)
 
@@ -71,7 +71,9 @@ class Scarf(SSLMethod[ScarfParams]):
             return uniform_replacement(batch, mask, self._low, self._high, generator=generator)
         return marginal_replacement(batch, mask, generator=generator, source=self._data)
 
-    def training_step(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_step(
+        self, batch: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """NT-Xent between the projections of the clean and the corrupted view of ``batch``."""
         corrupted = self.corrupt(batch, generator)
         projector = self.heads["projector"]

@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.corruption import corruption_mask, feature_bounds, marginal_replacement, uniform_replacement
+from models.corruption import (
+    column_permutation,
+    corruption_mask,
+    feature_bounds,
+    marginal_replacement,
+    uniform_replacement,
+    vime_corruption,
+)
 
 
 def _data(n: int = 200, g: int = 50, seed: int = 0) -> torch.Tensor:
@@ -95,3 +102,57 @@ def test_replacement_validates_shapes() -> None:
         marginal_replacement(x, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="low/high"):
         uniform_replacement(x, torch.zeros(4, 3, dtype=torch.bool), torch.zeros(2), torch.ones(2))
+
+
+def _coded(n: int, g: int) -> torch.Tensor:
+    """Matrix whose every value is unique and encodes its (row, column): value = 10000 * col + row."""
+    return (10000 * torch.arange(g).unsqueeze(0) + torch.arange(n).unsqueeze(1)).double()
+
+
+def test_column_permutation_permutes_each_column_independently() -> None:
+    x = _coded(50, 20)
+    x_bar, donor = column_permutation(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x_bar, x.gather(0, donor))
+    assert torch.equal(x_bar.sort(dim=0).values, x)  # every column keeps exactly its values
+    assert torch.equal(donor.sort(dim=0).values, torch.arange(50).unsqueeze(1).expand(50, 20))
+    assert donor.T.unique(dim=0).shape[0] == 20  # a different permutation for every gene
+    again, _ = column_permutation(x, generator=torch.Generator().manual_seed(0))
+    other, _ = column_permutation(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x_bar, again) and not torch.equal(x_bar, other)
+
+
+def test_vime_corruption_statistics() -> None:
+    n, g = 1000, 100
+    x = _coded(n, g)
+    view = vime_corruption(x, 0.3, generator=torch.Generator().manual_seed(3))
+    # 100k Bernoulli(0.3) draws: sd of the mean is 0.00145, so 0.01 is ~7 sd. A permutation maps a row to
+    # itself with probability 1/n, so the label rate is 0.3 * (1 - 1/n) = 0.2997.
+    assert abs(view.drawn.float().mean().item() - 0.3) < 0.01
+    assert abs(view.mask.float().mean().item() - 0.3 * (1 - 1 / n)) < 0.01
+    assert torch.equal(view.mask, view.drawn & (view.x_tilde != x))
+    assert torch.equal(view.x_tilde[~view.mask], x[~view.mask])  # clean where the label is 0
+    assert torch.equal(view.x_tilde[~view.drawn], x[~view.drawn])
+    col = torch.div(view.x_tilde, 10000, rounding_mode="floor").long()
+    row = (view.x_tilde - 10000 * col).long()
+    cols = torch.arange(g).expand(n, g)
+    rows = torch.arange(n).unsqueeze(1).expand(n, g)
+    assert torch.equal(col, cols)  # same gene everywhere
+    assert (row[view.mask] != rows[view.mask]).all()  # another sample where the label is 1
+    for j in (0, 57, 99):  # membership in the column's own values, checked directly
+        assert torch.isin(view.x_tilde[:, j], x[:, j]).all()
+
+
+def test_vime_corruption_deterministic_and_tied_values_not_labelled() -> None:
+    x = _data(64, 12)
+    a = vime_corruption(x, 0.3, generator=torch.Generator().manual_seed(5))
+    b = vime_corruption(x, 0.3, generator=torch.Generator().manual_seed(5))
+    c = vime_corruption(x, 0.3, generator=torch.Generator().manual_seed(6))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(a.drawn, c.drawn)
+    # A constant gene (e.g. all-zero counts) cannot change, so it never carries a positive label.
+    x[:, 3] = 0.0
+    tied = vime_corruption(x, 0.5, generator=torch.Generator().manual_seed(5))
+    assert tied.drawn[:, 3].any() and not tied.mask[:, 3].any()
+    assert not vime_corruption(x, 0.0, generator=None).drawn.any()
+    with pytest.raises(ValueError, match="2-D"):
+        vime_corruption(torch.zeros(4), 0.3)
