@@ -6,11 +6,12 @@ from fastapi import APIRouter
 
 from app.cohorts.router import router as cohorts
 from app.encoders.router import router as encoders
+from app.evaluations.router import router as evaluations
 from app.health import router as health
 from app.jobs.router import router as jobs
 from app.predictions.router import router as predictions
 from app.predictors.router import router as predictors
 
 api_router = APIRouter()
-for router in (health, cohorts, encoders, predictors, predictions, jobs):
+for router in (health, cohorts, encoders, predictors, predictions, evaluations, jobs):
     api_router.include_router(router)

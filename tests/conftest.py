@@ -33,6 +33,8 @@ def settings(tmp_path: Path, migrated_template: Path, monkeypatch: pytest.Monkey
     shutil.copyfile(migrated_template, data_dir / "exprssl.db")
     monkeypatch.setenv("EXPRSSL_DATA_DIR", str(data_dir))
     monkeypatch.setenv("EXPRSSL_PROGRESS_INTERVAL_S", "0")
+    # Test matrices are tiny: one torch thread is faster, and far faster when the 2 cores are shared.
+    monkeypatch.setenv("EXPRSSL_TORCH_THREADS", "1")
     monkeypatch.delenv("EXPRSSL_DATABASE_URL", raising=False)
     monkeypatch.delenv("EXPRSSL_ARTIFACT_DIR", raising=False)
     get_settings.cache_clear()

@@ -36,23 +36,50 @@ class JobContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     shutdown_event: threading.Event = field(default_factory=threading.Event)
     progress_interval_s: float = 0.5
+    checkpoint_every_epochs: int = 0  # pipelines that train save a resumable state this often
     _last_write: float = field(default=0.0, init=False)
+    _last_poll: float = field(default=0.0, init=False)
 
-    def report(self, epoch: int, loss: float, *, total_epochs: int, stage: str) -> None:
+    def _check_events(self, where: str) -> None:
+        if self.cancel_event.is_set():
+            raise JobCancelled(f"cancelled {where}")
+        if self.shutdown_event.is_set():
+            raise JobInterrupted(f"worker shut down {where}; the job will run again")
+
+    def _cancel_flag_set(self, session: Session) -> bool:
+        self._last_poll = time.monotonic()
+        return session.get_one(orm.Job, self.job_id, populate_existing=True).cancel_requested
+
+    def raise_if_stopped(self, where: str = "") -> None:
+        """Raise JobCancelled or JobInterrupted when asked to stop; cheap enough to call every epoch.
+
+        The in-process events are checked every call; the database flag, which another process may have
+        set, at most every ``progress_interval_s``.
+        """
+        self._check_events(where)
+        if time.monotonic() - self._last_poll >= self.progress_interval_s:
+            with self.session_factory() as session:
+                if self._cancel_flag_set(session):
+                    raise JobCancelled(f"cancelled {where}")
+
+    def report(self, epoch: int, loss: float | None, *, total_epochs: int, stage: str) -> None:
         """Record progress at most every ``progress_interval_s``; raise JobCancelled if asked to stop.
 
-        The in-process event is checked every call (every epoch); the database flag, which another
+        The in-process events are checked every call (every epoch); the database flag, which another
         process may have set, whenever progress is written.
         """
-        if self.cancel_event.is_set():
-            raise JobCancelled(f"cancelled at {stage} epoch {epoch}")
-        if self.shutdown_event.is_set():
-            raise JobInterrupted(f"worker shut down at {stage} epoch {epoch}; the job will run again")
+        where = f"at {stage} epoch {epoch}"
+        self._check_events(where)
         now = time.monotonic()
         if now - self._last_write < self.progress_interval_s and epoch < total_epochs:
             return
         self._last_write = now
-        progress = {"stage": stage, "epoch": epoch, "total_epochs": total_epochs, "loss": float(loss)}
+        progress = {
+            "stage": stage,
+            "epoch": epoch,
+            "total_epochs": total_epochs,
+            "loss": None if loss is None else float(loss),
+        }
         with self.session_factory() as session:
             session.execute(
                 update(orm.Job)
@@ -60,5 +87,5 @@ class JobContext:
                 .values(progress=progress, heartbeat_at=utcnow())
             )
             session.commit()
-            if session.get_one(orm.Job, self.job_id).cancel_requested:
-                raise JobCancelled(f"cancelled at {stage} epoch {epoch}")
+            if self._cancel_flag_set(session):
+                raise JobCancelled(f"cancelled {where}")

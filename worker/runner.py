@@ -15,7 +15,7 @@ from app.db import orm
 from app.jobs import service as jobs
 from app.storage import ArtifactStore
 from worker.context import JobCancelled, JobContext, JobInterrupted, Recorder
-from worker.pipelines import fit, pretrain
+from worker.pipelines import evaluate, fit, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ Pipeline = Callable[[JobContext], Recorder]
 PIPELINES: dict[orm.JobKind, Pipeline] = {
     orm.JobKind.PRETRAIN: pretrain.run,
     orm.JobKind.FIT: fit.run,
+    orm.JobKind.EVALUATE: evaluate.run,
 }
 
 

@@ -177,3 +177,16 @@ def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, checks
         pass
     return key
 
+
+def check_label_column(cohort: orm.Cohort, label_column: str) -> None:
+    """Refuse a label column the cohort lacks, or one with fewer than two usable classes."""
+    columns = {c["name"]: c for c in cohort.label_columns}
+    if label_column not in columns:
+        available = ", ".join(sorted(columns)) or "none (the cohort was uploaded without labels)"
+        raise InvalidInput(f"label column {label_column!r} is not in cohort {cohort.id}; available: {available}")
+    usable = [k for k, n in columns[label_column]["classes"].items() if n >= 2]
+    if len(usable) < 2:
+        raise InvalidInput(
+            f"label column {label_column!r} needs at least two classes with two or more samples; "
+            f"it has {columns[label_column]['classes']}"
+        )

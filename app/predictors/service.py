@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cohorts import repository as cohorts
+from app.cohorts import service as cohort_service
 from app.db import orm
 from app.encoders import service as encoders
 from app.errors import Conflict, InvalidInput, NotFound
@@ -34,19 +35,6 @@ def validated_params(head: Head, params: dict[str, object]) -> dict[str, object]
         raise InvalidInput(f"params: {exc}") from exc
 
 
-def _check_label_column(cohort: orm.Cohort, label_column: str) -> None:
-    columns = {c["name"]: c for c in cohort.label_columns}
-    if label_column not in columns:
-        available = ", ".join(sorted(columns)) or "none (the cohort was uploaded without labels)"
-        raise InvalidInput(f"label column {label_column!r} is not in cohort {cohort.id}; available: {available}")
-    usable = [k for k, n in columns[label_column]["classes"].items() if n >= 2]
-    if len(usable) < 2:
-        raise InvalidInput(
-            f"label column {label_column!r} needs at least two classes with two or more samples; "
-            f"it has {columns[label_column]['classes']}"
-        )
-
-
 def _check_encoder(session: Session, head: Head, encoder_id: str | None) -> orm.Encoder | None:
     if head is Head.LOGISTIC_REGRESSION:
         if encoder_id is not None:
@@ -66,7 +54,7 @@ def start_fitting(*, session: Session, dispatcher: Dispatcher, request: Predicto
     """Register a predictor and queue the job that fits it."""
     params = validated_params(request.head, request.params)
     cohort = cohorts.get(session, request.cohort_id)
-    _check_label_column(cohort, request.label_column)
+    cohort_service.check_label_column(cohort, request.label_column)
     encoder = _check_encoder(session, request.head, request.encoder_id)
     job = jobs.create_job(
         session, orm.JobKind.FIT, {"cohort_id": cohort.id, "head": request.head.value, "test_size": request.test_size}

@@ -1,0 +1,49 @@
+"""Evaluation endpoints: start a label-efficiency study, read it, draw it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.deps import DispatcherDep, SessionDep
+from app.evaluations import service
+from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead
+from app.jobs import service as jobs
+from app.jobs.schemas import JobRead
+
+router = APIRouter(prefix="/evaluations", tags=["evaluations"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=EvaluationAccepted)
+def create_evaluation(request: EvaluationCreate, session: SessionDep, dispatcher: DispatcherDep) -> EvaluationAccepted:
+    """Start the label-efficiency protocol on a cohort; answers at once with the queued job."""
+    evaluation = service.start_evaluation(session=session, dispatcher=dispatcher, request=request)
+    job = jobs.get_job(session, evaluation.job_id)
+    return EvaluationAccepted(evaluation=EvaluationRead.model_validate(evaluation), job=JobRead.model_validate(job))
+
+
+@router.get("", response_model=list[EvaluationRead])
+def list_evaluations(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[EvaluationRead]:
+    """List evaluations, newest first."""
+    return [EvaluationRead.model_validate(e) for e in service.list_all(session, limit=limit, offset=offset)]
+
+
+@router.get("/{evaluation_id}", response_model=EvaluationRead)
+def get_evaluation(evaluation_id: str, session: SessionDep) -> EvaluationRead:
+    """Show an evaluation: per-run metrics, mean and std over seeds, label savings, splits."""
+    return EvaluationRead.model_validate(service.get(session, evaluation_id))
+
+
+@router.get(
+    "/{evaluation_id}/plot.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "Label-efficiency curves."}},
+)
+def get_plot(evaluation_id: str, session: SessionDep) -> Response:
+    """Draw the label-efficiency curves of a finished evaluation as a PNG."""
+    return Response(service.plot_png(service.get(session, evaluation_id)), media_type="image/png")

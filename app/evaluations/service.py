@@ -1,0 +1,125 @@
+"""Evaluation use cases: validate a label-efficiency study, queue it, read it, draw it."""
+
+from __future__ import annotations
+
+import io
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cohorts import repository as cohorts
+from app.cohorts import service as cohort_service
+from app.db import orm
+from app.encoders import service as encoders
+from app.errors import Conflict, InvalidInput, NotFound
+from app.evaluations.schemas import EvaluationCreate
+from app.jobs import service as jobs
+from models.protocol import ProtocolConfig
+from worker.dispatch import Dispatcher
+
+
+def _config(request: EvaluationCreate) -> dict[str, object]:
+    """The protocol's full configuration, validated by the protocol itself."""
+    fractions = sorted(set(request.fractions))
+    try:
+        ProtocolConfig(
+            fractions=tuple(fractions),
+            n_seeds=request.n_seeds,
+            test_size=request.test_size,
+            methods=tuple(request.methods),
+            method_params=request.method_params,
+            heads=tuple(request.heads),
+            baselines=tuple(request.baselines),
+            head_params=request.head_params,
+            logreg_c=request.logreg_c,
+            pca_components=request.pca_components,
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(str(exc)) from exc
+    if not request.baselines and not request.methods and not request.encoder_ids:
+        raise InvalidInput("nothing to evaluate: give methods, encoder_ids or baselines")
+    if (request.methods or request.encoder_ids) and not request.heads:
+        raise InvalidInput("heads: encoders need at least one head (linear_probe, finetune)")
+    config = request.model_dump(exclude={"cohort_id", "label_column", "name"})
+    config["fractions"] = fractions
+    return config
+
+
+def start_evaluation(*, session: Session, dispatcher: Dispatcher, request: EvaluationCreate) -> orm.Evaluation:
+    """Register an evaluation and queue the job that runs its protocol."""
+    config = _config(request)
+    cohort = cohorts.get(session, request.cohort_id)
+    cohort_service.check_label_column(cohort, request.label_column)
+    for encoder_id in request.encoder_ids:
+        encoder = encoders.get(session, encoder_id)
+        if encoder.status is not orm.ArtifactStatus.READY:
+            raise Conflict(f"encoder {encoder.id} is {encoder.status.value}, not ready (its job is {encoder.job_id})")
+    job = jobs.create_job(session, orm.JobKind.EVALUATE, {"cohort_id": cohort.id})
+    evaluation = orm.Evaluation(
+        name=request.name or f"label-efficiency-{request.label_column}",
+        cohort_id=cohort.id,
+        job_id=job.id,
+        label_column=request.label_column,
+        config=config,
+    )
+    session.add(evaluation)
+    session.commit()
+    dispatcher.submit(job.id)
+    return evaluation
+
+
+def get(session: Session, evaluation_id: str) -> orm.Evaluation:
+    evaluation = session.get(orm.Evaluation, evaluation_id)
+    if evaluation is None:
+        raise NotFound(f"evaluation {evaluation_id} not found")
+    return evaluation
+
+
+def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Evaluation]:
+    query = select(orm.Evaluation).order_by(orm.Evaluation.created_at.desc(), orm.Evaluation.id)
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def plot_png(evaluation: orm.Evaluation) -> bytes:
+    """Label-efficiency curves: mean +- std over seeds per model, one panel per metric."""
+    if evaluation.status is not orm.ArtifactStatus.READY:
+        raise Conflict(f"evaluation {evaluation.id} is {evaluation.status.value}; its plot exists once it is ready")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from models.protocol import METRICS, fraction_label
+
+    models = sorted({entry["model"] for entry in evaluation.summary})
+    fractions = sorted({entry["fraction"] for entry in evaluation.summary})
+    figure, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS) + 2.5, 4.4), squeeze=False)
+    for axis, metric in zip(axes[0], METRICS, strict=True):
+        for model in models:
+            points = sorted(
+                (e["fraction"], e[metric]["mean"], e[metric]["std"])
+                for e in evaluation.summary
+                if e["model"] == model and e[metric] is not None
+            )
+            if not points:
+                continue
+            xs, means, stds = (list(v) for v in zip(*points, strict=True))
+            style = "--" if "/" not in model else "-"
+            axis.plot(xs, means, style, marker="o", markersize=3, label=model)
+            axis.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
+                              [m + s for m, s in zip(means, stds, strict=True)], alpha=0.15)
+        axis.set_xscale("log")
+        axis.set_xticks(fractions, [fraction_label(f) for f in fractions], rotation=45)
+        axis.minorticks_off()
+        axis.set_xlabel("labelled training samples used")
+        axis.set_title(metric.replace("_", " "))
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test score (mean +- std over seeds)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center right", fontsize=8, title="dashed: baselines")
+    figure.suptitle(f"{evaluation.name}: {evaluation.label_column}")
+    figure.tight_layout(rect=(0.0, 0.0, 0.86, 1.0))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()

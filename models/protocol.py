@@ -1,0 +1,371 @@
+"""Label-efficiency protocol: SSL encoders and supervised baselines over label fractions and seeds.
+
+Follows the comparison of Dradjat et al. (Bioinformatics 2025, arXiv 2507.13912) but without its leaks:
+
+* the test split is drawn first, per seed, by group (patient) when groups are given;
+* every SSL method is pretrained, per seed, on the non-test samples only (plus unlabelled samples), and its
+  scaler is fitted on those same samples;
+* every baseline's scaler (and PCA) is fitted on the labelled training subset only;
+* label subsets are nested per class across fractions (``label_fraction_subset``);
+* metrics are accuracy, balanced accuracy, macro-F1 and one-vs-rest AUROC, reported as mean and standard
+  deviation over seeds, beside the from-scratch MLP (the paper's only baseline), logistic regression and
+  PCA + logistic regression.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+
+from models.classifiers import HeadParams, fit_encoder_classifier, fit_logistic_regression
+from models.device import resolve_device, seeded
+from models.encoders import MLPEncoder
+from models.evaluation import classification_metrics, label_fraction_subset, split_train_test
+from models.methods import METHODS
+from models.methods.base import EpochCallback
+from models.preprocessing import Preprocessor
+
+DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+HEADS = ("linear_probe", "finetune")
+BASELINES = ("mlp_scratch", "logistic_regression", "pca_logistic_regression")
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
+REFERENCE = "mlp_scratch"
+VALIDATION_SHARE = 0.2
+MIN_VALIDATION_POOL = 10
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """What to compare and how often.
+
+    Attributes:
+        fractions: Shares of each class of the labelled training pool, each in (0, 1].
+        n_seeds: Repetitions; seed s draws its own test split, subsets, initialisations and corruptions.
+        test_size: Share of samples (or groups) held out per seed.
+        methods: SSL methods (keys of ``METHODS``) pretrained inside the protocol.
+        method_params: Per-method hyper-parameter overrides (e.g. ``{"scarf": {"epochs": 200}}``).
+        heads: Downstream heads fitted on every encoder: ``linear_probe`` and/or ``finetune``.
+        baselines: Any of ``mlp_scratch``, ``logistic_regression``, ``pca_logistic_regression``.
+        head_params: Overrides of :class:`HeadParams` for the torch heads and the MLP baseline.
+        logreg_c: Inverse regularisation of both logistic regressions.
+        pca_components: Upper bound on PCA components (capped by training size and genes).
+        log1p: Log-transform before standardising; None detects counts.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
+    """
+
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    n_seeds: int = 5
+    test_size: float = 0.2
+    methods: tuple[str, ...] = ("scarf", "vime", "byol")
+    method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    heads: tuple[str, ...] = HEADS
+    baselines: tuple[str, ...] = BASELINES
+    head_params: Mapping[str, Any] = field(default_factory=dict)
+    logreg_c: float = 0.1
+    pca_components: int = 50
+    log1p: bool | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.fractions or any(not 0.0 < f <= 1.0 for f in self.fractions):
+            raise ValueError(f"fractions must be a non-empty list of values in (0, 1], got {list(self.fractions)}")
+        if not 1 <= self.n_seeds <= 50:
+            raise ValueError(f"n_seeds must be in [1, 50], got {self.n_seeds}")
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError(f"test_size must be in (0, 1), got {self.test_size}")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+        stray = sorted(set(self.method_params) - set(self.methods))
+        if stray:
+            raise ValueError(f"method_params given for method(s) not run: {stray}")
+        for name in self.methods:
+            METHODS[name].params_class.from_dict(self.method_params.get(name, {}))
+        if set(self.heads) - set(HEADS):
+            raise ValueError(f"unknown head(s) {sorted(set(self.heads) - set(HEADS))}; available: {list(HEADS)}")
+        if set(self.baselines) - set(BASELINES):
+            bad = sorted(set(self.baselines) - set(BASELINES))
+            raise ValueError(f"unknown baseline(s) {bad}; available: {list(BASELINES)}")
+        HeadParams.from_dict(self.head_params)
+        if not self.logreg_c > 0:
+            raise ValueError(f"logreg_c must be > 0, got {self.logreg_c}")
+        if self.pca_components < 1:
+            raise ValueError(f"pca_components must be >= 1, got {self.pca_components}")
+
+
+@dataclass(frozen=True)
+class PretrainedEncoder:
+    """An encoder trained elsewhere, with the cohort's samples already in its panel and preprocessing.
+
+    Attributes:
+        encoder: The encoder.
+        x: ``Preprocessor.transform`` output for the protocol's labelled samples, ``(N, G_encoder)``.
+        note: Caveat shown with its results (e.g. that its pretraining saw this cohort's test samples).
+    """
+
+    encoder: MLPEncoder
+    x: np.ndarray
+    note: str = ""
+
+
+@dataclass
+class ProtocolResult:
+    """Runs (one per model, fraction and seed), their summary, label savings, splits and timings."""
+
+    runs: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    label_savings: dict[str, Any]
+    splits: list[dict[str, Any]]
+    timings: dict[str, float]
+    notes: dict[str, str]
+
+
+def model_name(encoder: str, head: str) -> str:
+    return f"{encoder}/{head}"
+
+
+def _validation_split(y: np.ndarray, groups: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if y.size < MIN_VALIDATION_POOL:
+        return None
+    try:
+        return split_train_test(y, groups, test_size=VALIDATION_SHARE, seed=seed)
+    except ValueError:
+        return None
+
+
+class _Runner:
+    """State of one protocol run: data, config, callbacks, accumulated runs and timings."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        classes: Sequence[str],
+        groups: np.ndarray | None,
+        x_unlabelled: np.ndarray | None,
+        config: ProtocolConfig,
+        on_progress: ProgressCallback | None,
+        on_epoch: EpochCallback | None,
+    ) -> None:
+        self.x, self.y, self.classes, self.groups = x, y, list(classes), groups
+        self.x_unlabelled = x_unlabelled
+        self.config = config
+        self.head_params = HeadParams.from_dict(config.head_params)
+        self.probe_params = HeadParams.from_dict(config.head_params, linear_probe=True)
+        self.on_progress, self.on_epoch = on_progress, on_epoch
+        self.runs: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = defaultdict(float)
+        self.step = 0
+        self.total = 0
+
+    def progress(self, message: str) -> None:
+        self.step += 1
+        if self.on_progress is not None:
+            self.on_progress(self.step, self.total, message)
+
+    def record(self, model: str, fraction: float, seed: int, train: np.ndarray, test: np.ndarray, proba: np.ndarray,
+               started: float) -> None:
+        metrics = classification_metrics(self.y[test], proba, self.classes)
+        elapsed = time.perf_counter() - started
+        self.timings[model] += elapsed
+        self.runs.append(
+            {
+                "model": model,
+                "fraction": fraction,
+                "seed": seed,
+                "n_train": int(train.size),
+                "n_test": int(test.size),
+                "seconds": elapsed,
+                **{k: metrics[k] for k in METRICS},
+            }
+        )
+
+    def torch_head(self, encoder: MLPEncoder, x: np.ndarray, train: np.ndarray, seed: int, head: str) -> Any:
+        """Fit a linear probe or fine-tune ``encoder`` on rows ``train`` of ``x``, early-stopped when it can."""
+        groups = None if self.groups is None else self.groups[train]
+        val = _validation_split(self.y[train], groups, seed)
+        fit_rows, val_rows = (train[val[0]], train[val[1]]) if val else (train, None)
+        classifier, _ = fit_encoder_classifier(
+            encoder,
+            x[fit_rows],
+            self.y[fit_rows],
+            None if val_rows is None else x[val_rows],
+            None if val_rows is None else self.y[val_rows],
+            len(self.classes),
+            freeze_encoder=head == "linear_probe",
+            params=self.probe_params if head == "linear_probe" else self.head_params,
+            seed=seed,
+            device=self.config.device,
+            on_epoch_end=self.on_epoch,
+        )
+        return classifier
+
+    def baselines(self, fraction: float, seed: int, train: np.ndarray, test: np.ndarray) -> None:
+        """Fit every requested baseline on ``train`` with a scaler (and PCA) fitted on ``train`` only."""
+        config = self.config
+        scaler = Preprocessor.fit(self.x[train], [str(i) for i in range(self.x.shape[1])], log1p=config.log1p)
+        x_all = scaler.transform(self.x)  # fitted on train only; applying it to other rows is not fitting
+        x_train, x_test = x_all[train], x_all[test]
+        for name in config.baselines:
+            started = time.perf_counter()
+            if name == "logistic_regression":
+                model = fit_logistic_regression(x_train, self.y[train], C=config.logreg_c, seed=seed)
+                proba = _full_proba(model.predict_proba(x_test), model.classes_, len(self.classes))
+            elif name == "pca_logistic_regression":
+                n_components = max(1, min(config.pca_components, train.size - 1, x_train.shape[1]))
+                pca = PCA(n_components=n_components, random_state=seed).fit(x_train)
+                logreg = LogisticRegression(C=config.logreg_c, max_iter=2000, random_state=seed)
+                logreg.fit(pca.transform(x_train), self.y[train])
+                proba = _full_proba(logreg.predict_proba(pca.transform(x_test)), logreg.classes_, len(self.classes))
+            else:
+                with seeded(seed, resolve_device(config.device)):
+                    fresh = MLPEncoder(self.x.shape[1], **_encoder_shape(config))
+                proba = self.torch_head(fresh, x_all, train, seed, "finetune").predict_proba(x_test)
+            self.record(name, fraction, seed, train, test, proba, started)
+            self.progress(f"seed {seed}, {fraction:g} of labels: {name}")
+
+    def pretrain(self, method: str, pool: np.ndarray, seed: int) -> tuple[MLPEncoder, np.ndarray]:
+        """Pretrain ``method`` on the non-test rows ``pool`` (and unlabelled rows); return it and all rows' input."""
+        started = time.perf_counter()
+        rows = self.x[pool] if self.x_unlabelled is None else np.concatenate([self.x[pool], self.x_unlabelled])
+        genes = [str(i) for i in range(self.x.shape[1])]
+        scaler = Preprocessor.fit(rows, genes, log1p=self.config.log1p)
+        cls = METHODS[method]
+        ssl = cls(len(genes), cls.params_class.from_dict(self.config.method_params.get(method, {})),
+                  device=self.config.device)
+        ssl.fit(scaler.transform(rows), seed=seed, on_epoch_end=self.on_epoch)
+        self.timings[f"{method}/pretrain"] += time.perf_counter() - started
+        self.progress(f"seed {seed}: pretrained {method}")
+        return ssl.encoder, scaler.transform(self.x)
+
+
+def _encoder_shape(config: ProtocolConfig) -> dict[str, Any]:
+    """The MLP baseline uses the SSL encoder's architecture (the first method's, else the paper's)."""
+    if not config.methods:
+        return {}
+    params = METHODS[config.methods[0]].params_class.from_dict(config.method_params.get(config.methods[0], {}))
+    return {"hidden_dim": params.hidden_dim, "n_layers": params.n_layers, "dropout": params.dropout}
+
+
+def _full_proba(proba: np.ndarray, seen: np.ndarray, n_classes: int) -> np.ndarray:
+    """Spread sklearn's columns (classes seen in training) over all classes; unseen ones get 0."""
+    out = np.zeros((proba.shape[0], n_classes), dtype=np.float64)
+    out[:, np.asarray(seen, dtype=np.int64)] = proba
+    return out
+
+
+def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation (ddof 0) over seeds per model and fraction; None values are skipped."""
+    grouped: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
+    for run in runs:
+        grouped[(run["model"], run["fraction"])].append(run)
+    summary = []
+    for (model, fraction), rows in sorted(grouped.items()):
+        entry: dict[str, Any] = {"model": model, "fraction": fraction, "n_seeds": len(rows),
+                                 "n_train": float(np.mean([r["n_train"] for r in rows]))}
+        for metric in METRICS:
+            values = [r[metric] for r in rows if r[metric] is not None]
+            entry[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values))} if values else None
+        summary.append(entry)
+    return summary
+
+
+def label_savings(summary: Sequence[Mapping[str, Any]], reference: str = REFERENCE) -> dict[str, Any]:
+    """Fraction of labels each model needs to reach the reference's best mean accuracy (Dradjat et al.).
+
+    The reference (the from-scratch MLP) reaches its best mean accuracy first at fraction ``f_ref``; a model
+    that reaches that accuracy first at ``f`` saves ``1 - f / f_ref`` of the labels. Models that never reach
+    it get ``fraction_needed = None``.
+    """
+    by_model: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for entry in summary:
+        if entry["accuracy"] is not None:
+            by_model[entry["model"]].append((entry["fraction"], entry["accuracy"]["mean"]))
+    if reference not in by_model:
+        return {}
+    ref_curve = sorted(by_model[reference])
+    best = max(acc for _, acc in ref_curve)
+    ref_fraction = min(f for f, acc in ref_curve if acc >= best)
+    savings: dict[str, Any] = {"reference": reference, "target_accuracy": best, "reference_fraction": ref_fraction,
+                               "models": {}}
+    for model, curve in sorted(by_model.items()):
+        reached = [f for f, acc in sorted(curve) if acc >= best - 1e-12]
+        needed = reached[0] if reached else None
+        savings["models"][model] = {
+            "fraction_needed": needed,
+            "label_savings": None if needed is None else 1.0 - needed / ref_fraction,
+        }
+    return savings
+
+
+def run_protocol(
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: Sequence[str],
+    *,
+    groups: np.ndarray | None = None,
+    x_unlabelled: np.ndarray | None = None,
+    pretrained: Mapping[str, PretrainedEncoder] | None = None,
+    config: ProtocolConfig | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> ProtocolResult:
+    """Run the label-efficiency protocol.
+
+    Args:
+        x: Labelled samples, raw expression ``(N, G)`` (counts or log values; preprocessing is fitted inside).
+        y: Class indices ``(N,)`` into ``classes``; every class should have at least 2 samples.
+        classes: Class names.
+        groups: Optional group (patient) ids ``(N,)``; no group is ever on both sides of a split.
+        x_unlabelled: Optional unlabelled samples ``(M, G)``, used only for SSL pretraining.
+        pretrained: Encoders trained elsewhere, evaluated with every head beside the others.
+        config: What to run; the paper's comparison by default.
+        on_progress: Called as ``on_progress(step, total, message)`` after each fitted model.
+        on_epoch: Passed to every training loop (``on_epoch(epoch, loss)``); raise in it to abort.
+
+    Returns:
+        A :class:`ProtocolResult`. ``splits`` lists, per seed, the train-pool and test row indices.
+    """
+    config = config or ProtocolConfig()
+    pretrained = dict(pretrained or {})
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    runner = _Runner(x, y, classes, groups, x_unlabelled, config, on_progress, on_epoch)
+    n_encoders = len(config.methods) + len(pretrained)
+    per_fraction = len(config.baselines) + n_encoders * len(config.heads)
+    runner.total = config.n_seeds * (len(config.methods) + len(config.fractions) * per_fraction)
+    splits = []
+    for seed in range(config.n_seeds):
+        pool, test = split_train_test(y, groups, test_size=config.test_size, seed=seed)
+        splits.append({"seed": seed, "train_pool": pool.tolist(), "test": test.tolist()})
+        encoders = {m: runner.pretrain(m, pool, seed) for m in config.methods}
+        encoders.update({name: (p.encoder, np.asarray(p.x, dtype=np.float32)) for name, p in pretrained.items()})
+        for fraction in config.fractions:
+            train = pool[label_fraction_subset(y[pool], fraction, seed=seed)]
+            runner.baselines(fraction, seed, train, test)
+            for name, (encoder, x_enc) in encoders.items():
+                for head in config.heads:
+                    started = time.perf_counter()
+                    classifier = runner.torch_head(encoder, x_enc, train, seed, head)
+                    proba = classifier.predict_proba(x_enc[test])
+                    runner.record(model_name(name, head), fraction, seed, train, test, proba, started)
+                    runner.progress(f"seed {seed}, {fraction:g} of labels: {model_name(name, head)}")
+    summary = summarise(runner.runs)
+    notes = {name: p.note for name, p in pretrained.items() if p.note}
+    return ProtocolResult(runner.runs, summary, label_savings(summary), splits, dict(runner.timings), notes)
+
+
+def fraction_label(fraction: float) -> str:
+    """``0.05 -> "5%"`` for tables and plots."""
+    percent = fraction * 100
+    return f"{percent:g}%" if math.isclose(percent, round(percent, 1)) else f"{percent:.2f}%"

@@ -1,0 +1,103 @@
+"""Label-efficiency protocol: structure, leak-free splits and scalers, label savings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+
+from models.preprocessing import Preprocessor
+from models.protocol import ProtocolConfig, label_savings, run_protocol, summarise
+
+FAST = {"max_epochs": 15, "patience": 3}
+
+
+def grouped_data(n_groups: int = 30, per_group: int = 3, n_genes: int = 12) -> tuple[np.ndarray, ...]:
+    """Three classes, groups of samples sharing a class, and gene 0 a unique marker per sample."""
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(n_groups), per_group)
+    y = groups % 3
+    x = rng.normal(size=(groups.size, n_genes)).astype(np.float32)
+    x[:, 1:4] += 4.0 * np.eye(3, dtype=np.float32)[y]
+    x[:, 0] = np.arange(groups.size) * 10.0 + 1.0  # marker: which rows a scaler was fitted on
+    return x, y, groups.astype(str)
+
+
+def config(**overrides: object) -> ProtocolConfig:
+    base: dict[str, object] = {
+        "fractions": (0.2, 1.0), "n_seeds": 2, "methods": ("scarf",),
+        "method_params": {"scarf": {"epochs": 3, "batch_size": 32}}, "head_params": FAST, "device": "cpu",
+    }
+    return ProtocolConfig(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def test_every_model_fraction_and_seed_is_present_with_metrics_in_range() -> None:
+    x, y, groups = grouped_data()
+    result = run_protocol(x, y, ["a", "b", "c"], groups=groups, config=config())
+    models = {"mlp_scratch", "logistic_regression", "pca_logistic_regression", "scarf/linear_probe", "scarf/finetune"}
+    keys = {(r["model"], r["fraction"], r["seed"]) for r in result.runs}
+    assert keys == {(m, f, s) for m in models for f in (0.2, 1.0) for s in (0, 1)}
+    assert len(result.runs) == len(keys)
+    for run in result.runs:
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+            assert 0.0 <= run[metric] <= 1.0
+        assert run["auroc"] is None or 0.0 <= run["auroc"] <= 1.0
+    full = {e["model"]: e for e in result.summary if e["fraction"] == 1.0}
+    # Classes differ by 4 SD in three genes: the linear baseline is far above the 1/3 chance level.
+    assert full["logistic_regression"]["accuracy"]["mean"] >= 0.9
+    assert {e["n_seeds"] for e in result.summary} == {2}
+    assert set(result.timings) >= models | {"scarf/pretrain"}
+
+
+def test_groups_never_straddle_a_split() -> None:
+    x, y, groups = grouped_data()
+    result = run_protocol(x, y, ["a", "b", "c"], groups=groups, config=config(methods=(), method_params={}, n_seeds=3))
+    for split in result.splits:
+        assert set(groups[split["test"]]).isdisjoint(groups[split["train_pool"]])
+        assert len(split["test"]) + len(split["train_pool"]) == len(y)
+
+
+def test_no_scaler_or_pca_sees_a_test_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y, groups = grouped_data()
+    fitted: list[set[float]] = []
+
+    def spy(original):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            data = args[1] if not isinstance(args[0], np.ndarray) else args[0]
+            fitted.append(set(np.asarray(data)[:, 0].round(3).tolist()))
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(Preprocessor, "fit", classmethod(spy(Preprocessor.fit.__func__)))  # type: ignore[attr-defined]
+    monkeypatch.setattr(StandardScaler, "fit", spy(StandardScaler.fit))
+    monkeypatch.setattr(PCA, "fit", spy(PCA.fit))
+    result = run_protocol(x, y, ["a", "b", "c"], groups=groups, config=config(n_seeds=1))
+    test_markers = set(x[result.splits[0]["test"], 0].round(3).tolist())
+    assert len(fitted) >= 7  # SSL scaler, 2 fractions x (baseline scaler, logreg scaler, PCA, PCA-logreg...)
+    assert all(markers.isdisjoint(test_markers) for markers in fitted)
+
+
+def test_label_savings_follow_the_papers_definition() -> None:
+    runs = []
+    curves = {"mlp_scratch": [0.5, 0.7, 0.8, 0.8], "scarf/finetune": [0.6, 0.8, 0.85, 0.9], "x/linear_probe":
+              [0.4, 0.5, 0.6, 0.7]}
+    for model, accs in curves.items():
+        for fraction, acc in zip((0.1, 0.2, 0.5, 1.0), accs, strict=True):
+            runs.append({"model": model, "fraction": fraction, "seed": 0, "n_train": 1, "accuracy": acc,
+                         "balanced_accuracy": acc, "macro_f1": acc, "auroc": None})
+    savings = label_savings(summarise(runs))
+    # The MLP first reaches its best (0.8) at 50 % of the labels; SCARF reaches 0.8 at 20 %: 60 % fewer labels.
+    assert savings["reference_fraction"] == 0.5 and savings["target_accuracy"] == pytest.approx(0.8)
+    assert savings["models"]["scarf/finetune"] == {"fraction_needed": 0.2, "label_savings": pytest.approx(0.6)}
+    assert savings["models"]["x/linear_probe"] == {"fraction_needed": None, "label_savings": None}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("fractions", (0.0, 0.5), "fractions"), ("methods", ("simclr",), "simclr"),
+     ("method_params", {"byol": {}}, "byol"), ("head_params", {"max_epochs": 0}, "max_epochs")],
+)
+def test_config_errors_name_the_problem(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config(**{field: value})

@@ -1,0 +1,89 @@
+"""Evaluation job: the label-efficiency protocol on one labelled cohort (models.protocol)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import orm
+from models import checkpoint
+from models.genes import align_to_panel
+from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
+from worker.context import JobContext, Recorder
+from worker.pipelines.common import CohortData, load_cohort
+from worker.pipelines.fit import labelled_set
+
+
+def _pretrained(
+    ctx: JobContext, data: CohortData, rows: np.ndarray, encoders: list[tuple[str, str, str, str]]
+) -> dict[str, PretrainedEncoder]:
+    """Registry encoders with the labelled samples in their own panel and preprocessing."""
+    loaded = {}
+    for encoder_id, key, sha256, cohort_id in encoders:
+        encoder, preprocessor, info = checkpoint.encoder_from_payload(
+            checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256))
+        )
+        aligned, report = align_to_panel(data.matrix.values[rows], data.matrix.genes, preprocessor.genes)
+        note = f"{info['method']} encoder {encoder_id}; cohort covers {report.coverage:.1%} of its panel"
+        if cohort_id == data.cohort_id:
+            note += "; pretrained on this cohort, so its pretraining (without labels) saw the test samples"
+        loaded[f"encoder:{encoder_id}"] = PretrainedEncoder(encoder, preprocessor.transform(aligned), note)
+    return loaded
+
+
+def run(ctx: JobContext) -> Recorder:
+    """Run the protocol configured on the evaluation row attached to this job; return its recorder."""
+    with ctx.session_factory() as session:
+        evaluation = session.scalars(select(orm.Evaluation).where(orm.Evaluation.job_id == ctx.job_id)).one()
+        evaluation_id, cohort_id = evaluation.id, evaluation.cohort_id
+        label_column, config = evaluation.label_column, dict(evaluation.config)
+        encoder_rows = [
+            (e.id, e.artifact_key or "", e.artifact_sha256 or "", e.cohort_id)
+            for e in session.scalars(select(orm.Encoder).where(orm.Encoder.id.in_(config["encoder_ids"])))
+        ]
+    data = load_cohort(ctx, cohort_id)
+    labelled = labelled_set(data, label_column)
+    unlabelled = np.setdiff1d(np.arange(len(data.matrix.sample_ids)), labelled.rows)
+    protocol = ProtocolConfig(
+        fractions=tuple(config["fractions"]),
+        n_seeds=config["n_seeds"],
+        test_size=config["test_size"],
+        methods=tuple(config["methods"]),
+        method_params=config["method_params"],
+        heads=tuple(config["heads"]),
+        baselines=tuple(config["baselines"]),
+        head_params=config["head_params"],
+        logreg_c=config["logreg_c"],
+        pca_components=config["pca_components"],
+    )
+    result = run_protocol(
+        data.matrix.values[labelled.rows],
+        labelled.y,
+        labelled.classes,
+        groups=labelled.groups,
+        x_unlabelled=data.matrix.values[unlabelled] if unlabelled.size else None,
+        pretrained=_pretrained(ctx, data, labelled.rows, encoder_rows),
+        config=protocol,
+        on_progress=lambda step, total, message: ctx.report(step, None, total_epochs=total, stage=message),
+        on_epoch=lambda epoch, loss: ctx.raise_if_stopped(),
+    )
+    ids = data.matrix.sample_ids
+    splits = [
+        {
+            "seed": split["seed"],
+            "test_sample_ids": [ids[labelled.rows[i]] for i in split["test"]],
+            "train_pool_sample_ids": [ids[labelled.rows[i]] for i in split["train_pool"]],
+        }
+        for split in result.splits
+    ]
+
+    def record(session: Session) -> None:
+        row = session.get_one(orm.Evaluation, evaluation_id)
+        row.status = orm.ArtifactStatus.READY
+        row.runs, row.summary, row.label_savings = result.runs, result.summary, result.label_savings
+        row.timings = {"seconds": result.timings, "notes": result.notes, "splits": splits,
+                       "classes": labelled.classes, "dropped_classes": labelled.dropped,
+                       "n_labelled": int(labelled.rows.size), "n_unlabelled": int(unlabelled.size)}
+
+    return record
