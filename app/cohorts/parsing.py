@@ -34,29 +34,11 @@ LABEL_EXTENSIONS = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 SAMPLE_ID_COLUMN = "sample_id"
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
-# pandas' default missing-value markers: label cells holding one of these become NaN.
+# pandas' default missing-value markers: label cells holding one of these become NaN, and an expression
+# cell holding one is reported as a missing value.
 _MISSING_TOKENS = frozenset(
-    {
-        "",
-        "#N/A",
-        "#N/A N/A",
-        "#NA",
-        "-1.#IND",
-        "-1.#QNAN",
-        "-NaN",
-        "-nan",
-        "1.#IND",
-        "1.#QNAN",
-        "<NA>",
-        "N/A",
-        "NA",
-        "NULL",
-        "NaN",
-        "None",
-        "n/a",
-        "nan",
-        "null",
-    }
+    ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN")
+    + ("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 )
 # The float syntax Arrow's CSV converter accepts, used to locate bad cells after a failed parse.
 _NUMBER_PATTERN = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)$"
@@ -112,12 +94,14 @@ def read_labels(path: Path, filename: str) -> pd.DataFrame:
     layout = _delimited_layout(filename)
     if layout is None:
         raise InvalidInput(
-            f"{filename}: unsupported file type for labels; "
-            f"accepted extensions: {', '.join(LABEL_EXTENSIONS)}"
+            f"{filename}: unsupported file type for labels; accepted extensions: {', '.join(LABEL_EXTENSIONS)}"
         )
     header = _read_header(path, filename, layout)
     if len(header) < 2:
-        raise InvalidInput(f"{filename}: no phenotype column; the header has only the sample-id column")
+        raise InvalidInput(
+            f"{filename}: no phenotype column; the header has only the sample-id column"
+            + _delimiter_hint(header[0], layout)
+        )
     columns = header[1:]
     _check_names(columns, filename, kind="column")
     table = _read_label_table(path, filename, layout, len(header))
@@ -126,16 +110,14 @@ def read_labels(path: Path, filename: str) -> pd.DataFrame:
     sample_ids = _sample_ids(table.column(0), filename)
     data = {name: _label_values(table.column(i + 1)) for i, name in enumerate(columns)}
     index = pd.Index(sample_ids, dtype=object, name=SAMPLE_ID_COLUMN)
-    return pd.DataFrame(data, index=index)
+    return pd.DataFrame(data, index=index, dtype=object)
 
 
 def check_labels(labels: pd.DataFrame, sample_ids: Sequence[str], *, group_column: str | None) -> None:
     """Check that every labelled sample is in the matrix and that ``group_column`` is a label column."""
     if group_column is not None and group_column not in labels.columns:
         available = ", ".join(repr(str(c)) for c in labels.columns)
-        raise InvalidInput(
-            f"group column {group_column!r} is not a column of the labels; columns: {available}"
-        )
+        raise InvalidInput(f"group column {group_column!r} is not a column of the labels; columns: {available}")
     known = set(sample_ids)
     unknown = [str(s) for s in labels.index if s not in known]
     if unknown:
@@ -222,6 +204,14 @@ def _read_header(path: Path, filename: str, layout: _Delimited) -> list[str]:
     return header
 
 
+def _delimiter_hint(field: str, layout: _Delimited) -> str:
+    expected = "tab" if layout.delimiter == "\t" else "comma"
+    for symbol, name in (("\t", "tab"), (",", "comma"), (";", "semicolon")):
+        if symbol != layout.delimiter and symbol in field:
+            return f" (the file looks {name}-separated, but its extension calls for {expected}-separated)"
+    return ""
+
+
 def _open_stream(path: Path, layout: _Delimited) -> pa.NativeFile:
     return pa.input_stream(str(path), compression="gzip" if layout.gzipped else None)
 
@@ -253,12 +243,16 @@ def _csv_options(
 def _read_delimited_matrix(path: Path, filename: str, layout: _Delimited) -> ExpressionMatrix:
     header = _read_header(path, filename, layout)
     if len(header) < 2:
-        raise InvalidInput(f"{filename}: no gene columns; the header has only the sample-id column")
+        raise InvalidInput(
+            f"{filename}: no gene columns; the header has only the sample-id column"
+            + _delimiter_hint(header[0], layout)
+        )
     genes = header[1:]
     _check_names(genes, filename, kind="gene")
     options = _csv_options(layout, len(header), lambda i: pa.string() if i == 0 else pa.float32())
     try:
-        table = pacsv.read_csv(_open_stream(path, layout), **options)
+        with _open_stream(path, layout) as stream:
+            table = pacsv.read_csv(stream, **options)
     except (pa.ArrowException, OSError) as exc:
         _raise_first_delimited_error(path, filename, layout, genes, exc)
     if table.num_rows == 0:
@@ -286,12 +280,13 @@ def _raise_first_delimited_error(
         layout, len(genes) + 1, lambda i: pa.string(), on_invalid_row=on_invalid_row, use_threads=False
     )
     try:
-        reader = pacsv.open_csv(_open_stream(path, layout), **options)
-        _raise_first_bad_cell(_rebatched(reader, len(genes) + 1), filename, genes)
+        with _open_stream(path, layout) as stream:
+            reader = pacsv.open_csv(stream, **options)
+            _raise_first_bad_cell(_rebatched(reader, len(genes) + 1), filename, genes)
     except (pa.ArrowException, OSError) as exc:
         if invalid:
             raise InvalidInput(_invalid_row_message(invalid[0], filename, layout)) from None
-        cause = exc
+        cause = cause or exc  # the first parse's message says more than the text re-read's
     if cause is None:
         raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
     raise InvalidInput(f"{filename}: could not parse the file: {_brief(cause)}") from None
@@ -323,11 +318,10 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
         invalid.append(row)
         return "error"
 
-    options = _csv_options(
-        layout, n_columns, lambda i: pa.string(), on_invalid_row=on_invalid_row, use_threads=False
-    )
+    options = _csv_options(layout, n_columns, lambda i: pa.string(), on_invalid_row=on_invalid_row, use_threads=False)
     try:
-        return pacsv.read_csv(_open_stream(path, layout), **options)
+        with _open_stream(path, layout) as stream:
+            return pacsv.read_csv(stream, **options)
     except (pa.ArrowException, OSError) as exc:
         if invalid:
             raise InvalidInput(_invalid_row_message(invalid[0], filename, layout)) from None
@@ -355,15 +349,22 @@ def _read_parquet_matrix(path: Path, filename: str) -> ExpressionMatrix:
     gene_positions = [i for i in range(table.num_columns) if i != id_position]
     if not gene_positions:
         raise InvalidInput(f"{filename}: no gene columns; the file holds only the sample-id column")
-    genes = [table.schema.names[i] for i in gene_positions]
+    names = table.schema.names  # builds a new list on every access
+    genes = [names[i] for i in gene_positions]
     _check_names(genes, filename, kind="gene")
     if table.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows")
-    try:
-        ids = pc.cast(table.column(id_position), pa.string())
-    except (pa.ArrowException, ValueError):
-        kind = table.schema.field(id_position).type
-        raise InvalidInput(f"{filename}: the sample-id column has type {kind}; expected strings") from None
+    id_field = table.schema.field(id_position)
+    if not (
+        pa.types.is_string(id_field.type)
+        or pa.types.is_large_string(id_field.type)
+        or pa.types.is_integer(id_field.type)
+    ):
+        raise InvalidInput(
+            f"{filename}: the sample-id column {id_field.name!r} holds {id_field.type}, not sample ids; "
+            "store the ids as the first column or as the index, as strings"
+        )
+    ids = pc.cast(table.column(id_position), pa.string())
     sample_ids = _sample_ids(ids, filename)
     gene_columns = [table.column(i) for i in gene_positions]
     for gene, column in zip(genes, gene_columns, strict=True):
@@ -383,9 +384,7 @@ def _parquet_id_position(table: pa.Table, filename: str) -> int:
     metadata = table.schema.pandas_metadata or {}
     stored = [name for name in metadata.get("index_columns", []) if isinstance(name, str)]
     if len(stored) > 1:
-        raise InvalidInput(
-            f"{filename}: the table has a multi-level index {stored}; expected one sample-id index"
-        )
+        raise InvalidInput(f"{filename}: the table has a multi-level index {stored}; expected one sample-id index")
     if stored and table.schema.get_field_index(stored[0]) >= 0:
         position = table.schema.get_field_index(stored[0])
         # An unnamed integer index is a leftover row number, not a sample id.
@@ -429,7 +428,10 @@ def _raise_first_parquet_error(
         names=[f"c{i}" for i in range(len(columns) + 1)],
     )
     batches = as_text.to_batches(max_chunksize=max(1, _SCAN_CELLS // as_text.num_columns))
-    _raise_first_bad_cell(batches, filename, genes)
+    try:
+        _raise_first_bad_cell(batches, filename, genes)
+    except pa.ArrowException as exc:
+        raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
     raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
 
 
@@ -500,12 +502,14 @@ def _first_bad_cell(columns: list[pa.Array], n_rows: int) -> tuple[int, int, str
     if n_rows == 0 or not columns:
         return None
     flat = pa.concat_arrays(columns)  # column-major: cell (row, column) is at column * n_rows + row
-    text = pc.utf8_trim(pc.fill_null(flat, ""), characters=" \t")
-    numeric = pc.match_substring_regex(text, _NUMBER_PATTERN, ignore_case=True)
     try:
-        numbers = pc.cast(pc.if_else(numeric, text, "nan"), pa.float32())
+        numbers = pc.cast(flat, pa.float32())  # most batches parse; nulls become NaN below
     except pa.ArrowInvalid:
-        return None  # the pattern let through something Arrow refuses; the caller reports Arrow's message
+        text = pc.utf8_trim(pc.fill_null(flat, ""), characters=" \t")
+        numeric = pc.match_substring_regex(text, _NUMBER_PATTERN, ignore_case=True)
+        # Raises ArrowInvalid if the pattern let through something Arrow refuses: callers then report
+        # Arrow's own message rather than a later cell.
+        numbers = pc.cast(pc.if_else(numeric, text, "nan"), pa.float32())
     bad = np.flatnonzero(~np.isfinite(numbers.to_numpy(zero_copy_only=False)))
     if bad.size == 0:
         return None

@@ -18,7 +18,7 @@ from tests.conftest import wait_for_job
 
 
 def test_job_that_raises_ends_failed_with_its_error(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(self: Scarf, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def explode(self: Scarf, batch: torch.Tensor, generator: torch.Generator, **_: object) -> torch.Tensor:
         raise RuntimeError("loss exploded at batch 0")
 
     monkeypatch.setattr(Scarf, "training_step", explode)
