@@ -8,11 +8,19 @@ from fastapi import APIRouter, Query, status
 
 from app.deps import DispatcherDep, SessionDep
 from app.encoders import service
-from app.encoders.schemas import EncoderAccepted, EncoderCreate, EncoderRead
+from app.encoders.schemas import EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
+from models.methods import METHODS
 
 router = APIRouter(prefix="/encoders", tags=["encoders"])
+methods_router = APIRouter(prefix="/methods", tags=["encoders"])
+
+
+@methods_router.get("", response_model=list[MethodRead])
+def list_methods() -> list[MethodRead]:
+    """List the SSL methods with every hyper-parameter and its default."""
+    return [MethodRead(name=name, defaults=cls.params_class().to_dict()) for name, cls in sorted(METHODS.items())]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=EncoderAccepted)

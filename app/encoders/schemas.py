@@ -15,12 +15,12 @@ class EncoderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cohort_id: str = Field(description="Cohort to pretrain on (its labels are not used).")
-    method: str = Field(default="scarf", description="SSL method: scarf.")
+    method: str = Field(default="scarf", description="SSL method: scarf, vime or byol.")
     name: str | None = Field(default=None, max_length=200)
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="Hyper-parameters; omitted ones take the paper's defaults (e.g. epochs, batch_size, lr, "
-        "corruption_rate, replacement, temperature, hidden_dim, n_layers, dropout).",
+        description="Hyper-parameters; omitted ones take the paper's defaults, listed by GET /methods "
+        "(e.g. epochs, batch_size, lr, corruption_rate, hidden_dim, n_layers, dropout).",
     )
     log1p: Literal["auto", "yes", "no"] = Field(
         default="auto", description="log1p before standardising: auto applies it when values look like counts."
@@ -50,3 +50,8 @@ class EncoderRead(BaseModel):
 class EncoderAccepted(BaseModel):
     encoder: EncoderRead
     job: JobRead
+
+
+class MethodRead(BaseModel):
+    name: str
+    defaults: dict[str, Any] = Field(description="Every hyper-parameter with its default (the paper's settings).")

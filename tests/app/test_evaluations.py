@@ -99,3 +99,12 @@ def test_evaluation_request_errors_name_the_problem(client: TestClient) -> None:
         assert fragment in response.json()["error"]["message"], (change, response.json())
     assert client.get("/evaluations").json() == []
     assert client.get("/jobs").json() == []
+
+
+def test_methods_list_the_papers_defaults(client: TestClient) -> None:
+    methods = {m["name"]: m["defaults"] for m in client.get("/methods").json()}
+    assert set(methods) == {"scarf", "vime", "byol"}
+    assert (methods["scarf"]["epochs"], methods["scarf"]["lr"], methods["scarf"]["batch_size"]) == (1000, 1e-4, 256)
+    assert (methods["vime"]["epochs"], methods["vime"]["alpha"], methods["vime"]["batch_size"]) == (500, 2.0, 32)
+    assert (methods["byol"]["epochs"], methods["byol"]["tau"], methods["byol"]["projector_hidden_dim"]) == (50, 0.9, 4096)
+    assert all(m["corruption_rate"] == 0.3 for m in methods.values())
