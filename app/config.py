@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,25 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; all cores if unset.")
     predictor_cache_size: int = Field(default=16, ge=0)
     progress_interval_s: float = Field(default=0.5, ge=0.0, description="Least time between progress writes.")
+    # Distributed mode (Celery): a worker that stops heartbeating loses its job to the reaper.
+    broker_visibility_timeout_s: int = Field(
+        default=7 * 24 * 3600, gt=0, description="Redis redelivers an unacknowledged task after this; > longest run."
+    )
+    heartbeat_interval_s: float = Field(default=15.0, gt=0.0, description="How often a running job heartbeats.")
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0.0, description="A running job silent this long is lost.")
+    reaper_interval_s: float = Field(default=30.0, gt=0.0, description="How often lost and stuck jobs are swept.")
+    job_max_retries: int = Field(default=3, ge=0, description="Re-queues of a job whose worker was lost.")
+    resend_queued_after_s: float = Field(
+        default=900.0, gt=0.0, description="Re-send a job still queued this long (its message may be lost)."
+    )
+    checkpoint_every_epochs: int = Field(default=25, ge=0, description="Pretraining checkpoints; 0 = none.")
+    readiness_timeout_s: float = Field(default=2.0, gt=0.0, description="Wait for broker and workers in /ready.")
+
+    @model_validator(mode="after")
+    def _heartbeat_fits_timeout(self) -> Settings:
+        if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s must exceed twice heartbeat_interval_s")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -15,6 +16,7 @@ from app.db import orm
 from app.jobs import service as jobs
 from app.storage import ArtifactStore
 from worker.context import JobCancelled, JobContext, JobInterrupted, Recorder
+from worker.heartbeat import Heartbeat
 from worker.pipelines import evaluate, fit, pretrain
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,15 @@ def run_job(
     """Execute job ``job_id`` if it is still queued; return its final state, or None if not claimed.
 
     Training runs with no open transaction: the pipeline opens short sessions to read its inputs; its
-    results are recorded together with the job's final transition, in one transaction.
+    results are recorded together with the job's final transition, in one transaction. A heartbeat thread
+    keeps the claim alive; every write after the claim is fenced by the attempt number, so a worker whose
+    job was re-queued by the reaper (or claimed again elsewhere) records nothing and returns None.
     """
     with session_factory() as session:
         job = jobs.claim(session, job_id, worker_id=worker_id())
         if job is None:
             return None
-        kind, params = job.kind, dict(job.params)
+        kind, params, attempt = job.kind, dict(job.params), job.attempts
     ctx = JobContext(
         job_id=job_id,
         params=params,
@@ -60,35 +64,53 @@ def run_job(
         cancel_event=cancel_event or threading.Event(),
         shutdown_event=shutdown_event or threading.Event(),
         progress_interval_s=settings.progress_interval_s,
+        checkpoint_every_epochs=settings.checkpoint_every_epochs,
+    )
+    heartbeat = Heartbeat(
+        session_factory, job_id, attempt, interval_s=settings.heartbeat_interval_s, on_lost=ctx.cancel_event.set
     )
     try:
-        record = PIPELINES[kind](ctx)
+        with heartbeat:
+            record = PIPELINES[kind](ctx)
         with session_factory() as session:
+            if (job := _owned(session, job_id, attempt)) is None:
+                return None
             record(session)
-            job = session.get_one(orm.Job, job_id, populate_existing=True)
             jobs.transition(session, job, orm.JobState.SUCCEEDED)
             session.commit()
             return orm.JobState.SUCCEEDED
     except JobCancelled as exc:
-        return _finish(session_factory, job_id, orm.JobState.CANCELLED, str(exc))
+        if heartbeat.lost.is_set():
+            return None
+        return _finish(session_factory, job_id, attempt, orm.JobState.CANCELLED, str(exc))
     except JobInterrupted as exc:
-        with session_factory() as session:
-            job = session.get_one(orm.Job, job_id)
-            jobs.transition(session, job, orm.JobState.QUEUED, message=str(exc))
-            session.commit()
-        return orm.JobState.QUEUED
+        return _finish(session_factory, job_id, attempt, orm.JobState.QUEUED, str(exc))
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        return _finish(session_factory, job_id, orm.JobState.FAILED, f"{type(exc).__name__}: {exc}")
+        return _finish(session_factory, job_id, attempt, orm.JobState.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _owned(session: Session, job_id: str, attempt: int) -> orm.Job | None:
+    """Lock and return the job if this attempt still runs it; None if the reaper or a retry took it."""
+    query = select(orm.Job).where(
+        orm.Job.id == job_id, orm.Job.state == orm.JobState.RUNNING, orm.Job.attempts == attempt
+    )
+    job = session.scalar(query.with_for_update().execution_options(populate_existing=True))
+    if job is None:
+        log.warning("job %s attempt %d no longer owns the job; its result is dropped", job_id, attempt)
+    return job
 
 
 def _finish(
-    session_factory: sessionmaker[Session], job_id: str, state: orm.JobState, message: str
-) -> orm.JobState:
-    status = orm.ArtifactStatus.CANCELLED if state is orm.JobState.CANCELLED else orm.ArtifactStatus.FAILED
+    session_factory: sessionmaker[Session], job_id: str, attempt: int, state: orm.JobState, message: str
+) -> orm.JobState | None:
+    """End (or re-queue) the job this attempt still owns; mark its encoder/predictor unless re-queued."""
     with session_factory() as session:
-        job = session.get_one(orm.Job, job_id)
+        if (job := _owned(session, job_id, attempt)) is None:
+            return None
         jobs.transition(session, job, state, message=message)
-        jobs.mark_target(session, job, status)
+        if state is not orm.JobState.QUEUED:
+            cancelled = state is orm.JobState.CANCELLED
+            jobs.mark_target(session, job, orm.ArtifactStatus.CANCELLED if cancelled else orm.ArtifactStatus.FAILED)
         session.commit()
     return state

@@ -101,6 +101,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Last time the job's id was handed to the broker (distributed mode); a lost message is re-sent.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Latest training checkpoint in the artifact store: {"key", "sha256", "epoch"}; a retry resumes from it.
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column()
 
     events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id", cascade="all, delete-orphan")
 

@@ -35,6 +35,8 @@ class JobRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    dispatched_at: datetime | None
+    checkpoint: dict[str, Any] | None
 
 
 class JobDetail(JobRead):

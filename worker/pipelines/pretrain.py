@@ -10,6 +10,7 @@ from app.db.base import new_id
 from models import checkpoint
 from models.methods import METHODS
 from models.preprocessing import Preprocessor
+from worker import checkpoints
 from worker.context import JobContext, Recorder
 from worker.pipelines.common import load_cohort
 
@@ -28,9 +29,17 @@ def run(ctx: JobContext) -> Recorder:
     method_cls = METHODS[method]
     ssl = method_cls(len(preprocessor.genes), method_cls.params_class.from_dict(params))
     total = int(params["epochs"])
-    losses = ssl.fit(
-        x, seed=seed, on_epoch_end=lambda e, loss: ctx.report(e, loss, total_epochs=total, stage="pretrain")
-    )
+    resume = checkpoints.resume_point(ctx)
+    losses = list(resume.losses)
+
+    def on_epoch_end(epoch: int, loss: float) -> None:
+        ctx.report(epoch, loss, total_epochs=total, stage="pretrain")
+        losses.append(loss)
+        every = ctx.checkpoint_every_epochs
+        if every and epoch % every == 0 and epoch < total:
+            checkpoints.save(ctx, attempt=resume.attempt, state=ssl.training_state(), losses=losses)
+
+    ssl.fit(x, seed=seed, on_epoch_end=on_epoch_end, state=resume.state)
     payload = checkpoint.encoder_payload(ssl.encoder, preprocessor, method=method, params=params)
     key = f"encoders/{encoder_id}/{new_id()}.pt"
     sha256 = ctx.store.put_bytes(key, checkpoint.dumps(payload))
@@ -40,6 +49,7 @@ def run(ctx: JobContext) -> Recorder:
         row.status = orm.ArtifactStatus.READY
         row.artifact_key, row.artifact_sha256 = key, sha256
         row.loss_curve = [float(v) for v in losses]
+        checkpoints.discard_on_commit(session, ctx)
         row.n_genes = len(preprocessor.genes)
         row.preprocessing = {
             "log1p": preprocessor.log1p,

@@ -1,0 +1,203 @@
+"""Job reliability without servers: heartbeats, the reaper, checkpoints and resumption, fenced writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.config import Settings
+from app.db import orm
+from app.db.base import utcnow
+from app.db.session import session_factory
+from app.encoders import service as encoders
+from app.encoders.schemas import EncoderCreate
+from app.jobs import service as jobs
+from app.storage import get_store
+from tests.app.test_full_loop import upload
+from worker import reaper
+from worker.context import JobContext
+from worker.heartbeat import beat
+from worker.runner import run_job
+
+
+class NoDispatch:
+    """Jobs stay queued; the test runs them with run_job."""
+
+    def submit(self, job_id: str) -> None: ...
+    def cancel(self, job_id: str) -> None: ...
+    def checks(self, timeout_s: float) -> dict[str, object]:
+        return {}
+
+
+def pretrain_job(client: TestClient, **params: object) -> tuple[str, str]:
+    """A queued pretraining job on the tissue cohort; returns (job id, encoder id)."""
+    cohort = upload(client)
+    request = EncoderCreate(cohort_id=cohort["id"], params={"batch_size": 64, **params})
+    with session_factory()() as session:
+        encoder = encoders.start_pretraining(session=session, dispatcher=NoDispatch(), request=request)
+        return encoder.job_id, encoder.id
+
+
+def run(job_id: str, settings: Settings, **kwargs: object) -> orm.JobState | None:
+    return run_job(job_id, session_factory=session_factory(), store=get_store(), settings=settings, **kwargs)
+
+
+def job_row(job_id: str) -> orm.Job:
+    with session_factory()() as session:
+        job = session.get_one(orm.Job, job_id)
+        _ = job.events
+        return job
+
+
+def stop_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make the worker shut down when the pipeline reports ``epoch`` (as on SIGTERM)."""
+    original = JobContext.report
+
+    def report(self: JobContext, e: int, loss: float, **kwargs: object) -> None:
+        if e == epoch:
+            self.shutdown_event.set()
+        original(self, e, loss, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JobContext, "report", report)
+
+
+def test_interrupted_pretraining_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"checkpoint_every_epochs": 2})
+    reference_job, reference_encoder = pretrain_job(client, epochs=8)
+    assert run(reference_job, settings) is orm.JobState.SUCCEEDED
+
+    job_id, encoder_id = pretrain_job(client, epochs=8)
+    with monkeypatch.context() as patch:
+        stop_at_epoch(patch, 5)
+        assert run(job_id, settings) is orm.JobState.QUEUED
+    job = job_row(job_id)
+    assert job.checkpoint is not None and job.checkpoint["epoch"] == 4
+    checkpoint_key = job.checkpoint["key"]
+    assert get_store().exists(checkpoint_key)
+
+    assert run(job_id, settings) is orm.JobState.SUCCEEDED
+    job = job_row(job_id)
+    messages = [e.message for e in job.events]
+    assert "resumed from checkpoint at epoch 4" in messages
+    assert [e.to_state for e in job.events if e.to_state] == ["running", "queued", "running", "succeeded"]
+    assert job.attempts == 2 and job.checkpoint is None
+    assert not get_store().exists(checkpoint_key)
+    resumed = client.get(f"/encoders/{encoder_id}").json()
+    reference = client.get(f"/encoders/{reference_encoder}").json()
+    # Each epoch is seeded from (seed, epoch): on CPU the resumed run is the uninterrupted one.
+    assert resumed["status"] == "ready" and len(resumed["loss_curve"]) == 8
+    assert resumed["loss_curve"] == reference["loss_curve"]
+    with session_factory()() as session:
+        assert len(session.scalars(select(orm.Encoder).where(orm.Encoder.job_id == job_id)).all()) == 1
+
+
+def test_unreadable_checkpoint_restarts_from_epoch_zero(client: TestClient, settings: Settings) -> None:
+    job_id, encoder_id = pretrain_job(client, epochs=3)
+    with session_factory()() as session:
+        job = session.get_one(orm.Job, job_id)
+        job.checkpoint = {"key": "checkpoints/missing.pt", "sha256": "0" * 64, "epoch": 2}
+        session.commit()
+    assert run(job_id, settings) is orm.JobState.SUCCEEDED
+    messages = [e.message or "" for e in job_row(job_id).events]
+    assert any("unusable" in m and "starts from epoch 0" in m for m in messages)
+    assert len(client.get(f"/encoders/{encoder_id}").json()["loss_curve"]) == 3
+
+
+def test_heartbeat_beats_during_a_long_epoch_and_stops_a_job_taken_away(
+    client: TestClient, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"heartbeat_interval_s": 0.05, "progress_interval_s": 3600.0})
+    job_id, encoder_id = pretrain_job(client, epochs=100_000)
+    outcome: list[orm.JobState | None] = []
+    thread = threading.Thread(target=lambda: outcome.append(run(job_id, settings)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while (job := job_row(job_id)).state is orm.JobState.QUEUED:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first = job.heartbeat_at
+    time.sleep(0.3)
+    # Progress writes are an hour apart here: only the heartbeat thread moves heartbeat_at.
+    assert job_row(job_id).heartbeat_at > first  # type: ignore[operator]
+
+    # The reaper, an hour from now, finds it silent and re-queues it: the old attempt must let go.
+    sweep = reaper.Sweep()
+    with session_factory()() as session:
+        reaper.reap_lost(session, settings, utcnow() + timedelta(hours=1), sweep)
+    assert sweep.requeued == [job_id]
+    thread.join(timeout=30)
+    assert outcome == [None]
+    job = job_row(job_id)
+    assert job.state is orm.JobState.QUEUED and job.error is None
+    assert client.get(f"/encoders/{encoder_id}").json()["status"] == "pending"
+    assert not beat(session_factory(), job_id, attempt=1)
+
+
+def make_running(kind: orm.JobKind = orm.JobKind.EVALUATE, *, silent_s: float = 3600) -> str:
+    with session_factory()() as session:
+        job_id = jobs.create_job(session, kind, {}).id
+        session.commit()
+    with session_factory()() as session:
+        job = jobs.claim(session, job_id, worker_id="gone:1")
+        assert job is not None
+        job.heartbeat_at = utcnow() - timedelta(seconds=silent_s)
+        session.commit()
+    return job_id
+
+
+def sweep_now(settings: Settings) -> tuple[reaper.Sweep, list[str]]:
+    sent: list[str] = []
+    return reaper.sweep(session_factory=session_factory(), settings=settings, send=sent.append), sent
+
+
+def test_reaper_requeues_lost_jobs_up_to_the_retry_limit_then_fails_them(
+    client: TestClient, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"job_max_retries": 1})
+    lost, alive = make_running(), make_running(silent_s=1)
+    result, sent = sweep_now(settings)
+    assert result.requeued == [lost] and sent == [lost]
+    job = job_row(lost)
+    assert job.state is orm.JobState.QUEUED
+    assert job.events[-1].message == "worker lost: gone:1 sent no heartbeat for 3600 s; re-queued (retry 1 of 1)"
+    assert job_row(alive).state is orm.JobState.RUNNING
+
+    with session_factory()() as session:
+        assert jobs.claim(session, lost, worker_id="gone:2") is not None
+        session.get_one(orm.Job, lost).heartbeat_at = utcnow() - timedelta(hours=1)
+        session.commit()
+    result, sent = sweep_now(settings)
+    assert result.failed == [lost] and sent == []
+    job = job_row(lost)
+    assert job.state is orm.JobState.FAILED
+    assert job.error.startswith("worker lost 2 times; last: gone:2 sent no heartbeat")  # type: ignore[union-attr]
+
+
+def test_reaper_cancels_a_lost_job_whose_cancellation_was_requested(client: TestClient, settings: Settings) -> None:
+    job_id = make_running()
+    with session_factory()() as session:
+        jobs.request_cancel(session, job_id)
+    result, sent = sweep_now(settings)
+    assert result.cancelled == [job_id] and sent == []
+    assert job_row(job_id).state is orm.JobState.CANCELLED
+
+
+def test_reaper_resends_jobs_queued_too_long(client: TestClient, settings: Settings) -> None:
+    with session_factory()() as session:
+        stale = jobs.create_job(session, orm.JobKind.EVALUATE, {})
+        stale.created_at = utcnow() - timedelta(hours=1)
+        fresh = jobs.create_job(session, orm.JobKind.EVALUATE, {})
+        resent_recently = jobs.create_job(session, orm.JobKind.EVALUATE, {})
+        resent_recently.created_at = utcnow() - timedelta(hours=1)
+        resent_recently.dispatched_at = utcnow()
+        session.commit()
+        ids = stale.id, fresh.id
+    result, sent = sweep_now(settings)
+    assert result.resent == [ids[0]] == sent
