@@ -1,4 +1,4 @@
-"""Application factory: routers, error bodies, and the in-process job worker of the embedded default."""
+"""Application factory: routers, error bodies, and the job dispatcher (in-process, or Celery when configured)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.api import api_router
 from app.config import get_settings
 from app.db.session import session_factory
 from app.errors import ExprsslError
 from app.storage import get_store
-from worker.dispatch import InProcessDispatcher
+from worker.dispatch import make_dispatcher
 
 
 def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
@@ -40,13 +42,29 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("invalid_request", message, details), status_code=422)
 
 
+def _unreachable(exc: Exception) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    """A registry that cannot be reached is a 503 with a clear body, never a stack trace."""
+    if not _unreachable(exc):
+        raise exc  # a real bug (integrity, data): the server error it is
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    message = "the registry database is unreachable; try again shortly"
+    body = error_body("database_unavailable", message, {"cause": cause})
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    dispatcher = InProcessDispatcher(session_factory=session_factory(), store=get_store(), settings=settings)
+    dispatcher = make_dispatcher(session_factory=session_factory(), store=get_store(), settings=settings)
     app.state.dispatcher = dispatcher
     dispatcher.start()
     try:
@@ -65,5 +83,7 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(ExprsslError, _exprssl_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for database_error in (DBAPIError, PoolTimeout):
+        app.add_exception_handler(database_error, _database_error)
     app.include_router(api_router)
     return app

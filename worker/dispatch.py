@@ -5,23 +5,37 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
+from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import orm
+from app.db.base import utcnow
 from app.jobs import service as jobs
 from app.storage import ArtifactStore
+from worker.celery_app import QUEUES, create_celery, task_name
+from worker.reaper import Reaper
 from worker.runner import run_job
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Check:
+    """State of one dependency, for the readiness endpoint."""
+
+    ok: bool
+    detail: str
+
+
 class Dispatcher(Protocol):
     def submit(self, job_id: str) -> None: ...
     def cancel(self, job_id: str) -> None: ...
+    def checks(self, timeout_s: float) -> dict[str, Check]: ...
 
 
 class InProcessDispatcher:
@@ -88,3 +102,76 @@ class InProcessDispatcher:
         """Stop taking jobs; running ones stop at their next epoch and go back to the queue."""
         self._shutdown.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def checks(self, timeout_s: float) -> dict[str, Check]:
+        """The in-process worker is ready while its thread pool takes jobs."""
+        if self._shutdown.is_set():
+            return {"workers": Check(False, "the in-process worker is shut down")}
+        threads = self._settings.worker_threads
+        return {"workers": Check(True, f"in-process worker, {threads} thread{'s' * (threads > 1)}")}
+
+
+class CeleryDispatcher:
+    """Distributed mode: job ids go to Celery workers through the broker, on their kind's queue.
+
+    Cancellation needs no message: ``request_cancel`` sets the job's flag, which the worker running it
+    polls (JobContext), on whatever machine. The reaper re-queues jobs whose worker vanished.
+    """
+
+    def __init__(
+        self, *, session_factory: sessionmaker[Session], settings: Settings, celery: Celery | None = None
+    ) -> None:
+        self._session_factory = session_factory
+        self._owns_celery = celery is None
+        self._celery = celery or create_celery(settings)
+        self._reaper = Reaper(session_factory=session_factory, settings=settings, send=self.submit)
+
+    def start(self) -> None:
+        self._reaper.start()
+
+    def shutdown(self) -> None:
+        self._reaper.stop()
+        if self._owns_celery:
+            self._celery.close()
+
+    def submit(self, job_id: str) -> None:
+        """Send a queued job's id to its queue; if the broker is down it stays queued for the reaper."""
+        with self._session_factory() as session:
+            job = session.get(orm.Job, job_id)
+            if job is None or job.state is not orm.JobState.QUEUED:
+                return
+            try:
+                self._celery.send_task(task_name(job.kind), args=[job_id])
+            except Exception as exc:  # kombu raises many kinds; the job row keeps the truth
+                log.warning("could not send job %s to the broker (%s); the reaper will re-send it", job_id, exc)
+                return
+            job.dispatched_at = utcnow()
+            session.commit()
+
+    def cancel(self, job_id: str) -> None:
+        """Nothing to send: the worker polls the cancellation flag ``request_cancel`` has committed."""
+
+    def checks(self, timeout_s: float) -> dict[str, Check]:
+        """Broker reachable; some worker answers on each queue."""
+        try:
+            with self._celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout_s)
+        except Exception as exc:
+            return {"broker": Check(False, f"unreachable: {exc}"), "workers": Check(False, "broker unreachable")}
+        try:
+            replies = self._celery.control.inspect(timeout=timeout_s).active_queues() or {}
+        except Exception as exc:
+            return {"broker": Check(True, "reachable"), "workers": Check(False, f"inspect failed: {exc}")}
+        consumers = {q: sorted(w for w, qs in replies.items() if q in {x["name"] for x in qs}) for q in QUEUES}
+        missing = [q for q, names in consumers.items() if not names]
+        detail = "; ".join(f"{q}: {', '.join(names) or 'no worker'}" for q, names in consumers.items())
+        return {"broker": Check(True, "reachable"), "workers": Check(not missing, detail)}
+
+
+def make_dispatcher(
+    *, session_factory: sessionmaker[Session], store: ArtifactStore, settings: Settings
+) -> InProcessDispatcher | CeleryDispatcher:
+    """Celery when a broker is configured, else the embedded in-process worker."""
+    if settings.broker_url:
+        return CeleryDispatcher(session_factory=session_factory, settings=settings)
+    return InProcessDispatcher(session_factory=session_factory, store=store, settings=settings)
