@@ -193,3 +193,34 @@ def majority_baseline_accuracy(y: np.ndarray) -> float:
         raise ValueError("majority baseline of zero samples is undefined")
     _, counts = np.unique(y, return_counts=True)
     return float(counts.max() / y.size)
+
+
+# Early stopping on a handful of samples stops at noise (seen on the real cohorts in bench/RESULTS.md:
+# 14 labels split 11/3 did far worse than 7 labels trained for the full epoch budget), so a validation
+# set is carved only from a training set at least this large.
+MIN_VALIDATION_POOL = 40
+VALIDATION_SHARE = 0.2
+
+
+def validation_split(
+    y: np.ndarray, groups: np.ndarray | None, *, seed: int = 0, share: float = VALIDATION_SHARE,
+    min_pool: int = MIN_VALIDATION_POOL,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Split a training set into fit and early-stopping validation indices, or None when too small.
+
+    Args:
+        y: Training labels ``(N,)``.
+        groups: Optional group ids ``(N,)``; kept on one side, as in :func:`split_train_test`.
+        seed: Random seed.
+        share: Validation share.
+        min_pool: Smallest N for which a validation set is carved.
+
+    Returns:
+        ``(fit_idx, val_idx)`` into ``y``, or None (train for the full epoch budget instead).
+    """
+    if np.asarray(y).size < min_pool:
+        return None
+    try:
+        return split_train_test(y, groups, test_size=share, seed=seed)
+    except ValueError:
+        return None

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from models.classifiers import HeadParams, fit_encoder_classifier, fit_logistic_regression
 from models.device import resolve_device, seeded
 from models.encoders import MLPEncoder
-from models.evaluation import classification_metrics, label_fraction_subset, split_train_test
+from models.evaluation import classification_metrics, label_fraction_subset, split_train_test, validation_split
 from models.methods import METHODS
 from models.methods.base import EpochCallback
 from models.preprocessing import Preprocessor
@@ -38,8 +38,6 @@ HEADS = ("linear_probe", "finetune")
 BASELINES = ("mlp_scratch", "logistic_regression", "pca_logistic_regression")
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 REFERENCE = "mlp_scratch"
-VALIDATION_SHARE = 0.2
-MIN_VALIDATION_POOL = 10
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -134,15 +132,6 @@ def model_name(encoder: str, head: str) -> str:
     return f"{encoder}/{head}"
 
 
-def _validation_split(y: np.ndarray, groups: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    if y.size < MIN_VALIDATION_POOL:
-        return None
-    try:
-        return split_train_test(y, groups, test_size=VALIDATION_SHARE, seed=seed)
-    except ValueError:
-        return None
-
-
 class _Runner:
     """State of one protocol run: data, config, callbacks, accumulated runs and timings."""
 
@@ -193,7 +182,7 @@ class _Runner:
     def torch_head(self, encoder: MLPEncoder, x: np.ndarray, train: np.ndarray, seed: int, head: str) -> Any:
         """Fit a linear probe or fine-tune ``encoder`` on rows ``train`` of ``x``, early-stopped when it can."""
         groups = None if self.groups is None else self.groups[train]
-        val = _validation_split(self.y[train], groups, seed)
+        val = validation_split(self.y[train], groups, seed=seed)
         fit_rows, val_rows = (train[val[0]], train[val[1]]) if val else (train, None)
         classifier, _ = fit_encoder_classifier(
             encoder,

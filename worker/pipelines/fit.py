@@ -20,6 +20,7 @@ from models.evaluation import (
     label_fraction_subset,
     majority_baseline_accuracy,
     split_train_test,
+    validation_split,
 )
 from models.genes import align_to_panel
 from models.preprocessing import Preprocessor
@@ -27,8 +28,6 @@ from worker.context import JobContext, Recorder
 from worker.pipelines.common import CohortData, load_cohort
 
 MIN_CLASS_SIZE = 2
-VALIDATION_SHARE = 0.2
-MIN_VALIDATION_POOL = 10
 
 
 @dataclass(frozen=True)
@@ -84,16 +83,6 @@ def labelled_set(data: CohortData, label_column: str) -> LabelledSet:
     return LabelledSet(rows, y, classes, groups, dropped)
 
 
-def _validation_split(y: np.ndarray, groups: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Carve an early-stopping validation set from the training subset, when it is big enough."""
-    if y.size < MIN_VALIDATION_POOL:
-        return None
-    try:
-        return split_train_test(y, groups, test_size=VALIDATION_SHARE, seed=seed)
-    except ValueError:
-        return None
-
-
 def _fit_head(
     ctx: JobContext, spec: FitSpec, data: CohortData, labelled: LabelledSet, train: np.ndarray
 ) -> tuple[dict[str, Any], Preprocessor, Any, list[float]]:
@@ -117,7 +106,7 @@ def _fit_head(
     x = preprocessor.transform(aligned)
     y = labelled.y[train]
     groups = None if labelled.groups is None else labelled.groups[train]
-    val = _validation_split(y, groups, spec.seed)
+    val = validation_split(y, groups, seed=spec.seed)
     params = HeadParams.from_dict(spec.params)
     classifier, losses = fit_encoder_classifier(
         encoder,
