@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,7 +22,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     min_gene_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
-    max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest cohort upload (request body).")
+    duplicate_genes: Literal["refuse", "sum"] = Field(
+        default="refuse", description="Genes that match after id normalisation: refuse the upload, or sum them."
+    )
     worker_threads: int = Field(default=1, ge=1, description="In-process jobs run concurrently.")
     torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; all cores if unset.")
     predictor_cache_size: int = Field(default=16, ge=0)

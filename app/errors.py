@@ -31,3 +31,10 @@ class Conflict(ExprsslError):
 
     status_code = 409
     code = "conflict"
+
+
+class PayloadTooLarge(ExprsslError):
+    """The request body exceeds the configured upload limit."""
+
+    status_code = 413
+    code = "payload_too_large"

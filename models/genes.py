@@ -1,15 +1,34 @@
-"""Gene identifier normalisation and alignment of expression matrices to a gene panel."""
+"""Gene identifiers: normalisation, id-type detection, duplicate harmonisation, and alignment to a gene panel.
+
+Matching goes through a :class:`GeneIdResolver`, a function from identifiers to match keys. The default,
+:func:`normalise_gene_ids`, drops Ensembl version suffixes and upper-cases symbols; a resolver backed by a
+gene table (symbols, previous symbols, aliases, Ensembl and NCBI ids mapped to one key) can replace it
+without changing any caller.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 _ENSEMBL = re.compile(r"^(ENS[A-Z]*[GTP]\d+)(\.\d+)?$", re.IGNORECASE)
 _REPORT_LIMIT = 50
+_ROW_BLOCK_CELLS = 4_000_000  # bounds the temporaries of column merges
+
+# Identifier kinds, tried in this order; the first pattern an id matches is its kind.
+GENE_ID_PATTERNS: dict[str, re.Pattern[str]] = {
+    "ensembl": re.compile(r"^ENS[A-Z]*[GT]\d{6,}(\.\d+)?(_PAR_Y)?$", re.IGNORECASE),
+    "entrez": re.compile(r"^\d{1,9}$"),
+    "probe": re.compile(
+        r"^(AFFX-)?[\w.-]*_(s_|x_|i_|f_|r_|g_|b_)?at$|^ILMN_\d+$|^A_\d+_P\d+$", re.IGNORECASE
+    ),
+    "symbol": re.compile(r"^[A-Za-z][A-Za-z0-9._@/-]*$"),
+}
+GENE_ID_SHARE = 0.9  # an id type is named when at least this share of the ids follow it
 
 
 def normalise_gene_id(name: str) -> str:
@@ -28,6 +47,139 @@ def normalise_gene_id(name: str) -> str:
     cleaned = str(name).strip().upper()
     match = _ENSEMBL.match(cleaned)
     return match.group(1) if match else cleaned
+
+
+def normalise_gene_ids(names: Sequence[str]) -> list[str]:
+    """The default :class:`GeneIdResolver`: :func:`normalise_gene_id` applied to each name."""
+    return [normalise_gene_id(n) for n in names]
+
+
+class GeneIdResolver(Protocol):
+    """Maps gene identifiers to match keys; names with the same key denote the same gene.
+
+    Must be deterministic and idempotent (a key resolves to itself), and return one key per name.
+    """
+
+    def __call__(self, names: Sequence[str], /) -> list[str]: ...
+
+
+def gene_id_kind(name: str) -> str:
+    """Kind of one identifier: ensembl, entrez, probe, symbol, or other (see ``GENE_ID_PATTERNS``)."""
+    text = str(name).strip()
+    for kind, pattern in GENE_ID_PATTERNS.items():
+        if pattern.match(text):
+            return kind
+    return "other"
+
+
+@dataclass(frozen=True)
+class GeneIdSummary:
+    """What a list of gene identifiers looks like.
+
+    Attributes:
+        id_type: The kind at least ``GENE_ID_SHARE`` of the ids follow (ensembl, entrez, probe, symbol),
+            else "other".
+        share: Fraction of ids of kind ``id_type`` (of the most common kind when ``id_type`` is "other").
+        kinds: Number of ids of each kind, most common first.
+        n_versioned: Ensembl ids that carry a version suffix (``ENSG00000141510.16``).
+        examples: Up to three ids of each kind, as spelled in the input.
+    """
+
+    id_type: str
+    share: float
+    kinds: dict[str, int]
+    n_versioned: int
+    examples: dict[str, list[str]]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise_gene_ids(genes: Sequence[str]) -> GeneIdSummary:
+    """Count identifier kinds and name the dominant one."""
+    counts: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
+    versioned = 0
+    for name in genes:
+        kind = gene_id_kind(name)
+        counts[kind] = counts.get(kind, 0) + 1
+        if len(shown := examples.setdefault(kind, [])) < 3:
+            shown.append(str(name))
+        if kind == "ensembl" and "." in str(name):
+            versioned += 1
+    ranked = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    top, n_top = next(iter(ranked.items()), ("other", 0))
+    share = n_top / len(genes) if len(genes) else 0.0
+    id_type = top if share >= GENE_ID_SHARE and top != "other" else "other"
+    return GeneIdSummary(id_type, round(share, 4), ranked, versioned, examples)
+
+
+def detect_gene_id_type(genes: Sequence[str]) -> str:
+    """The id type of :func:`summarise_gene_ids`."""
+    return summarise_gene_ids(genes).id_type
+
+
+@dataclass(frozen=True)
+class GeneHarmonisation:
+    """Columns of a matrix grouped by match key (see :func:`harmonise_genes`).
+
+    Attributes:
+        names: One name per output column, in first-appearance order: the original name where the key
+            has one column, the key itself where several columns share it.
+        keys: The match key of each output column.
+        groups: Input column positions of each output column.
+        duplicates: For each key shared by several input columns, their original names, in order.
+    """
+
+    names: list[str]
+    keys: list[str]
+    groups: list[list[int]]
+    duplicates: dict[str, list[str]]
+
+    @property
+    def n_input(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def merge(self, values: np.ndarray) -> np.ndarray:
+        """Sum the columns of ``values`` (n_samples, n_input) that share a key.
+
+        Returns ``values`` itself when no key is shared, else a new C-contiguous float32 array of shape
+        (n_samples, len(names)); row blocks bound the temporaries to a few MB besides the result.
+        """
+        if values.ndim != 2 or values.shape[1] != self.n_input:
+            raise ValueError(f"values must have {self.n_input} columns, got shape {values.shape}")
+        if not self.duplicates:
+            return values
+        first = np.array([g[0] for g in self.groups], dtype=np.int64)
+        extra_src = np.array([j for g in self.groups for j in g[1:]], dtype=np.int64)
+        extra_dst = np.array([k for k, g in enumerate(self.groups) for _ in g[1:]], dtype=np.int64)
+        out = np.empty((values.shape[0], len(self.groups)), dtype=np.float32)
+        rows = max(1, _ROW_BLOCK_CELLS // max(1, values.shape[1]))
+        for start in range(0, values.shape[0], rows):
+            block = values[start : start + rows]
+            merged = block[:, first].astype(np.float64)  # sums in float64, stored as float32
+            np.add.at(merged.T, extra_dst, block[:, extra_src].T)  # merged.T[j] is column j
+            out[start : start + rows] = merged
+        return out
+
+
+def harmonise_genes(genes: Sequence[str], resolver: GeneIdResolver = normalise_gene_ids) -> GeneHarmonisation:
+    """Group gene names by the key ``resolver`` gives them (version suffixes, case and, with a table-backed
+    resolver, synonyms no longer make two names of one gene look different)."""
+    keys = resolver(genes)
+    if len(keys) != len(genes):
+        raise ValueError(f"the resolver returned {len(keys)} keys for {len(genes)} names")
+    position: dict[str, int] = {}
+    groups: list[list[int]] = []
+    for j, key in enumerate(keys):
+        k = position.setdefault(key, len(groups))
+        if k == len(groups):
+            groups.append([])
+        groups[k].append(j)
+    ordered = list(position)
+    duplicates = {ordered[k]: [str(genes[j]) for j in g] for k, g in enumerate(groups) if len(g) > 1}
+    names = [ordered[k] if len(g) > 1 else str(genes[g[0]]) for k, g in enumerate(groups)]
+    return GeneHarmonisation(names=names, keys=ordered, groups=groups, duplicates=duplicates)
 
 
 @dataclass

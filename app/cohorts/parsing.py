@@ -1,9 +1,16 @@
 """Parse uploaded expression matrices and label tables; store matrices in one canonical form.
 
-Uploads are samples x genes: CSV, TSV (``.txt`` is tab-separated), their gzip variants, or Parquet.
+Expression formats, chosen by the file name's extension: CSV, TSV (``.txt`` is tab-separated) and their
+gzip variants, Parquet, GCT 1.2/1.3 (``.gct``, ``.gct.gz``; a ``.txt`` starting with ``#1.2`` or ``#1.3``
+is read as GCT too) and AnnData ``.h5ad`` (see :mod:`app.cohorts.h5ad`). Delimited text and Parquet hold
+samples as rows (the default) or genes as rows (featureCounts, salmon/tximport and GEO shapes), detected
+from the id column's name and values or given by the caller; GCT holds genes as rows and ``.h5ad``
+samples (obs) as rows.
+
 Every user error raises :class:`app.errors.InvalidInput` with a message naming the file and, where
-possible, the sample, gene, column and value at fault. The canonical store is an Arrow IPC (Feather v2)
-file with a ``sample_id`` string column followed by one float32 column per gene.
+possible, the sample, gene, column and value at fault. Gene names may repeat here: duplicates are a
+question of gene-id harmonisation (:mod:`models.genes`), decided after reading. The canonical store is an
+Arrow IPC (Feather v2) file with a ``sample_id`` string column followed by one float32 column per gene.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import io
 import math
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,10 +36,36 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from app.errors import InvalidInput
+from models.genes import summarise_gene_ids
 
-EXPRESSION_EXTENSIONS = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz", ".parquet")
+EXPRESSION_EXTENSIONS = (
+    ".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz", ".parquet", ".gct", ".gct.gz", ".h5ad"
+)
 LABEL_EXTENSIONS = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 SAMPLE_ID_COLUMN = "sample_id"
+
+SAMPLES_AS_ROWS = "samples_as_rows"
+GENES_AS_ROWS = "genes_as_rows"
+ORIENTATIONS = ("auto", SAMPLES_AS_ROWS, GENES_AS_ROWS)
+
+# Names of an id column (compared lower-case, a leading '#' dropped) that say what the rows are.
+GENE_COLUMN_NAMES = frozenset(
+    ("gene", "genes", "gene_id", "gene_ids", "geneid", "gene_name", "gene_symbol", "genesymbol", "symbol")
+    + ("ensembl", "ensembl_id", "ensembl_gene_id", "gene_stable_id", "hgnc_symbol", "entrez", "entrez_id")
+    + ("entrezgene", "entrez_gene_id", "probe", "probe_id", "probeset", "probeset_id", "probe_set_id", "id_ref")
+    + ("feature", "feature_id", "features", "target_id", "transcript_id", "tracking_id", "gene_or_transcript")
+)
+SAMPLE_COLUMN_NAMES = frozenset(
+    ("sample", "samples", "sample_id", "sampleid", "sample_name", "sample_ids", "barcode", "barcodes", "cell")
+    + ("cell_id", "obs", "obs_names", "patient", "patient_id", "case_id", "submitter_id", "run", "specimen")
+)
+# Gene annotation columns right after the gene id in genes-as-rows files (featureCounts' Chr..Length,
+# GCT-like Description, a symbol beside an Ensembl id): not samples, so skipped and reported.
+ANNOTATION_COLUMN_NAMES = frozenset(
+    ("chr", "chrom", "chromosome", "start", "end", "strand", "length", "effectivelength", "effective_length")
+    + ("description", "name", "gene_name", "gene_symbol", "symbol", "gene_type", "gene_biotype", "biotype")
+)
+_STRONG_GENE_IDS = ("ensembl", "probe")  # id kinds no sample naming scheme imitates
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 # pandas' default missing-value markers: label cells holding one of these become NaN, and an expression
@@ -44,6 +78,9 @@ _MISSING_TOKENS = frozenset(
 _NUMBER_PATTERN = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)$"
 _BLOCK_SIZE = 16 << 20  # one CSV row must fit in a block: 16 MiB allows about a million genes
 _SCAN_CELLS = 4_000_000  # cells per batch when looking for the first bad cell
+_SNIFF_ROWS = 200  # data rows whose first field is read to detect the orientation
+_SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
+_WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
 _LISTED = 10  # names listed in a message before "and N more"
 _STORE_METADATA = {b"exprssl.format": b"expression-matrix/1"}
 _CHECKSUM_MAGIC = b"exprssl-expression-matrix/1\x00"
@@ -68,25 +105,83 @@ class ExpressionMatrix:
 
 
 @dataclass(frozen=True)
+class ParsedExpression:
+    """A matrix as read from an upload, with how it was read.
+
+    ``annotations`` holds per-sample text columns found in the file itself (GCT 1.3 column metadata, the
+    obs table of an ``.h5ad``), indexed by sample id like :func:`read_labels` output; None if there are none.
+    """
+
+    matrix: ExpressionMatrix
+    file_format: str  # csv | tsv | parquet | gct | h5ad
+    orientation: str  # samples_as_rows | genes_as_rows
+    orientation_detected: bool
+    skipped_columns: list[str] = field(default_factory=list)
+    annotations: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
 class _Delimited:
     delimiter: str
     gzipped: bool
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Where the values of a delimited file are, and what its rows and columns are."""
+
+    orientation: str
+    n_fields: int  # fields per line
+    values_at: list[int]  # positions of the value columns
+    names: list[str]  # their header names: genes or samples
+    skip_rows: int  # lines before the first data row
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def row_kind(self) -> str:
+        return "sample" if self.orientation == SAMPLES_AS_ROWS else "gene"
+
+    @property
+    def column_kind(self) -> str:
+        return "gene" if self.orientation == SAMPLES_AS_ROWS else "sample"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Public API
 
 
-def read_expression(path: Path, filename: str) -> ExpressionMatrix:
-    """Read a samples x genes matrix whose format is given by ``filename``'s extension."""
-    if filename.lower().endswith(".parquet"):
-        return _read_parquet_matrix(path, filename)
+def read_expression(path: Path, filename: str, *, orientation: str = "auto") -> ExpressionMatrix:
+    """Read an expression matrix whose format is given by ``filename``'s extension; see :func:`parse_expression`."""
+    return parse_expression(path, filename, orientation=orientation).matrix
+
+
+def parse_expression(path: Path, filename: str, *, orientation: str = "auto") -> ParsedExpression:
+    """Read an expression matrix as samples x genes, whatever its format and orientation.
+
+    ``orientation`` is ``auto`` (samples as rows unless the id column's name or values say genes),
+    ``samples_as_rows`` or ``genes_as_rows``.
+    """
+    if orientation not in ORIENTATIONS:
+        raise InvalidInput(f"orientation {orientation!r} is not one of {', '.join(ORIENTATIONS)}")
+    name = filename.lower()
+    if name.endswith(".parquet"):
+        return _read_parquet_matrix(path, filename, orientation)
+    if name.endswith(".h5ad"):
+        from app.cohorts import h5ad
+
+        return h5ad.read_h5ad(path, filename, orientation=orientation)
+    if name.endswith(".h5ad.gz"):
+        raise InvalidInput(f"{filename}: a gzip-compressed .h5ad cannot be read; upload the .h5ad itself")
+    if name.endswith((".gct", ".gct.gz")):
+        return _read_gct(path, filename, _Delimited("\t", name.endswith(".gz")), orientation)
     layout = _delimited_layout(filename)
     if layout is None:
         raise InvalidInput(
             f"{filename}: unsupported file type; accepted extensions: {', '.join(EXPRESSION_EXTENSIONS)}"
         )
-    return _read_delimited_matrix(path, filename, layout)
+    if layout.delimiter == "\t" and _starts_like_gct(path, layout):
+        return _read_gct(path, filename, layout, orientation)
+    return _read_delimited_matrix(path, filename, layout, orientation)
 
 
 def read_labels(path: Path, filename: str) -> pd.DataFrame:
@@ -107,7 +202,7 @@ def read_labels(path: Path, filename: str) -> pd.DataFrame:
     table = _read_label_table(path, filename, layout, len(header))
     if table.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows below the header")
-    sample_ids = _sample_ids(table.column(0), filename)
+    sample_ids = _row_ids(table.column(0), filename, kind="sample")
     data = {name: _label_values(table.column(i + 1)) for i, name in enumerate(columns)}
     index = pd.Index(sample_ids, dtype=object, name=SAMPLE_ID_COLUMN)
     return pd.DataFrame(data, index=index, dtype=object)
@@ -126,13 +221,31 @@ def check_labels(labels: pd.DataFrame, sample_ids: Sequence[str], *, group_colum
         )
 
 
+def detect_orientation(id_name: str, column_names: Sequence[str], first_ids: Sequence[str]) -> str:
+    """Guess whether rows are samples or genes from the id column's name, the other names and the first ids.
+
+    Genes as rows when the id column is named like a gene column (``gene_id``, ``Geneid``, ``symbol``,
+    ``probe_id`` ...) or its values are Ensembl or probe ids, in both cases only if the other column
+    names are not themselves Ensembl or probe ids. Samples as rows otherwise.
+    """
+    label = id_name.strip().lstrip("#").strip().lower()
+    if label in SAMPLE_COLUMN_NAMES:
+        return SAMPLES_AS_ROWS
+    columns_are_genes = summarise_gene_ids(list(column_names[:2000])).id_type in _STRONG_GENE_IDS
+    if columns_are_genes:
+        return SAMPLES_AS_ROWS
+    if label in GENE_COLUMN_NAMES or summarise_gene_ids(list(first_ids)).id_type in _STRONG_GENE_IDS:
+        return GENES_AS_ROWS
+    return SAMPLES_AS_ROWS
+
+
 def matrix_checksum(matrix: ExpressionMatrix) -> str:
     """Return the sha256 hex digest of the canonical form of ``matrix``.
 
     The digest covers, in order: the ASCII magic ``exprssl-expression-matrix/1`` and a NUL byte; the
     number of samples and of genes as little-endian uint64; the values as little-endian float32 in C
     order; then each sample id followed by each gene name, each as its UTF-8 byte length (little-endian
-    uint64) then its UTF-8 bytes.
+    uint64) then its UTF-8 bytes. The values are hashed in place, without a copy.
     """
     n_samples, n_genes = matrix.values.shape
     digest = hashlib.sha256(_CHECKSUM_MAGIC)
@@ -146,16 +259,32 @@ def matrix_checksum(matrix: ExpressionMatrix) -> str:
 
 
 def write_matrix(matrix: ExpressionMatrix, path: Path) -> None:
-    """Write ``matrix`` to ``path`` as uncompressed Arrow IPC (Feather v2)."""
-    by_gene = np.ascontiguousarray(matrix.values.T)  # each row is one gene's contiguous column
-    arrays = [pa.array(matrix.sample_ids, type=pa.string())]
-    arrays.extend(pa.array(column, type=pa.float32()) for column in by_gene)
+    """Write ``matrix`` to ``path`` as uncompressed Arrow IPC (Feather v2).
+
+    Rows go out in record batches of about ``_WRITE_CELLS`` cells, each transposed on its own, so the
+    write needs one batch's worth of memory besides the matrix, not a second matrix.
+    """
+    n_samples, n_genes = matrix.values.shape
     schema = pa.schema(
         [pa.field(SAMPLE_ID_COLUMN, pa.string(), nullable=False)]
         + [pa.field(gene, pa.float32(), nullable=False) for gene in matrix.genes],
         metadata=_STORE_METADATA,
     )
-    feather.write_feather(pa.Table.from_arrays(arrays, schema=schema), str(path), compression="uncompressed")
+    rows = max(1, _WRITE_CELLS // max(1, n_genes))
+    options = pa.ipc.IpcWriteOptions(compression=None)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
+        for start in range(0, max(n_samples, 1), rows):
+            block = matrix.values[start : start + rows]
+            by_gene = np.ascontiguousarray(block.T)  # each row is one gene's values for this batch
+            width = by_gene.shape[1]
+            buffer = pa.py_buffer(by_gene)
+            arrays = [pa.array(matrix.sample_ids[start : start + rows], type=pa.string())]
+            arrays.extend(
+                pa.Array.from_buffers(pa.float32(), width, [None, buffer.slice(j * width * 4, width * 4)])
+                for j in range(n_genes)
+            )
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            del arrays, buffer, by_gene
 
 
 def read_matrix(path: Path) -> ExpressionMatrix:
@@ -173,6 +302,43 @@ def read_matrix(path: Path) -> ExpressionMatrix:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Orientation
+
+
+def _resolve_orientation(
+    requested: str, id_name: str, column_names: Sequence[str], first_ids: Sequence[str]
+) -> tuple[str, bool]:
+    """The orientation to read with, and whether it was detected rather than given."""
+    if requested != "auto":
+        return requested, False
+    return detect_orientation(id_name, column_names, first_ids), True
+
+
+def _annotation_prefix(names: Sequence[str]) -> int:
+    """How many of ``names`` (the columns after a gene-id column) are gene annotations, not samples."""
+    count = 0
+    for name in names:
+        if name.strip().lower() not in ANNOTATION_COLUMN_NAMES:
+            break
+        count += 1
+    return count
+
+
+def _shape_for(header: list[str], orientation: str, skip_rows: int) -> _Shape:
+    skip = _annotation_prefix(header[1:]) if orientation == GENES_AS_ROWS else 0
+    skip = min(skip, len(header) - 2)  # a file with only annotation-named columns keeps its last as a sample
+    values_at = list(range(1 + skip, len(header)))
+    return _Shape(
+        orientation=orientation,
+        n_fields=len(header),
+        values_at=values_at,
+        names=[header[i] for i in values_at],
+        skip_rows=skip_rows,
+        skipped=header[1 : 1 + skip],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Delimited text
 
 
@@ -186,12 +352,38 @@ def _delimited_layout(filename: str) -> _Delimited | None:
     return None
 
 
-def _read_header(path: Path, filename: str, layout: _Delimited) -> list[str]:
-    """Return the first line's fields; the first names the sample-id column."""
+def _open_text(path: Path, layout: _Delimited) -> io.TextIOBase:
     opener = gzip.open if layout.gzipped else open
+    return opener(path, "rt", encoding="utf-8-sig", newline="")  # type: ignore[return-value]
+
+
+def _read_header(path: Path, filename: str, layout: _Delimited) -> list[str]:
+    """Return the first line's fields; the first names the id column."""
+    return _sniff(path, filename, layout, rows=0, comments=False)[1]
+
+
+def _sniff(
+    path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True
+) -> tuple[int, list[str], list[str]]:
+    """Leading comment lines (``#`` lines without a delimiter, as featureCounts writes; only when
+    ``comments``), the header's fields, and the first field of up to ``rows`` data rows."""
+    first: list[str] = []
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle, delimiter=layout.delimiter), None)
+        with _open_text(path, layout) as handle:
+            n_comments = 0
+            line = handle.readline()
+            while comments and line.startswith("#") and layout.delimiter not in line:
+                n_comments += 1
+                line = handle.readline()
+            reader = csv.reader(_chain(line, handle), delimiter=layout.delimiter)
+            header = next(reader, None)
+            try:
+                chars = 0
+                while len(first) < rows and chars < _SNIFF_CHARS and (row := next(reader, None)) is not None:
+                    first.append(row[0] if row else "")
+                    chars += sum(len(f) for f in row) + len(row)
+            except (UnicodeDecodeError, csv.Error, OSError, EOFError):
+                pass  # the full read reports bad data rows with their position
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError, csv.Error) as exc:
@@ -201,7 +393,21 @@ def _read_header(path: Path, filename: str, layout: _Delimited) -> list[str]:
             f"{filename} is empty or its first line is blank; the first line must be a header naming the "
             "sample-id column and then the columns"
         )
-    return header
+    return n_comments, header, first
+
+
+def _chain(line: str, handle: Iterable[str]) -> Iterable[str]:
+    if line:
+        yield line
+    yield from handle
+
+
+def _starts_like_gct(path: Path, layout: _Delimited) -> bool:
+    try:
+        with _open_text(path, layout) as handle:
+            return handle.read(4) in ("#1.2", "#1.3")
+    except (OSError, EOFError, UnicodeDecodeError):
+        return False
 
 
 def _delimiter_hint(field: str, layout: _Delimited) -> str:
@@ -221,6 +427,8 @@ def _csv_options(
     n_columns: int,
     types: Callable[[int], pa.DataType],
     *,
+    include: Sequence[int] | None = None,
+    skip_rows: int = 1,
     on_invalid_row: Callable[[pacsv.InvalidRow], str] | None = None,
     use_threads: bool = True,
 ) -> dict[str, object]:
@@ -228,11 +436,12 @@ def _csv_options(
     names = [f"c{i}" for i in range(n_columns)]
     return {
         "read_options": pacsv.ReadOptions(
-            column_names=names, skip_rows=1, block_size=_BLOCK_SIZE, use_threads=use_threads
+            column_names=names, skip_rows=skip_rows, block_size=_BLOCK_SIZE, use_threads=use_threads
         ),
         "parse_options": pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=on_invalid_row),
         "convert_options": pacsv.ConvertOptions(
             column_types={name: types(i) for i, name in enumerate(names)},
+            include_columns=None if include is None else [names[i] for i in include],
             null_values=[],
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
@@ -240,34 +449,56 @@ def _csv_options(
     }
 
 
-def _read_delimited_matrix(path: Path, filename: str, layout: _Delimited) -> ExpressionMatrix:
-    header = _read_header(path, filename, layout)
+def _read_delimited_matrix(path: Path, filename: str, layout: _Delimited, orientation: str) -> ParsedExpression:
+    comments, header, first_ids = _sniff(path, filename, layout)
     if len(header) < 2:
+        columns = "sample" if orientation == GENES_AS_ROWS else "gene"
         raise InvalidInput(
-            f"{filename}: no gene columns; the header has only the sample-id column"
+            f"{filename}: no {columns} columns; the header has only the {_id_kind(orientation)} column"
             + _delimiter_hint(header[0], layout)
         )
-    genes = header[1:]
-    _check_names(genes, filename, kind="gene")
-    options = _csv_options(layout, len(header), lambda i: pa.string() if i == 0 else pa.float32())
+    resolved, detected = _resolve_orientation(orientation, header[0], header[1:], first_ids)
+    shape = _shape_for(header, resolved, comments + 1)
+    matrix = _read_text_values(path, filename, layout, shape)
+    file_format = "csv" if layout.delimiter == "," else "tsv"
+    return ParsedExpression(matrix, file_format, resolved, detected, shape.skipped)
+
+
+def _id_kind(orientation: str) -> str:
+    return "gene-id" if orientation == GENES_AS_ROWS else "sample-id"
+
+
+def _read_text_values(path: Path, filename: str, layout: _Delimited, shape: _Shape) -> ExpressionMatrix:
+    """Read the id column and the value columns of ``shape`` as float32, then build the matrix."""
+    _check_names(shape.names, filename, kind=shape.column_kind)
+    include = [0, *shape.values_at]
+    options = _csv_options(
+        layout, shape.n_fields, lambda i: pa.string() if i == 0 else pa.float32(), include=include,
+        skip_rows=shape.skip_rows,
+    )
     try:
         with _open_stream(path, layout) as stream:
             table = pacsv.read_csv(stream, **options)
-    except (pa.ArrowException, OSError) as exc:
-        _raise_first_delimited_error(path, filename, layout, genes, exc)
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        _raise_first_delimited_error(path, filename, layout, shape, exc)
     if table.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows below the header")
-    sample_ids = _sample_ids(table.column(0), filename)
+    ids = _row_ids(table.column(0), filename, kind=shape.row_kind)
     columns, n_rows = table.columns[1:], table.num_rows
     del table
-    values = _to_matrix(columns, n_rows)
+    if shape.orientation == SAMPLES_AS_ROWS:
+        values = _to_matrix(columns, n_rows)
+        matrix_ids, genes = ids, shape.names
+    else:
+        values = _rows_to_matrix(columns, n_rows)
+        matrix_ids, genes = shape.names, ids
     if not _all_finite(values):
-        _raise_first_delimited_error(path, filename, layout, genes, None)
-    return ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
+        _raise_first_delimited_error(path, filename, layout, shape, None)
+    return ExpressionMatrix(values=values, sample_ids=matrix_ids, genes=genes)
 
 
 def _raise_first_delimited_error(
-    path: Path, filename: str, layout: _Delimited, genes: list[str], cause: Exception | None
+    path: Path, filename: str, layout: _Delimited, shape: _Shape, cause: Exception | None
 ) -> NoReturn:
     """Re-read the file as text, batch by batch, and raise for its first malformed row or bad cell."""
     invalid: list[pacsv.InvalidRow] = []
@@ -276,16 +507,18 @@ def _raise_first_delimited_error(
         invalid.append(row)
         return "error"
 
+    include = [0, *shape.values_at]
     options = _csv_options(
-        layout, len(genes) + 1, lambda i: pa.string(), on_invalid_row=on_invalid_row, use_threads=False
+        layout, shape.n_fields, lambda i: pa.string(), include=include, skip_rows=shape.skip_rows,
+        on_invalid_row=on_invalid_row, use_threads=False,
     )
     try:
         with _open_stream(path, layout) as stream:
             reader = pacsv.open_csv(stream, **options)
-            _raise_first_bad_cell(_rebatched(reader, len(genes) + 1), filename, genes)
-    except (pa.ArrowException, OSError) as exc:
+            _raise_first_bad_cell(_rebatched(reader, len(include)), filename, shape)
+    except (pa.ArrowException, OSError, EOFError) as exc:
         if invalid:
-            raise InvalidInput(_invalid_row_message(invalid[0], filename, layout)) from None
+            raise InvalidInput(_invalid_row_message(invalid[0], filename, layout, shape)) from None
         cause = cause or exc  # the first parse's message says more than the text re-read's
     if cause is None:
         raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
@@ -299,13 +532,16 @@ def _rebatched(batches: Iterable[pa.RecordBatch], n_columns: int) -> Iterable[pa
             yield batch.slice(start, rows)
 
 
-def _invalid_row_message(row: pacsv.InvalidRow, filename: str, layout: _Delimited) -> str:
+def _invalid_row_message(row: pacsv.InvalidRow, filename: str, layout: _Delimited, shape: _Shape) -> str:
     first_field = next(csv.reader([row.text], delimiter=layout.delimiter), [""])[0] if row.text else ""
-    where = f"the row for sample {first_field!r}" if first_field.strip() else f"the row {_clip(row.text)!r}"
+    where = (
+        f"the row for {shape.row_kind} {first_field!r}" if first_field.strip() else f"the row {_clip(row.text)!r}"
+    )
     message = f"{filename}: {where} has {row.actual_columns} fields but the header has {row.expected_columns}"
     if row.actual_columns == row.expected_columns + 1:
         message += (
-            "; the header must start with a name for the sample-id column, such as 'sample_id' "
+            f"; the header must start with a name for the {_id_kind(shape.orientation)} column, such as "
+            f"{'gene_id' if shape.orientation == GENES_AS_ROWS else 'sample_id'!r} "
             "(R's write.table needs col.names=NA)"
         )
     return message
@@ -319,12 +555,13 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
         return "error"
 
     options = _csv_options(layout, n_columns, lambda i: pa.string(), on_invalid_row=on_invalid_row, use_threads=False)
+    shape = _Shape(SAMPLES_AS_ROWS, n_columns, [], [], 1)
     try:
         with _open_stream(path, layout) as stream:
             return pacsv.read_csv(stream, **options)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, EOFError) as exc:
         if invalid:
-            raise InvalidInput(_invalid_row_message(invalid[0], filename, layout)) from None
+            raise InvalidInput(_invalid_row_message(invalid[0], filename, layout, shape)) from None
         raise InvalidInput(f"{filename}: could not parse the file: {_brief(exc)}") from None
 
 
@@ -336,24 +573,107 @@ def _label_values(column: pa.ChunkedArray) -> np.ndarray:
     return values
 
 
+def text_annotations(sample_ids: Sequence[str], columns: Mapping[str, Sequence[str | None]]) -> pd.DataFrame | None:
+    """Per-sample text columns as a label table (missing-value markers become NaN); None if there are none."""
+    if not columns:
+        return None
+    data = {}
+    for name, values in columns.items():
+        cells = np.asarray(list(values), dtype=object)
+        for i, cell in enumerate(cells):
+            if cell is None or (isinstance(cell, str) and cell.strip() in _MISSING_TOKENS):
+                cells[i] = np.nan
+        data[name] = cells
+    index = pd.Index(list(sample_ids), dtype=object, name=SAMPLE_ID_COLUMN)
+    return pd.DataFrame(data, index=index, dtype=object)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GCT (GenePattern): genes as rows
+
+
+def _read_gct(path: Path, filename: str, layout: _Delimited, orientation: str) -> ParsedExpression:
+    """GCT 1.2 (``Name``, ``Description``, samples) and 1.3 (id, row metadata, samples; column metadata
+    lines before the data)."""
+    if orientation == SAMPLES_AS_ROWS:
+        raise InvalidInput(f"{filename}: GCT files hold genes as rows; orientation 'samples_as_rows' does not apply")
+    version, header, column_meta, n_rows, n_row_meta = _read_gct_head(path, filename, layout)
+    n_samples = len(header) - 1 - n_row_meta
+    shape = _Shape(
+        orientation=GENES_AS_ROWS,
+        n_fields=len(header),
+        values_at=list(range(1 + n_row_meta, len(header))),
+        names=header[1 + n_row_meta :],
+        skip_rows=3 + len(column_meta),
+        skipped=header[1 : 1 + n_row_meta],
+    )
+    matrix = _read_text_values(path, filename, layout, shape)
+    if len(matrix.genes) != n_rows:
+        raise InvalidInput(
+            f"{filename}: the GCT {version} header declares {n_rows} rows but the file has {len(matrix.genes)}"
+        )
+    annotations = text_annotations(matrix.sample_ids, {name: cells[-n_samples:] for name, cells in column_meta})
+    return ParsedExpression(matrix, "gct", GENES_AS_ROWS, orientation == "auto", shape.skipped, annotations)
+
+
+def _read_gct_head(
+    path: Path, filename: str, layout: _Delimited
+) -> tuple[str, list[str], list[tuple[str, list[str]]], int, int]:
+    """(version, header fields, column-metadata rows as (name, cells), declared gene rows, row-metadata count)."""
+    try:
+        with _open_text(path, layout) as handle:
+            lines = [handle.readline().rstrip("\r\n") for _ in range(3)]
+            version = lines[0].strip()
+            if version not in ("#1.2", "#1.3"):
+                raise InvalidInput(f"{filename}: a GCT file starts with '#1.2' or '#1.3', not {_clip(lines[0])!r}")
+            dims = _gct_dimensions(lines[1], version, filename)
+            n_rows, n_columns = dims[0], dims[1]
+            n_row_meta, n_column_meta = (dims[2], dims[3]) if version == "#1.3" else (1, 0)
+            meta = [handle.readline().rstrip("\r\n").split("\t") for _ in range(n_column_meta)]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
+    except (OSError, EOFError) as exc:
+        raise InvalidInput(f"{filename}: could not read the GCT header: {_brief(exc)}") from None
+    header = lines[2].split("\t")
+    expected = 1 + n_row_meta + n_columns
+    if len(header) != expected:
+        raise InvalidInput(
+            f"{filename}: the GCT {version[1:]} header line has {len(header)} fields but the dimensions line "
+            f"declares {expected} (id, {n_row_meta} row-metadata column(s), {n_columns} samples)"
+        )
+    for number, cells in enumerate(meta, start=4):
+        if len(cells) != expected:
+            raise InvalidInput(f"{filename}: GCT column-metadata line {number} has {len(cells)} fields, not {expected}")
+    return version[1:], header, [(cells[0], cells) for cells in meta], n_rows, n_row_meta
+
+
+def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:
+    fields = line.split("\t")
+    wanted = 4 if version == "#1.3" else 2
+    try:
+        dims = [int(f) for f in fields[:wanted]]
+    except ValueError:
+        dims = []
+    if len(dims) != wanted or any(d < 0 for d in dims) or (wanted == 4 and dims[2] < 0):
+        what = "rows, columns, row-metadata and column-metadata counts" if wanted == 4 else "rows and columns"
+        raise InvalidInput(f"{filename}: GCT {version[1:]} line 2 must give the {what}; found {_clip(line)!r}")
+    if dims[1] < 1:
+        raise InvalidInput(f"{filename}: the GCT header declares no sample columns")
+    return dims
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Parquet
 
 
-def _read_parquet_matrix(path: Path, filename: str) -> ExpressionMatrix:
+def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedExpression:
     try:
         table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, EOFError) as exc:
         raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
     id_position = _parquet_id_position(table, filename)
-    gene_positions = [i for i in range(table.num_columns) if i != id_position]
-    if not gene_positions:
-        raise InvalidInput(f"{filename}: no gene columns; the file holds only the sample-id column")
     names = table.schema.names  # builds a new list on every access
-    genes = [names[i] for i in gene_positions]
-    _check_names(genes, filename, kind="gene")
-    if table.num_rows == 0:
-        raise InvalidInput(f"{filename}: no data rows")
+    other = [i for i in range(table.num_columns) if i != id_position]
     id_field = table.schema.field(id_position)
     if not (
         pa.types.is_string(id_field.type)
@@ -361,26 +681,49 @@ def _read_parquet_matrix(path: Path, filename: str) -> ExpressionMatrix:
         or pa.types.is_integer(id_field.type)
     ):
         raise InvalidInput(
-            f"{filename}: the sample-id column {id_field.name!r} holds {id_field.type}, not sample ids; "
+            f"{filename}: the id column {id_field.name!r} holds {id_field.type}, not sample ids; "
             "store the ids as the first column or as the index, as strings"
         )
-    ids = pc.cast(table.column(id_position), pa.string())
-    sample_ids = _sample_ids(ids, filename)
-    gene_columns = [table.column(i) for i in gene_positions]
-    for gene, column in zip(genes, gene_columns, strict=True):
+    ids_text = pc.cast(table.column(id_position), pa.string())
+    first_ids = [str(v) for v in ids_text.slice(0, _SNIFF_ROWS).to_pylist()]
+    resolved, detected = _resolve_orientation(orientation, id_field.name, [names[i] for i in other], first_ids)
+    skipped: list[str] = []
+    if resolved == GENES_AS_ROWS:
+        skip = 0
+        while skip < len(other) - 1 and names[other[skip]].strip().lower() in ANNOTATION_COLUMN_NAMES and not (
+            _is_number_type(table.schema.field(other[skip]).type)
+        ):
+            skip += 1
+        skipped, other = [names[i] for i in other[:skip]], other[skip:]
+    shape = _Shape(resolved, table.num_columns, other, [names[i] for i in other], 0, skipped)
+    if not other:
+        raise InvalidInput(f"{filename}: no {shape.column_kind} columns; the file holds only the id column")
+    _check_names(shape.names, filename, kind=shape.column_kind)
+    if table.num_rows == 0:
+        raise InvalidInput(f"{filename}: no data rows")
+    ids = _row_ids(ids_text, filename, kind=shape.row_kind)
+    value_columns = [table.column(i) for i in other]
+    del table
+    for name, column in zip(shape.names, value_columns, strict=True):
         if not _is_numeric_or_text(column.type):
-            raise InvalidInput(f"{filename}: gene column {gene!r} has type {column.type}; expected numbers")
-    converted = _parquet_float32(gene_columns)
-    if converted is None or any(column.null_count for column in converted):
-        _raise_first_parquet_error(ids, gene_columns, filename, genes)
-    values = _to_matrix(converted, table.num_rows)
-    if not _all_finite(values):
-        _raise_first_parquet_error(ids, gene_columns, filename, genes)
-    return ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
+            raise InvalidInput(
+                f"{filename}: {shape.column_kind} column {name!r} has type {column.type}; expected numbers"
+            )
+    converted = _parquet_float32(value_columns)
+    if converted is None or any(column is None or column.null_count for column in converted):
+        _raise_first_parquet_error(ids_text, value_columns, filename, shape)
+    del value_columns
+    n_rows = len(ids)
+    if resolved == SAMPLES_AS_ROWS:
+        matrix = ExpressionMatrix(_to_matrix(converted, n_rows), ids, shape.names)
+    else:
+        matrix = ExpressionMatrix(_rows_to_matrix(converted, n_rows), shape.names, ids)
+    _check_finite(matrix, filename, resolved)
+    return ParsedExpression(matrix, "parquet", resolved, detected, skipped)
 
 
 def _parquet_id_position(table: pa.Table, filename: str) -> int:
-    """Where the sample ids are: the stored pandas index if there is one, else the first column."""
+    """Where the row ids are: the stored pandas index if there is one, else the first column."""
     metadata = table.schema.pandas_metadata or {}
     stored = [name for name in metadata.get("index_columns", []) if isinstance(name, str)]
     if len(stored) > 1:
@@ -396,32 +739,34 @@ def _parquet_id_position(table: pa.Table, filename: str) -> int:
     return 0
 
 
+def _is_number_type(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
 def _is_numeric_or_text(kind: pa.DataType) -> bool:
     return (
-        pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_decimal(kind)
+        _is_number_type(kind)
         or pa.types.is_string(kind)
         or pa.types.is_large_string(kind)
         or pa.types.is_null(kind)
     )
 
 
-def _parquet_float32(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray] | None:
+def _parquet_float32(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray | None] | None:
     """Cast every column to float32; None if a text column holds something that is not a number."""
-    converted = []
+    converted: list[pa.ChunkedArray | None] = []
     for column in columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             try:
                 column = pc.cast(pc.utf8_trim(column, characters=" \t"), pa.float32())
             except pa.ArrowInvalid:
                 return None
-        converted.append(pc.cast(column, pa.float32(), safe=False))
+        converted.append(column if column.type == pa.float32() else pc.cast(column, pa.float32(), safe=False))
     return converted
 
 
 def _raise_first_parquet_error(
-    ids: pa.ChunkedArray, columns: list[pa.ChunkedArray], filename: str, genes: list[str]
+    ids: pa.ChunkedArray, columns: list[pa.ChunkedArray], filename: str, shape: _Shape
 ) -> NoReturn:
     as_text = pa.Table.from_arrays(
         [ids, *(pc.cast(column, pa.string()) for column in columns)],
@@ -429,7 +774,7 @@ def _raise_first_parquet_error(
     )
     batches = as_text.to_batches(max_chunksize=max(1, _SCAN_CELLS // as_text.num_columns))
     try:
-        _raise_first_bad_cell(batches, filename, genes)
+        _raise_first_bad_cell(batches, filename, shape)
     except pa.ArrowException as exc:
         raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
     raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
@@ -440,24 +785,28 @@ def _raise_first_parquet_error(
 
 
 def _check_names(names: list[str], filename: str, *, kind: str) -> None:
-    """Refuse empty and duplicate column names; ``names`` start at the file's second column."""
-    empty = [str(i + 2) for i, name in enumerate(names) if not name.strip()]
+    """Refuse empty column names, and duplicates unless they are genes (harmonisation decides those);
+    ``names`` start at the file's second column."""
+    empty = [str(i + 2) for i, name in enumerate(names) if name is None or not str(name).strip()]
     if empty:
         raise InvalidInput(f"{filename}: {kind} name missing in column(s) {_listing(empty)} of the header")
+    if kind == "gene":
+        return
     duplicated = [name for name, count in Counter(names).items() if count > 1]
     if duplicated:
         raise InvalidInput(f"{filename}: duplicate {kind} name(s): {_listing([repr(n) for n in duplicated])}")
 
 
-def _sample_ids(column: pa.ChunkedArray, filename: str) -> list[str]:
-    """The ids as Python strings; refuse missing, blank and duplicate ids."""
+def _row_ids(column: pa.ChunkedArray, filename: str, *, kind: str) -> list[str]:
+    """The row ids as Python strings; refuse missing and blank ids, and duplicate sample ids."""
     ids = column.to_pylist()
-    blank = [str(i + 1) for i, sample in enumerate(ids) if sample is None or not sample.strip()]
+    blank = [str(i + 1) for i, value in enumerate(ids) if value is None or not value.strip()]
     if blank:
-        raise InvalidInput(f"{filename}: sample id missing in data row(s) {_listing(blank)}")
-    duplicated = [sample for sample, count in Counter(ids).items() if count > 1]
-    if duplicated:
-        raise InvalidInput(f"{filename}: duplicate sample id(s): {_listing([repr(s) for s in duplicated])}")
+        raise InvalidInput(f"{filename}: {kind} id missing in data row(s) {_listing(blank)}")
+    if kind == "sample":
+        duplicated = [value for value, count in Counter(ids).items() if count > 1]
+        if duplicated:
+            raise InvalidInput(f"{filename}: duplicate sample id(s): {_listing([repr(s) for s in duplicated])}")
     return ids
 
 
@@ -474,25 +823,56 @@ def _to_matrix(columns: list[pa.ChunkedArray | None], n_rows: int) -> np.ndarray
     return values
 
 
+def _rows_to_matrix(columns: list[pa.ChunkedArray | None], n_rows: int) -> np.ndarray:
+    """Like :func:`_to_matrix`, transposed: column ``i`` of a genes-as-rows file is row ``i`` (a sample)."""
+    values = np.empty((len(columns), n_rows), dtype=np.float32)
+    for i, column in enumerate(columns):
+        assert column is not None
+        values[i] = column.to_numpy()
+        columns[i] = None
+    return values
+
+
 def _all_finite(values: np.ndarray) -> bool:
     rows = max(1, _SCAN_CELLS // max(1, values.shape[1]))  # bounds the boolean temporary
     return all(np.isfinite(values[i : i + rows]).all() for i in range(0, values.shape[0], rows))
 
 
-def _raise_first_bad_cell(batches: Iterable[pa.RecordBatch], filename: str, genes: list[str]) -> None:
+def _check_finite(matrix: ExpressionMatrix, filename: str, orientation: str) -> None:
+    """Refuse NaN and infinite values of a matrix read from a binary format, naming the first in file order."""
+    values = matrix.values
+    if _all_finite(values):
+        return
+    bad = np.argwhere(~np.isfinite(values))  # few, in practice: the file is refused
+    if orientation == GENES_AS_ROWS:
+        bad = bad[np.lexsort((bad[:, 0], bad[:, 1]))]
+    row, column = (int(v) for v in bad[0])
+    sample, gene = matrix.sample_ids[row], matrix.genes[column]
+    where = (
+        f"gene {gene!r} (data row {column + 1}), sample {sample!r}"
+        if orientation == GENES_AS_ROWS
+        else f"sample {sample!r} (data row {row + 1}), gene {gene!r}"
+    )
+    raw = str(float(values[row, column]))
+    raise InvalidInput(
+        f"{filename}: {where}: {_describe_bad_value(raw)}; every expression value must be a finite number"
+    )
+
+
+def _raise_first_bad_cell(batches: Iterable[pa.RecordBatch], filename: str, shape: _Shape) -> None:
     """Raise for the first cell, in reading order, that is not a finite float32; return if there is none.
 
-    Each batch holds the sample ids then one text column per gene.
+    Each batch holds the row ids then one text column per value column of ``shape``.
     """
     offset = 0
     for batch in batches:
         found = _first_bad_cell(batch.columns[1:], batch.num_rows)
         if found is not None:
             row, column, raw = found
-            sample = batch.column(0)[row].as_py()
+            row_id = batch.column(0)[row].as_py()
             raise InvalidInput(
-                f"{filename}: sample {sample!r} (data row {offset + row + 1}), gene {genes[column]!r}: "
-                f"{_describe_bad_value(raw)}; every expression value must be a finite number"
+                f"{filename}: {shape.row_kind} {row_id!r} (data row {offset + row + 1}), {shape.column_kind} "
+                f"{shape.names[column]!r}: {_describe_bad_value(raw)}; every expression value must be a finite number"
             )
         offset += batch.num_rows
 

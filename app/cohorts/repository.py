@@ -25,7 +25,14 @@ def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Cohort]:
 
 def find_storage_key(session: Session, checksum: str) -> str | None:
     """Storage key of an identical matrix already stored, so it is not stored twice."""
-    return session.scalar(select(orm.Cohort.storage_key).where(orm.Cohort.checksum == checksum).limit(1))
+    original = find_by_checksum(session, checksum)
+    return None if original is None else original.storage_key
+
+
+def find_by_checksum(session: Session, checksum: str) -> orm.Cohort | None:
+    """The first cohort registered with this matrix checksum, if any."""
+    query = select(orm.Cohort).where(orm.Cohort.checksum == checksum)
+    return session.scalars(query.order_by(orm.Cohort.created_at, orm.Cohort.id).limit(1)).first()
 
 
 def add_samples(session: Session, cohort_id: str, rows: Sequence[dict[str, object]]) -> None:

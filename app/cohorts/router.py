@@ -2,49 +2,87 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
-from app.cohorts import repository, service
-from app.cohorts.schemas import CohortRead, CohortSampleRead
+from app.cohorts import repository, service, upload
+from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortUploadForm, upload_request_body
 from app.db import orm
 from app.deps import SessionDep, SettingsDep, StoreDep
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
+
+FILE_FIELDS = ("expression", "labels")
 
 
 def to_read(cohort: orm.Cohort) -> CohortRead:
     return CohortRead.model_validate(cohort, from_attributes=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CohortRead)
+async def staged_upload(request: Request, settings: SettingsDep, store: StoreDep) -> AsyncIterator[upload.StagedForm]:
+    """Stream the multipart body to staging files; delete them once the request is done."""
+    form = await upload.receive_form(
+        request,
+        staging=store.staging_dir(),
+        limit=settings.max_upload_bytes,
+        file_fields=FILE_FIELDS,
+        text_fields=CohortUploadForm.model_fields,
+    )
+    try:
+        yield form
+    finally:
+        form.discard()
+
+
+def _options(form: upload.StagedForm) -> CohortUploadForm:
+    """Validate the text fields like FastAPI validates a form, with the same 422 body."""
+    errors: list[dict[str, object]] = []
+    if "expression" not in form.files:
+        errors.append({"type": "missing", "loc": ("body", "expression"), "msg": "Field required", "input": None})
+    try:
+        options = CohortUploadForm.model_validate(form.fields)
+    except ValidationError as exc:
+        errors.extend({**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False))
+    if errors:
+        raise RequestValidationError(errors)
+    return options
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CohortRead,
+    openapi_extra={"requestBody": upload_request_body()},
+)
 def upload_cohort(
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    expression: Annotated[
-        UploadFile,
-        File(description="Samples as rows, genes as columns, first column the sample id: .csv, .tsv, .txt, "
-        ".parquet, optionally .gz."),
-    ],
-    labels: Annotated[
-        UploadFile | None, File(description="Sample id, then one or more phenotype columns (.csv/.tsv).")
-    ] = None,
-    name: Annotated[str | None, Form(max_length=200)] = None,
-    group_column: Annotated[
-        str | None, Form(description="Labels column holding a patient/group id for leak-free splits.")
-    ] = None,
+    form: Annotated[upload.StagedForm, Depends(staged_upload)],
 ) -> CohortRead:
-    """Upload an expression matrix and optional phenotype labels as a new cohort."""
+    """Upload an expression matrix and optional phenotype labels as a new cohort.
+
+    The body is multipart/form-data, streamed to disk as it arrives. A matrix identical to one already
+    stored is not stored again: the response names the earlier cohort in ``duplicate_of``.
+    """
+    options = _options(form)
+    labels = form.files.get("labels")
+    if labels is not None and labels.size == 0 and not labels.filename:
+        labels = None  # a form's empty file input
+    expression = form.files["expression"]
     cohort = service.create_cohort(
         session=session,
         store=store,
         settings=settings,
-        name=name,
-        expression=service.Upload(expression.filename or "", expression.file),
-        labels=None if labels is None else service.Upload(labels.filename or "", labels.file),
-        group_column=group_column or None,
+        name=options.name,
+        expression=service.StagedUpload(expression.filename, expression.path),
+        labels=None if labels is None else service.StagedUpload(labels.filename, labels.path),
+        group_column=options.group_column,
+        options=service.IngestOptions(options.orientation, options.values, options.duplicate_genes),
     )
     return to_read(cohort)
 

@@ -3,8 +3,81 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+
+Orientation = Literal["auto", "samples_as_rows", "genes_as_rows"]
+ValuesDeclaration = Literal["auto", "counts", "tpm", "log"]
+DuplicateGenes = Literal["refuse", "sum"]
+
+
+class CohortUploadForm(BaseModel):
+    """The text fields of a cohort upload (the files travel beside them)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = Field(default=None, max_length=200)
+    group_column: str | None = Field(
+        default=None, max_length=200, description="Labels column holding a patient/group id for leak-free splits."
+    )
+    orientation: Orientation = Field(
+        default="auto",
+        description="Rows of a CSV/TSV/Parquet file are samples or genes; auto detects genes as rows from the "
+        "id column's name (gene_id, Geneid, symbol, probe_id ...) or its Ensembl/probe ids.",
+    )
+    values: ValuesDeclaration = Field(
+        default="auto",
+        description="counts (raw read counts) or tpm (linear-scale TPM/FPKM/intensities) get log1p before "
+        "standardising; log values do not; auto detects the kind from the values.",
+    )
+    duplicate_genes: DuplicateGenes | None = Field(
+        default=None,
+        description="Gene ids equal after normalisation (version suffix, case): refuse the upload or sum "
+        "their columns; the server's EXPRSSL_DUPLICATE_GENES setting if unset.",
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any, info: Any) -> Any:
+        """Browsers send empty text inputs as empty strings."""
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].default
+        return value
+
+
+def upload_request_body() -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /cohorts``, which the endpoint parses while it streams in."""
+    text = CohortUploadForm.model_json_schema()
+    properties: dict[str, Any] = {
+        "expression": {
+            "type": "string",
+            "format": "binary",
+            "description": "The expression matrix: .csv, .tsv, .txt (optionally .gz), .parquet, .gct (.gct.gz) "
+            "or .h5ad; samples as rows or genes as rows.",
+        },
+        "labels": {
+            "type": "string",
+            "format": "binary",
+            "description": "Sample id, then one or more phenotype columns (.csv/.tsv). Without it, text "
+            "columns of an .h5ad obs table or GCT 1.3 column metadata become the labels.",
+        },
+    }
+    for name, schema in text["properties"].items():
+        schema.pop("default", None)
+        if "anyOf" in schema:  # optional: send nothing, or a value
+            options = [option for option in schema.pop("anyOf") if option.get("type") != "null"]
+            schema.update(options[0] if len(options) == 1 else {"anyOf": options})
+        schema.pop("title", None)
+        properties[name] = schema
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["expression"], "properties": properties}
+            }
+        },
+    }
 
 
 class LabelColumnRead(BaseModel):
@@ -19,14 +92,30 @@ class CohortRead(BaseModel):
     source_filename: str
     n_samples: int
     n_genes: int
-    gene_id_type: str = Field(description="ensembl, symbol, probe or other: what most column names look like.")
-    value_kind: str = Field(description="counts (non-negative integers) or continuous (already normalised/logged).")
+    gene_id_type: str = Field(description="ensembl, entrez, probe, symbol or other: what most gene ids look like.")
+    value_kind: str = Field(
+        description="counts (raw read counts), tpm (linear-scale non-integer values) or log (already "
+        "log-transformed or otherwise continuous, negatives allowed); counts and tpm get log1p downstream."
+    )
+    value_kind_source: str = Field(description="detected from the values, or declared by the uploader.")
+    orientation: str = Field(description="samples_as_rows or genes_as_rows: how the uploaded file was laid out.")
     checksum: str = Field(description="sha256 of the canonical stored array.")
+    duplicate_of: str | None = Field(
+        description="The earlier cohort with the identical matrix, whose stored file this cohort shares."
+    )
     label_columns: list[LabelColumnRead]
     group_column: str | None
     n_groups: int | None
     genes_preview: list[str] = Field(description="The first 20 gene names, in stored order.")
+    ingest: dict[str, Any] = Field(
+        description="How the upload was read: format, orientation, gene-id kinds, merged duplicate genes, "
+        "value statistics, where the labels came from."
+    )
     created_at: datetime
+
+    @computed_field(description="True when the matrix was already stored, so this upload stored nothing new.")
+    def deduplicated(self) -> bool:
+        return self.duplicate_of is not None
 
 
 class CohortSampleRead(BaseModel):

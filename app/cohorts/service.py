@@ -3,73 +3,68 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from app.cohorts import parsing, repository
+from app.cohorts import parsing, repository, values
+from app.cohorts.parsing import ExpressionMatrix, ParsedExpression
 from app.config import Settings
 from app.db import orm
 from app.errors import InvalidInput
 from app.storage import ArtifactStore
-from models.preprocessing import looks_like_counts
+from models.genes import GeneHarmonisation, GeneIdSummary, harmonise_genes, summarise_gene_ids
 
-_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$", re.IGNORECASE)
-_PROBE = re.compile(r"^(AFFX-)?[\w.-]*_(s_|x_|i_|f_|r_|g_|b_)?at$|^ILMN_\d+$|^A_\d+_P\d+$", re.IGNORECASE)
-_SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9.-]*$")
+_REPORTED = 50  # names kept per list in the ingest report
 
 
 @dataclass(frozen=True)
-class Upload:
-    """A file as received: its client-side name and an open binary stream."""
+class StagedUpload:
+    """An uploaded file already on disk: its client-side name and its staging path."""
 
     filename: str
-    stream: BinaryIO
+    path: Path
 
 
-def detect_gene_id_type(genes: Sequence[str]) -> str:
-    """Name the identifier kind most column names follow (ensembl, probe, symbol), else "other"."""
-    for kind, pattern in (("ensembl", _ENSEMBL), ("probe", _PROBE), ("symbol", _SYMBOL)):
-        if sum(bool(pattern.match(g)) for g in genes) >= 0.9 * len(genes):
-            return kind
-    return "other"
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to read an upload; see :class:`app.cohorts.schemas.CohortUploadForm`."""
+
+    orientation: str = "auto"
+    values: str = "auto"
+    duplicate_genes: str | None = None  # None: the server's setting
 
 
-def spool(upload: Upload, staging: Path, *, limit: int) -> Path:
-    """Copy an upload to a staging file in chunks, refusing more than ``limit`` bytes."""
-    fd, name = tempfile.mkstemp(dir=staging, suffix=_suffix(upload.filename))
-    path = Path(name)
-    written = 0
-    with os.fdopen(fd, "wb") as out:
-        while chunk := upload.stream.read(1 << 20):
-            written += len(chunk)
-            if written > limit:
-                out.close()
-                path.unlink(missing_ok=True)
-                raise InvalidInput(f"{upload.filename}: upload exceeds the limit of {limit} bytes")
-            out.write(chunk)
-    return path
-
-
-def _suffix(filename: str) -> str:
-    suffixes = Path(filename).suffixes
-    return "".join(suffixes[-2:]) if suffixes else ""
+def harmonise(matrix: ExpressionMatrix, policy: str) -> tuple[ExpressionMatrix, GeneHarmonisation]:
+    """Refuse or sum genes that share an id once normalised (``policy``: refuse | sum)."""
+    harmonised = harmonise_genes(matrix.genes)
+    if not harmonised.duplicates:
+        return matrix, harmonised
+    if policy != "sum":
+        groups = list(harmonised.duplicates.items())
+        shown = "; ".join(f"{key}: {', '.join(repr(n) for n in names)}" for key, names in groups[:10])
+        more = f" and {len(groups) - 10} more" if len(groups) > 10 else ""
+        raise InvalidInput(
+            f"{len(groups)} duplicate gene id(s) once ids are normalised (Ensembl version suffixes dropped, "
+            f"symbols compared case-insensitively): {shown}{more}. Remove the duplicates, or upload with "
+            "duplicate_genes=sum to sum each group into one gene"
+        )
+    merged = harmonised.merge(matrix.values)
+    return ExpressionMatrix(values=merged, sample_ids=matrix.sample_ids, genes=harmonised.names), harmonised
 
 
 def summarise_labels(labels: pd.DataFrame) -> list[dict[str, object]]:
     """Per label column: how many samples have a value, and the count of each value."""
     summary = []
     for column in labels.columns:
-        values = labels[column].dropna()
-        counts = Counter(str(v) for v in values)
-        summary.append({"name": str(column), "n_labelled": int(len(values)), "classes": dict(counts.most_common())})
+        present = labels[column].dropna()
+        counts = Counter(str(v) for v in present)
+        summary.append({"name": str(column), "n_labelled": int(len(present)), "classes": dict(counts.most_common())})
     return summary
 
 
@@ -116,52 +111,102 @@ def create_cohort(
     store: ArtifactStore,
     settings: Settings,
     name: str | None,
-    expression: Upload,
-    labels: Upload | None,
+    expression: StagedUpload,
+    labels: StagedUpload | None,
     group_column: str | None,
+    options: IngestOptions | None = None,
 ) -> orm.Cohort:
-    """Parse and validate an upload, store its matrix once, and register the cohort with its samples."""
-    staging = store.staging_dir()
-    spooled: list[Path] = []
-    try:
-        spooled.append(spool(expression, staging, limit=settings.max_upload_bytes))
-        matrix = parsing.read_expression(spooled[-1], expression.filename)
-        label_table = None
-        if labels is not None:
-            spooled.append(spool(labels, staging, limit=settings.max_upload_bytes))
-            label_table = parsing.read_labels(spooled[-1], labels.filename)
-            parsing.check_labels(label_table, matrix.sample_ids, group_column=group_column)
-        elif group_column:
-            raise InvalidInput(f"group_column {group_column!r} given but no labels file to find it in")
-        _check_id_lengths(matrix.sample_ids, label_table, group_column)
-        checksum = parsing.matrix_checksum(matrix)
-        storage_key = repository.find_storage_key(session, checksum) or _store_matrix(store, matrix, checksum)
-        label_summary = []
-        if label_table is not None:
-            label_summary = summarise_labels(label_table.drop(columns=[group_column] if group_column else []))
-        rows = _sample_rows(matrix.sample_ids, label_table, group_column)
-        cohort = orm.Cohort(
-            name=name or Path(expression.filename).name,
-            source_filename=expression.filename,
-            n_samples=len(matrix.sample_ids),
-            n_genes=len(matrix.genes),
-            gene_id_type=detect_gene_id_type(matrix.genes),
-            value_kind="counts" if looks_like_counts(matrix.values) else "continuous",
-            checksum=checksum,
-            storage_key=storage_key,
-            label_columns=label_summary,
-            group_column=group_column,
-            n_groups=len({r["group_id"] for r in rows if r["group_id"] is not None}) if group_column else None,
-            genes_preview=list(matrix.genes[:20]),
-        )
-        session.add(cohort)
-        session.flush()
-        repository.add_samples(session, cohort.id, rows)
-        session.commit()
-        return cohort
-    finally:
-        for path in spooled:
-            path.unlink(missing_ok=True)
+    """Parse, harmonise and check an upload, store its matrix once, and register the cohort with its samples."""
+    options = options or IngestOptions()
+    parsed = parsing.parse_expression(expression.path, expression.filename, orientation=options.orientation)
+    policy = options.duplicate_genes or settings.duplicate_genes
+    gene_ids = summarise_gene_ids(parsed.matrix.genes)
+    matrix, harmonised = harmonise(parsed.matrix, policy)
+    parsed = replace(parsed, matrix=matrix)  # drop the unmerged matrix as soon as it is merged
+    label_table, label_source = _labels(labels, parsed, matrix.sample_ids, group_column)
+    _check_id_lengths(matrix.sample_ids, label_table, group_column)
+    summary = values.summarise(matrix.values)
+    value_kind, value_source = values.resolve_kind(options.values, summary, matrix.sample_ids, matrix.genes)
+    checksum = parsing.matrix_checksum(matrix)
+    original = repository.find_by_checksum(session, checksum)
+    storage_key = original.storage_key if original else _store_matrix(store, matrix, checksum)
+    label_summary = []
+    if label_table is not None:
+        label_summary = summarise_labels(label_table.drop(columns=[group_column] if group_column else []))
+    rows = _sample_rows(matrix.sample_ids, label_table, group_column)
+    report = _ingest_report(parsed, gene_ids, harmonised, policy, label_source, expression.path)
+    report["values"] = {"kind": value_kind, "source": value_source, **_value_report(summary, matrix)}
+    cohort = orm.Cohort(
+        name=name or Path(expression.filename).name,
+        source_filename=expression.filename,
+        n_samples=len(matrix.sample_ids),
+        n_genes=len(matrix.genes),
+        gene_id_type=gene_ids.id_type,
+        value_kind=value_kind,
+        value_kind_source=value_source,
+        orientation=parsed.orientation,
+        checksum=checksum,
+        storage_key=storage_key,
+        duplicate_of=original.id if original else None,
+        label_columns=label_summary,
+        group_column=group_column,
+        n_groups=len({r["group_id"] for r in rows if r["group_id"] is not None}) if group_column else None,
+        genes_preview=list(matrix.genes[:20]),
+        ingest=report,
+    )
+    session.add(cohort)
+    session.flush()
+    repository.add_samples(session, cohort.id, rows)
+    session.commit()
+    return cohort
+
+
+def _labels(
+    labels: StagedUpload | None, parsed: ParsedExpression, sample_ids: Sequence[str], group_column: str | None
+) -> tuple[pd.DataFrame | None, str | None]:
+    """The label table and where it came from: the labels file, else text columns of the matrix file."""
+    if labels is not None:
+        table = parsing.read_labels(labels.path, labels.filename)
+        source = "file"
+    elif parsed.annotations is not None and len(parsed.annotations.columns):
+        table, source = parsed.annotations, f"{parsed.file_format} annotations"
+    elif group_column:
+        raise InvalidInput(f"group_column {group_column!r} given but no labels file to find it in")
+    else:
+        return None, None
+    parsing.check_labels(table, sample_ids, group_column=group_column)
+    return table, source
+
+
+def _ingest_report(
+    parsed: ParsedExpression,
+    gene_ids: GeneIdSummary,
+    harmonised: GeneHarmonisation,
+    policy: str,
+    label_source: str | None,
+    path: Path,
+) -> dict[str, object]:
+    merged = dict(list(harmonised.duplicates.items())[:_REPORTED])
+    return {
+        "format": parsed.file_format,
+        "bytes": path.stat().st_size,
+        "orientation": parsed.orientation,
+        "orientation_source": "detected" if parsed.orientation_detected else "declared",
+        "skipped_columns": parsed.skipped_columns[:_REPORTED],
+        "gene_ids": gene_ids.to_dict(),
+        "duplicate_genes": {
+            "policy": policy,
+            "n_groups": len(harmonised.duplicates),
+            "n_genes_merged": sum(len(v) for v in harmonised.duplicates.values()),
+            "groups": merged,
+        },
+        "labels": label_source,
+    }
+
+
+def _value_report(summary: values.ValueSummary, matrix: ExpressionMatrix) -> dict[str, object]:
+    n_cells = max(1, matrix.values.size)
+    return {**summary.to_dict(), "zero_fraction": round(summary.n_zero / n_cells, 6)}
 
 
 def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, checksum: str) -> str:
@@ -170,11 +215,13 @@ def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, checks
         return key
     fd, name = tempfile.mkstemp(dir=store.staging_dir(), suffix=".arrow")
     os.close(fd)
-    parsing.write_matrix(matrix, Path(name))
     try:
+        parsing.write_matrix(matrix, Path(name))
         store.put_file(key, Path(name))
     except FileExistsError:  # a concurrent upload of the same matrix won
         pass
+    finally:
+        Path(name).unlink(missing_ok=True)
     return key
 
 

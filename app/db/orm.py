@@ -59,6 +59,14 @@ class Cohort(Base):
     group_column: Mapped[str | None] = mapped_column(String(200))
     n_groups: Mapped[int | None] = mapped_column(Integer)
     genes_preview: Mapped[list[Any]] = mapped_column(default=list)
+    # samples_as_rows | genes_as_rows: how the uploaded file was laid out (detected or given).
+    orientation: Mapped[str] = mapped_column(String(16), default="samples_as_rows", server_default="samples_as_rows")
+    # detected | declared: where value_kind (counts | tpm | log) came from.
+    value_kind_source: Mapped[str] = mapped_column(String(16), default="detected", server_default="detected")
+    # The first cohort uploaded with the same matrix (same checksum), whose stored file this one shares.
+    duplicate_of: Mapped[str | None] = mapped_column(String(32))
+    # How the upload was read: format, orientation, gene ids, merged duplicate genes, value statistics.
+    ingest: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     samples: Mapped[list[CohortSample]] = relationship(

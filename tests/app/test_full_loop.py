@@ -45,7 +45,7 @@ def start(client: TestClient, path: str, body: dict[str, object]) -> dict[str, o
 def test_full_loop_on_tissue_cohort(client: TestClient, settings: Settings) -> None:
     cohort = upload(client)
     assert (cohort["n_samples"], cohort["n_genes"]) == (189, 500)
-    assert cohort["gene_id_type"] == "symbol" and cohort["value_kind"] == "continuous"
+    assert cohort["gene_id_type"] == "symbol" and cohort["value_kind"] == "log"
     tissue = next(c for c in cohort["label_columns"] if c["name"] == "tissue")
     assert tissue["classes"]["kidney"] == 39 and tissue["n_labelled"] == 189
 

@@ -22,6 +22,7 @@ from app.cohorts.parsing import (
     read_matrix,
     write_matrix,
 )
+from app.cohorts.service import harmonise
 from app.errors import InvalidInput
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -289,11 +290,17 @@ def test_duplicate_sample_ids_are_listed(tmp_path: Path) -> None:
     assert "'s3'" not in message
 
 
-def test_duplicate_gene_names_are_listed(tmp_path: Path) -> None:
-    message = _error(tmp_path, "d.tsv", "sample_id\tTP53\tMYC\tTP53\tEGFR\ns1\t1\t2\t3\t4\n")
+def test_duplicate_gene_names_are_kept_for_harmonisation_to_decide(tmp_path: Path) -> None:
+    path = _text_file(tmp_path, "d.tsv", "sample_id\tTP53\tMYC\tTP53\tEGFR\ns1\t1\t2\t3\t4\n")
 
-    assert "duplicate gene name" in message and "'TP53'" in message
-    assert "'MYC'" not in message
+    matrix = read_expression(path, "d.tsv")
+
+    assert matrix.genes == ["TP53", "MYC", "TP53", "EGFR"]
+    with pytest.raises(InvalidInput) as caught:
+        harmonise(matrix, "refuse")
+    message = caught.value.message
+    assert "duplicate gene id" in message and "TP53: 'TP53', 'TP53'" in message
+    assert "'MYC'" not in message and "duplicate_genes=sum" in message
 
 
 def test_empty_sample_id(tmp_path: Path) -> None:

@@ -18,6 +18,13 @@ class CohortData:
     matrix: parsing.ExpressionMatrix
     labels: list[dict[str, str | None]]
     groups: list[str | None]
+    value_kind: str = "log"  # counts | tpm | log, as detected or declared at upload
+
+    def log1p(self, requested: str = "auto") -> bool:
+        """Whether preprocessing applies log1p: as requested (yes/no), else by the cohort's value kind."""
+        if requested in ("yes", "no"):
+            return requested == "yes"
+        return self.value_kind in ("counts", "tpm")
 
 
 def load_cohort(ctx: JobContext, cohort_id: str) -> CohortData:
@@ -26,10 +33,11 @@ def load_cohort(ctx: JobContext, cohort_id: str) -> CohortData:
         cohort = cohorts.get(session, cohort_id)
         samples: list[orm.CohortSample] = cohorts.samples(session, cohort_id)
         key, checksum, group_column = cohort.storage_key, cohort.checksum, cohort.group_column
+        value_kind = cohort.value_kind
         labels = [dict(s.labels) for s in samples]
         groups = [s.group_id for s in samples]
         stored_ids = [s.sample_id for s in samples]
     matrix = parsing.read_matrix(ctx.store.local_path(key))
     if parsing.matrix_checksum(matrix) != checksum or matrix.sample_ids != stored_ids:
         raise ArtifactIntegrityError(f"stored matrix of cohort {cohort_id} does not match its registry checksum")
-    return CohortData(cohort_id, group_column, matrix, labels, groups)
+    return CohortData(cohort_id, group_column, matrix, labels, groups, value_kind)

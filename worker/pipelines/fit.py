@@ -91,7 +91,7 @@ def _fit_head(
     rows_train = labelled.rows[train]
     meta = {"label_column": spec.label_column, "cohort_id": spec.cohort_id}
     if spec.encoder_key is None:
-        preprocessor = Preprocessor.fit(values[rows_train], genes)
+        preprocessor = Preprocessor.fit(values[rows_train], genes, log1p=data.log1p())
         pipeline = fit_logistic_regression(
             preprocessor.transform(values[rows_train]), labelled.y[train], C=spec.params["C"], seed=spec.seed
         )

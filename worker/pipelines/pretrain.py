@@ -14,8 +14,6 @@ from worker import checkpoints
 from worker.context import JobContext, Recorder
 from worker.pipelines.common import load_cohort
 
-LOG1P = {"auto": None, "yes": True, "no": False}
-
 
 def run(ctx: JobContext) -> Recorder:
     """Pretrain the encoder row attached to this job; return its recorder."""
@@ -24,7 +22,7 @@ def run(ctx: JobContext) -> Recorder:
         encoder_id, method, params, seed = encoder.id, encoder.method, dict(encoder.params), encoder.seed
         cohort_id = encoder.cohort_id
     data = load_cohort(ctx, cohort_id)
-    preprocessor = Preprocessor.fit(data.matrix.values, data.matrix.genes, log1p=LOG1P[str(ctx.params["log1p"])])
+    preprocessor = Preprocessor.fit(data.matrix.values, data.matrix.genes, log1p=data.log1p(str(ctx.params["log1p"])))
     x = preprocessor.transform(data.matrix.values)
     method_cls = METHODS[method]
     ssl = method_cls(len(preprocessor.genes), method_cls.params_class.from_dict(params))
