@@ -1,0 +1,180 @@
+"""Latency of inline predictions over HTTP, beside the bare in-process forward pass of the same predictor.
+
+Starts the real service (``exprssl serve``, uvicorn, embedded default) on 127.0.0.1 with a temporary data
+folder, trains a small SCARF encoder and a fine-tuned predictor on a synthetic cohort, then sends
+``POST /predictors/{id}/predictions`` with 1, 100 and 1,000 inline samples from several concurrent
+clients. Beside each figure: the same predictor loaded in this process, timed on the irreducible work of
+a JSON prediction API: decode the request JSON, forward pass (alignment, preprocessing, classifier), encode
+the response JSON.
+
+Usage: ``.venv/bin/python bench/predict_latency.py [--genes 2000 --concurrency 4 --requests 40]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def wait_for(client: httpx.Client, path: str, timeout: float = 600.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(path).json()
+        if job["state"] in {"succeeded", "failed", "cancelled"}:
+            if job["state"] != "succeeded":
+                raise RuntimeError(f"job ended {job['state']}: {job['error']}")
+            return job
+        time.sleep(0.2)
+    raise TimeoutError(path)
+
+
+def synthetic_cohort(n: int, genes: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(6.0, 1.0, size=(n, genes)).astype(np.float32)
+    x[:, :30] += y[:, None] * 1.5
+    ids = [f"s{i:05d}" for i in range(n)]
+    frame = pd.DataFrame(x, index=pd.Index(ids, name="sample_id"), columns=[f"GENE{j}" for j in range(genes)])
+    labels = pd.DataFrame({"sample_id": ids, "group": [f"class{v}" for v in y]})
+    return frame, labels
+
+
+def request_body(frame: pd.DataFrame, size: int) -> bytes:
+    rows = frame.iloc[np.arange(size) % len(frame)]
+    samples = [{"sample_id": f"q{i}", "values": row.tolist()} for i, row in enumerate(rows.to_numpy())]
+    return json.dumps({"genes": list(frame.columns), "samples": samples}).encode()
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "EXPRSSL_DATA_DIR": str(data_dir), "EXPRSSL_PORT": str(port)}
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def train_predictor(client: httpx.Client, frame: pd.DataFrame, labels: pd.DataFrame) -> str:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    cohort = client.post("/cohorts", files={"expression": ("x.parquet", buffer.getvalue()),
+                                            "labels": ("y.csv", labels.to_csv(index=False).encode())}).json()
+    encoder = client.post("/encoders", json={"cohort_id": cohort["id"], "params": {"epochs": 5}}).json()
+    wait_for(client, f"/jobs/{encoder['job']['id']}")
+    predictor = client.post("/predictors", json={
+        "cohort_id": cohort["id"], "label_column": "group", "head": "finetune",
+        "encoder_id": encoder["encoder"]["id"], "params": {"max_epochs": 5}}).json()
+    wait_for(client, f"/jobs/{predictor['job']['id']}")
+    return str(predictor["predictor"]["id"])
+
+
+def http_latencies(url: str, path: str, body: bytes, concurrency: int, requests: int) -> tuple[list[float], float]:
+    def one(client: httpx.Client) -> float:
+        started = time.perf_counter()
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        elapsed = time.perf_counter() - started
+        if response.status_code != 201:
+            raise RuntimeError(response.text[:300])
+        return elapsed
+
+    clients = [httpx.Client(base_url=url, timeout=120) for _ in range(concurrency)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(lambda i: one(clients[i % concurrency]), range(requests)))
+    wall = time.perf_counter() - started
+    for client in clients:
+        client.close()
+    return latencies, requests / wall
+
+
+def bare_seconds(data_dir: Path, predictor_id: str, body: bytes, repeats: int) -> float:
+    """Median time of decode JSON -> align -> preprocess -> classify -> encode JSON, in this process."""
+    os.environ["EXPRSSL_DATA_DIR"] = str(data_dir)
+    from app.db import orm
+    from app.db.session import session_factory
+    from app.predictions.service import load_predictor
+    from app.storage import get_store
+    from models.genes import align_to_panel
+
+    with session_factory()() as session:
+        row = session.get_one(orm.Predictor, predictor_id)
+        key, sha256 = row.artifact_key or "", row.artifact_sha256 or ""
+    loaded = load_predictor(get_store().get_bytes(key, sha256=sha256))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        request = json.loads(body)
+        values = np.asarray([s["values"] for s in request["samples"]], dtype=np.float32)
+        aligned, _ = align_to_panel(values, request["genes"], loaded.preprocessor.genes)
+        proba = loaded.predict_proba(loaded.preprocessor.transform(aligned))
+        results = [{"sample_id": s["sample_id"], "label": loaded.classes[int(p.argmax())],
+                    "probabilities": dict(zip(loaded.classes, map(float, p), strict=True))}
+                   for s, p in zip(request["samples"], proba, strict=True)]
+        json.dumps({"results": results})
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--genes", type=int, default=2000)
+    parser.add_argument("--train-samples", type=int, default=300)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        server = start_server(data_dir, args.port)
+        url = f"http://127.0.0.1:{args.port}"
+        try:
+            with httpx.Client(base_url=url, timeout=120) as client:
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if client.get("/health").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        if time.monotonic() > deadline:
+                            raise
+                    time.sleep(0.3)
+                frame, labels = synthetic_cohort(args.train_samples, args.genes)
+                predictor_id = train_predictor(client, frame, labels)
+            path = f"/predictors/{predictor_id}/predictions"
+            print(f"{args.genes} genes, fine-tuned SCARF predictor, {args.concurrency} concurrent clients, "
+                  f"{args.requests} requests per size, uvicorn on 127.0.0.1\n")
+            n = args.concurrency
+            print(f"| samples | p50, 1 client (ms) | p50 / p95, {n} clients (ms) | requests/s, {n} clients "
+                  "| bare decode+forward+encode (ms) | p50 (1 client) / bare |")
+            print("|---|---|---|---|---|---|")
+            for size in args.sizes:
+                body = request_body(frame, size)
+                http_latencies(url, path, body, 1, 2)  # warm the predictor cache
+                single, _ = http_latencies(url, path, body, 1, args.requests)
+                loaded, rps = http_latencies(url, path, body, n, args.requests)
+                bare = bare_seconds(data_dir, predictor_id, body, repeats=max(5, args.requests // 4)) * 1000
+                p50_single = float(np.percentile(single, 50)) * 1000
+                p50, p95 = np.percentile(loaded, [50, 95]) * 1000
+                print(f"| {size} | {p50_single:.1f} | {p50:.1f} / {p95:.1f} | {rps:.1f} | {bare:.1f} "
+                      f"| {p50_single / bare:.2f} |", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
