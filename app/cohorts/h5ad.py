@@ -44,8 +44,8 @@ def read_h5ad(path: Path, filename: str, *, orientation: str = "auto") -> Parsed
             return _read(handle, filename)
     except InvalidInput:
         raise
-    except (KeyError, ValueError, TypeError, OSError, IndexError, AttributeError) as exc:
-        # h5py raises these for damaged or unexpected structures; all are the file's fault.
+    except (KeyError, ValueError, TypeError, OSError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
+        # h5py and HDF5 raise these for damaged or unexpected structures; all are the file's fault.
         raise InvalidInput(f"{filename}: malformed .h5ad file: {_brief(exc)}") from None
 
 

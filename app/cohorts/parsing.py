@@ -648,10 +648,10 @@ def _read_gct_head(
 
 
 def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:
-    fields = line.split("\t")
+    fields = line.rstrip("\t").split("\t")  # spreadsheets pad lines with tabs
     wanted = 4 if version == "#1.3" else 2
     try:
-        dims = [int(f) for f in fields[:wanted]]
+        dims = [int(f) for f in fields] if len(fields) == wanted else []
     except ValueError:
         dims = []
     if len(dims) != wanted or any(d < 0 for d in dims) or (wanted == 4 and dims[2] < 0):
