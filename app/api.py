@@ -1,18 +1,30 @@
-"""All routers of the REST API."""
+"""All routers of the REST API, and the error responses every operation documents."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 
 from app.cohorts.router import router as cohorts
 from app.encoders.router import methods_router as methods
 from app.encoders.router import router as encoders
+from app.errors import ErrorBody
 from app.evaluations.router import router as evaluations
 from app.health import router as health
 from app.jobs.router import router as jobs
 from app.predictions.router import router as predictions
 from app.predictors.router import router as predictors
 
-api_router = APIRouter()
+# Documented on every operation, so that clients (and schema-driven tests) know the error body's shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Bad request"},
+    404: {"model": ErrorBody, "description": "Not found"},
+    409: {"model": ErrorBody, "description": "Conflict with the registry's state"},
+    422: {"model": ErrorBody, "description": "Invalid input: a malformed field, file, column or value"},
+    503: {"model": ErrorBody, "description": "The registry database is unreachable"},
+}
+
+api_router = APIRouter(responses=ERROR_RESPONSES)
 for router in (health, cohorts, methods, encoders, predictors, predictions, evaluations, jobs):
     api_router.include_router(router)

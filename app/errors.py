@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, Field
+
 
 class ExprsslError(Exception):
     """Base class: ``status_code`` and ``code`` decide the HTTP error body."""
@@ -38,3 +42,15 @@ class PayloadTooLarge(ExprsslError):
 
     status_code = 413
     code = "payload_too_large"
+
+
+class ErrorRead(BaseModel):
+    code: str = Field(description="Machine-readable: invalid_input, invalid_request, not_found, conflict ...")
+    message: str = Field(description="What is wrong, naming the field, file, sample or gene at fault.")
+    details: Any = Field(default=None, description="Per-field validation errors, or the cause of an outage.")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response (built by ``app.main.error_body``)."""
+
+    error: ErrorRead

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
 from app.api import api_router
 from app.config import get_settings
@@ -40,6 +41,13 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     message = "; ".join(f"{_location(e['loc']) or 'body'}: {e['msg']}" for e in errors)
     details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
     return JSONResponse(error_body("invalid_request", message, details), status_code=422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Framework errors (an unparsable JSON body, an unknown route or method) in the same error body."""
+    assert isinstance(exc, HTTPException)
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -83,6 +91,7 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(ExprsslError, _exprssl_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
     for database_error in (DBAPIError, PoolTimeout):
         app.add_exception_handler(database_error, _database_error)
     app.include_router(api_router)

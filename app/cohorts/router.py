@@ -13,6 +13,7 @@ from app.cohorts import repository, service, upload
 from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortUploadForm, upload_request_body
 from app.db import orm
 from app.deps import SessionDep, SettingsDep, StoreDep
+from app.errors import ErrorBody
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
 
@@ -57,6 +58,7 @@ def _options(form: upload.StagedForm) -> CohortUploadForm:
     status_code=status.HTTP_201_CREATED,
     response_model=CohortRead,
     openapi_extra={"requestBody": upload_request_body()},
+    responses={413: {"model": ErrorBody, "description": "The upload exceeds EXPRSSL_MAX_UPLOAD_BYTES"}},
 )
 def upload_cohort(
     session: SessionDep,
@@ -91,7 +93,7 @@ def upload_cohort(
 def list_cohorts(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[CohortRead]:
     """List cohorts, newest first."""
     return [to_read(c) for c in repository.list_all(session, limit=limit, offset=offset)]

@@ -35,7 +35,7 @@ def create_encoder(request: EncoderCreate, session: SessionDep, dispatcher: Disp
 def list_encoders(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EncoderRead]:
     """List encoders, newest first."""
     return [EncoderRead.model_validate(e) for e in service.list_all(session, limit=limit, offset=offset)]

@@ -27,7 +27,7 @@ def create_evaluation(request: EvaluationCreate, session: SessionDep, dispatcher
 def list_evaluations(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EvaluationRead]:
     """List evaluations, newest first."""
     return [EvaluationRead.model_validate(e) for e in service.list_all(session, limit=limit, offset=offset)]

@@ -20,7 +20,7 @@ def list_jobs(
     state: JobState | None = None,
     kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[JobRead]:
     """List jobs, newest first, optionally filtered by state and kind."""
     jobs = service.list_jobs(session, state=state, kind=kind, limit=limit, offset=offset)

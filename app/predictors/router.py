@@ -29,7 +29,7 @@ def create_predictor(request: PredictorCreate, session: SessionDep, dispatcher: 
 def list_predictors(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[PredictorRead]:
     """List predictors, newest first."""
     return [PredictorRead.model_validate(p) for p in service.list_all(session, limit=limit, offset=offset)]
@@ -57,7 +57,7 @@ def list_predictions(
     predictor_id: str,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[PredictionRead]:
     """List a predictor's predictions, newest first."""
     service.get(session, predictor_id)
