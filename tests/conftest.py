@@ -37,6 +37,7 @@ def settings(tmp_path: Path, migrated_template: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("EXPRSSL_TORCH_THREADS", "1")
     monkeypatch.delenv("EXPRSSL_DATABASE_URL", raising=False)
     monkeypatch.delenv("EXPRSSL_ARTIFACT_DIR", raising=False)
+    monkeypatch.delenv("EXPRSSL_BROKER_URL", raising=False)  # the embedded default, whatever the shell says
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -52,7 +52,7 @@ def reap_lost(session: Session, settings: Settings, now: datetime, sweep: Sweep)
         .where(orm.Job.state == orm.JobState.RUNNING, orm.Job.heartbeat_at < cutoff)
         .with_for_update(skip_locked=True)
     )
-    for job in session.scalars(query):
+    for job in list(session.scalars(query)):
         assert job.heartbeat_at is not None  # claim() stamps it
         silent = f"{job.worker_id} sent no heartbeat for {(now - job.heartbeat_at).total_seconds():.0f} s"
         losses = _losses(session, job.id) + 1

@@ -51,11 +51,17 @@ for _kind in JobKind:
 
 
 @worker_init.connect
-@worker_process_init.connect
 def _configure_torch(**_: Any) -> None:
     threads = get_settings().torch_threads
     if threads:
         torch.set_num_threads(threads)
+
+
+@worker_process_init.connect
+def _init_pool_process(**kwargs: Any) -> None:
+    """A forked pool process must not share the parent's database connections."""
+    session_factory().kw["bind"].dispose(close=False)
+    _configure_torch(**kwargs)
 
 
 @worker_ready.connect
