@@ -19,10 +19,11 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import math
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -76,7 +77,9 @@ _MISSING_TOKENS = frozenset(
 )
 # The float syntax Arrow's CSV converter accepts, used to locate bad cells after a failed parse.
 _NUMBER_PATTERN = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)$"
-_BLOCK_SIZE = 16 << 20  # one CSV row must fit in a block: 16 MiB allows about a million genes
+_BLOCK_SIZE = 16 << 20  # bytes of text per parsed batch, at least: a row must fit in one
+_MAX_BLOCK_SIZE = 64 << 20  # more rows per batch cost memory; fewer cost a per-column overhead per batch
+_BATCH_CELLS = 16_000_000  # values per batch of a Parquet file (64 MB as float32)
 _SCAN_CELLS = 4_000_000  # cells per batch when looking for the first bad cell
 _SNIFF_ROWS = 200  # data rows whose first field is read to detect the orientation
 _SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
@@ -136,6 +139,7 @@ class _Shape:
     names: list[str]  # their header names: genes or samples
     skip_rows: int  # lines before the first data row
     skipped: list[str] = field(default_factory=list)
+    block_size: int = 16 << 20  # bytes of text per parsed batch; a row must fit in one
 
     @property
     def row_kind(self) -> str:
@@ -324,7 +328,7 @@ def _annotation_prefix(names: Sequence[str]) -> int:
     return count
 
 
-def _shape_for(header: list[str], orientation: str, skip_rows: int) -> _Shape:
+def _shape_for(header: list[str], orientation: str, skip_rows: int, block_size: int = _BLOCK_SIZE) -> _Shape:
     skip = _annotation_prefix(header[1:]) if orientation == GENES_AS_ROWS else 0
     skip = min(skip, len(header) - 2)  # a file with only annotation-named columns keeps its last as a sample
     values_at = list(range(1 + skip, len(header)))
@@ -335,6 +339,7 @@ def _shape_for(header: list[str], orientation: str, skip_rows: int) -> _Shape:
         names=[header[i] for i in values_at],
         skip_rows=skip_rows,
         skipped=header[1 : 1 + skip],
+        block_size=block_size,
     )
 
 
@@ -359,15 +364,22 @@ def _open_text(path: Path, layout: _Delimited) -> io.TextIOBase:
 
 def _read_header(path: Path, filename: str, layout: _Delimited) -> list[str]:
     """Return the first line's fields; the first names the id column."""
-    return _sniff(path, filename, layout, rows=0, comments=False)[1]
+    return _sniff(path, filename, layout, rows=0, comments=False).header
 
 
-def _sniff(
-    path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True
-) -> tuple[int, list[str], list[str]]:
+@dataclass(frozen=True)
+class _Head:
+    comments: int  # comment lines before the header
+    header: list[str]
+    first_ids: list[str]  # the first field of the first data rows
+    longest_row: int  # characters of the longest line seen, the header included
+
+
+def _sniff(path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True) -> _Head:
     """Leading comment lines (``#`` lines without a delimiter, as featureCounts writes; only when
     ``comments``), the header's fields, and the first field of up to ``rows`` data rows."""
     first: list[str] = []
+    longest = 0
     try:
         with _open_text(path, layout) as handle:
             n_comments = 0
@@ -377,11 +389,13 @@ def _sniff(
                 line = handle.readline()
             reader = csv.reader(_chain(line, handle), delimiter=layout.delimiter)
             header = next(reader, None)
+            longest = len(line)
             try:
                 chars = 0
                 while len(first) < rows and chars < _SNIFF_CHARS and (row := next(reader, None)) is not None:
                     first.append(row[0] if row else "")
-                    chars += sum(len(f) for f in row) + len(row)
+                    width = sum(len(f) for f in row) + len(row)
+                    chars, longest = chars + width, max(longest, width)
             except (UnicodeDecodeError, csv.Error, OSError, EOFError):
                 pass  # the full read reports bad data rows with their position
     except UnicodeDecodeError as exc:
@@ -393,7 +407,7 @@ def _sniff(
             f"{filename} is empty or its first line is blank; the first line must be a header naming the "
             "sample-id column and then the columns"
         )
-    return n_comments, header, first
+    return _Head(n_comments, header, first, longest)
 
 
 def _chain(line: str, handle: Iterable[str]) -> Iterable[str]:
@@ -429,6 +443,7 @@ def _csv_options(
     *,
     include: Sequence[int] | None = None,
     skip_rows: int = 1,
+    block_size: int = _BLOCK_SIZE,
     on_invalid_row: Callable[[pacsv.InvalidRow], str] | None = None,
     use_threads: bool = True,
 ) -> dict[str, object]:
@@ -436,7 +451,7 @@ def _csv_options(
     names = [f"c{i}" for i in range(n_columns)]
     return {
         "read_options": pacsv.ReadOptions(
-            column_names=names, skip_rows=skip_rows, block_size=_BLOCK_SIZE, use_threads=use_threads
+            column_names=names, skip_rows=skip_rows, block_size=block_size, use_threads=use_threads
         ),
         "parse_options": pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=on_invalid_row),
         "convert_options": pacsv.ConvertOptions(
@@ -450,15 +465,16 @@ def _csv_options(
 
 
 def _read_delimited_matrix(path: Path, filename: str, layout: _Delimited, orientation: str) -> ParsedExpression:
-    comments, header, first_ids = _sniff(path, filename, layout)
+    head = _sniff(path, filename, layout)
+    header = head.header
     if len(header) < 2:
         columns = "sample" if orientation == GENES_AS_ROWS else "gene"
         raise InvalidInput(
             f"{filename}: no {columns} columns; the header has only the {_id_kind(orientation)} column"
             + _delimiter_hint(header[0], layout)
         )
-    resolved, detected = _resolve_orientation(orientation, header[0], header[1:], first_ids)
-    shape = _shape_for(header, resolved, comments + 1)
+    resolved, detected = _resolve_orientation(orientation, header[0], header[1:], head.first_ids)
+    shape = _shape_for(header, resolved, head.comments + 1, _block_size(head.longest_row))
     matrix = _read_text_values(path, filename, layout, shape)
     file_format = "csv" if layout.delimiter == "," else "tsv"
     return ParsedExpression(matrix, file_format, resolved, detected, shape.skipped)
@@ -468,33 +484,102 @@ def _id_kind(orientation: str) -> str:
     return "gene-id" if orientation == GENES_AS_ROWS else "sample-id"
 
 
+def _block_size(longest_row: int) -> int:
+    """Text per batch: a few hundred rows of a wide file, so each batch makes one dense block of values."""
+    return max(min(max(_BLOCK_SIZE, 256 * longest_row), _MAX_BLOCK_SIZE), 4 * longest_row)
+
+
 def _read_text_values(path: Path, filename: str, layout: _Delimited, shape: _Shape) -> ExpressionMatrix:
-    """Read the id column and the value columns of ``shape`` as float32, then build the matrix."""
+    """Read the id column and the value columns of ``shape`` as float32, batch by batch, into the matrix.
+
+    Each batch of rows becomes one dense float32 block at once, so memory holds the blocks (one matrix)
+    and a batch or two of Arrow data, never a whole Arrow table beside the matrix.
+    """
     _check_names(shape.names, filename, kind=shape.column_kind)
     include = [0, *shape.values_at]
     options = _csv_options(
         layout, shape.n_fields, lambda i: pa.string() if i == 0 else pa.float32(), include=include,
-        skip_rows=shape.skip_rows,
+        skip_rows=shape.skip_rows, block_size=shape.block_size,
     )
+    blocks = _Blocks(shape.orientation, len(shape.names))
     try:
         with _open_stream(path, layout) as stream:
-            table = pacsv.read_csv(stream, **options)
+            for batch in pacsv.open_csv(stream, **options):
+                if not blocks.add(batch.column(0), batch.columns[1:]):
+                    break
     except (pa.ArrowException, OSError, EOFError) as exc:
+        blocks.clear()
         _raise_first_delimited_error(path, filename, layout, shape, exc)
-    if table.num_rows == 0:
-        raise InvalidInput(f"{filename}: no data rows below the header")
-    ids = _row_ids(table.column(0), filename, kind=shape.row_kind)
-    columns, n_rows = table.columns[1:], table.num_rows
-    del table
-    if shape.orientation == SAMPLES_AS_ROWS:
-        values = _to_matrix(columns, n_rows)
-        matrix_ids, genes = ids, shape.names
-    else:
-        values = _rows_to_matrix(columns, n_rows)
-        matrix_ids, genes = shape.names, ids
-    if not _all_finite(values):
+    if not blocks.finite:
+        blocks.clear()
         _raise_first_delimited_error(path, filename, layout, shape, None)
-    return ExpressionMatrix(values=values, sample_ids=matrix_ids, genes=genes)
+    if blocks.n_rows == 0:
+        raise InvalidInput(f"{filename}: no data rows below the header")
+    ids = _row_ids(blocks.ids(), filename, kind=shape.row_kind)
+    values = blocks.matrix()
+    if shape.orientation == SAMPLES_AS_ROWS:
+        return ExpressionMatrix(values=values, sample_ids=ids, genes=shape.names)
+    return ExpressionMatrix(values=values, sample_ids=shape.names, genes=ids)
+
+
+class _Blocks:
+    """Batches of rows as dense float32 blocks, assembled into one C-contiguous samples x genes matrix.
+
+    A samples-as-rows batch of k rows becomes a (k, n_genes) block; a genes-as-rows batch of k genes a
+    (n_samples, k) block. Blocks are numpy arrays large enough to be returned to the system as soon as
+    they are copied into the matrix, so assembling needs about one matrix plus one block.
+    """
+
+    def __init__(self, orientation: str, n_columns: int) -> None:
+        self.orientation, self.n_columns = orientation, n_columns
+        self.blocks: list[np.ndarray] = []
+        self.id_chunks: list[pa.Array] = []
+        self.n_rows = 0
+        self.finite = True
+
+    def add(self, ids: pa.Array, columns: Sequence[pa.Array]) -> bool:
+        """Add a batch of float32 columns without nulls; False once a value is NaN or infinite."""
+        k = len(ids)
+        if k == 0:
+            return True
+        flat = pa.concat_arrays(list(columns)).to_numpy(zero_copy_only=False)  # column-major (n_columns, k)
+        if self.orientation == SAMPLES_AS_ROWS:
+            block = np.ascontiguousarray(flat.reshape(self.n_columns, k).T)
+        else:
+            block = np.array(flat.reshape(self.n_columns, k))  # rows are samples already
+        del flat
+        self.finite = self.finite and _all_finite(block)
+        self.blocks.append(block)
+        self.id_chunks.append(ids)
+        self.n_rows += k
+        return self.finite
+
+    def ids(self) -> pa.ChunkedArray:
+        return pa.chunked_array(self.id_chunks, type=pa.string())
+
+    def clear(self) -> None:
+        self.blocks.clear()
+        self.id_chunks.clear()
+
+    def matrix(self) -> np.ndarray:
+        if self.orientation == SAMPLES_AS_ROWS:
+            shape = (self.n_rows, self.n_columns)
+        else:
+            shape = (self.n_columns, self.n_rows)
+        if len(self.blocks) == 1 and self.blocks[0].flags.c_contiguous:
+            return self.blocks.pop()
+        values = np.empty(shape, dtype=np.float32)
+        start = 0
+        while self.blocks:
+            block = self.blocks.pop(0)
+            if self.orientation == SAMPLES_AS_ROWS:
+                values[start : start + block.shape[0]] = block
+                start += block.shape[0]
+            else:
+                values[:, start : start + block.shape[1]] = block
+                start += block.shape[1]
+            del block
+        return values
 
 
 def _raise_first_delimited_error(
@@ -510,7 +595,7 @@ def _raise_first_delimited_error(
     include = [0, *shape.values_at]
     options = _csv_options(
         layout, shape.n_fields, lambda i: pa.string(), include=include, skip_rows=shape.skip_rows,
-        on_invalid_row=on_invalid_row, use_threads=False,
+        block_size=shape.block_size, on_invalid_row=on_invalid_row, use_threads=False,
     )
     try:
         with _open_stream(path, layout) as stream:
@@ -667,14 +752,16 @@ def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:
 
 
 def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedExpression:
+    """Read a Parquet file batch by batch (see :class:`_Blocks`); ids are the pandas index or the first column."""
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, EOFError) as exc:
         raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
-    id_position = _parquet_id_position(table, filename)
-    names = table.schema.names  # builds a new list on every access
-    other = [i for i in range(table.num_columns) if i != id_position]
-    id_field = table.schema.field(id_position)
+    id_position = _parquet_id_position(schema, filename)
+    names = schema.names
+    other = [i for i in range(len(names)) if i != id_position]
+    id_field = schema.field(id_position)
     if not (
         pa.types.is_string(id_field.type)
         or pa.types.is_large_string(id_field.type)
@@ -684,57 +771,71 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedE
             f"{filename}: the id column {id_field.name!r} holds {id_field.type}, not sample ids; "
             "store the ids as the first column or as the index, as strings"
         )
-    ids_text = pc.cast(table.column(id_position), pa.string())
-    first_ids = [str(v) for v in ids_text.slice(0, _SNIFF_ROWS).to_pylist()]
+    batches = _parquet_batches(parquet, filename, max(1, _BATCH_CELLS // max(1, len(names))))
+    first = next(batches, None)
+    first_ids = [] if first is None else _text_ids(first.column(id_position)).slice(0, _SNIFF_ROWS).to_pylist()
     resolved, detected = _resolve_orientation(orientation, id_field.name, [names[i] for i in other], first_ids)
     skipped: list[str] = []
     if resolved == GENES_AS_ROWS:
         skip = 0
         while skip < len(other) - 1 and names[other[skip]].strip().lower() in ANNOTATION_COLUMN_NAMES and not (
-            _is_number_type(table.schema.field(other[skip]).type)
+            _is_number_type(schema.field(other[skip]).type)
         ):
             skip += 1
         skipped, other = [names[i] for i in other[:skip]], other[skip:]
-    shape = _Shape(resolved, table.num_columns, other, [names[i] for i in other], 0, skipped)
+    shape = _Shape(resolved, len(names), other, [names[i] for i in other], 0, skipped)
     if not other:
         raise InvalidInput(f"{filename}: no {shape.column_kind} columns; the file holds only the id column")
     _check_names(shape.names, filename, kind=shape.column_kind)
-    if table.num_rows == 0:
+    for name, position in zip(shape.names, other, strict=True):
+        kind = schema.field(position).type
+        if not _is_numeric_or_text(kind):
+            raise InvalidInput(f"{filename}: {shape.column_kind} column {name!r} has type {kind}; expected numbers")
+    if first is None or parquet.metadata.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows")
-    ids = _row_ids(ids_text, filename, kind=shape.row_kind)
-    value_columns = [table.column(i) for i in other]
-    del table
-    for name, column in zip(shape.names, value_columns, strict=True):
-        if not _is_numeric_or_text(column.type):
-            raise InvalidInput(
-                f"{filename}: {shape.column_kind} column {name!r} has type {column.type}; expected numbers"
-            )
-    converted = _parquet_float32(value_columns)
-    if converted is None or any(column is None or column.null_count for column in converted):
-        _raise_first_parquet_error(ids_text, value_columns, filename, shape)
-    del value_columns
-    n_rows = len(ids)
+    blocks = _Blocks(resolved, len(other))
+    for batch in itertools.chain([first], batches):
+        columns = _parquet_float32([batch.column(i) for i in other])
+        if columns is None or any(c is None or c.null_count for c in columns) or not blocks.add(
+            _text_ids(batch.column(id_position)), columns  # type: ignore[arg-type]
+        ):
+            blocks.clear()
+            _raise_first_parquet_error(parquet, filename, shape, id_position)
+        del batch, columns
+    ids = _row_ids(blocks.ids(), filename, kind=shape.row_kind)
+    values = blocks.matrix()
     if resolved == SAMPLES_AS_ROWS:
-        matrix = ExpressionMatrix(_to_matrix(converted, n_rows), ids, shape.names)
+        matrix = ExpressionMatrix(values, ids, shape.names)
     else:
-        matrix = ExpressionMatrix(_rows_to_matrix(converted, n_rows), shape.names, ids)
-    _check_finite(matrix, filename, resolved)
+        matrix = ExpressionMatrix(values, shape.names, ids)
     return ParsedExpression(matrix, "parquet", resolved, detected, skipped)
 
 
-def _parquet_id_position(table: pa.Table, filename: str) -> int:
+def _parquet_batches(parquet: pq.ParquetFile, filename: str, rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of every column, by position; read errors become InvalidInput."""
+    try:
+        yield from parquet.iter_batches(batch_size=rows, use_threads=True)
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
+
+
+def _text_ids(column: pa.Array) -> pa.Array:
+    return column if column.type == pa.string() else pc.cast(column, pa.string())
+
+
+def _parquet_id_position(schema: pa.Schema, filename: str) -> int:
     """Where the row ids are: the stored pandas index if there is one, else the first column."""
-    metadata = table.schema.pandas_metadata or {}
+    metadata = schema.pandas_metadata or {}
     stored = [name for name in metadata.get("index_columns", []) if isinstance(name, str)]
     if len(stored) > 1:
         raise InvalidInput(f"{filename}: the table has a multi-level index {stored}; expected one sample-id index")
-    if stored and table.schema.get_field_index(stored[0]) >= 0:
-        position = table.schema.get_field_index(stored[0])
+    if stored and schema.get_field_index(stored[0]) >= 0:
+        position = schema.get_field_index(stored[0])
         # An unnamed integer index is a leftover row number, not a sample id.
-        leftover = stored[0].startswith("__index_level_") and pa.types.is_integer(table.schema[position].type)
+        leftover = stored[0].startswith("__index_level_") and pa.types.is_integer(schema.field(position).type)
         if not leftover:
             return position
-    if table.num_columns == 0:
+    if len(schema) == 0:
         raise InvalidInput(f"{filename}: the table has no columns")
     return 0
 
@@ -752,9 +853,9 @@ def _is_numeric_or_text(kind: pa.DataType) -> bool:
     )
 
 
-def _parquet_float32(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray | None] | None:
+def _parquet_float32(columns: list[pa.Array]) -> list[pa.Array] | None:
     """Cast every column to float32; None if a text column holds something that is not a number."""
-    converted: list[pa.ChunkedArray | None] = []
+    converted: list[pa.Array] = []
     for column in columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             try:
@@ -765,16 +866,18 @@ def _parquet_float32(columns: list[pa.ChunkedArray]) -> list[pa.ChunkedArray | N
     return converted
 
 
-def _raise_first_parquet_error(
-    ids: pa.ChunkedArray, columns: list[pa.ChunkedArray], filename: str, shape: _Shape
-) -> NoReturn:
-    as_text = pa.Table.from_arrays(
-        [ids, *(pc.cast(column, pa.string()) for column in columns)],
-        names=[f"c{i}" for i in range(len(columns) + 1)],
-    )
-    batches = as_text.to_batches(max_chunksize=max(1, _SCAN_CELLS // as_text.num_columns))
+def _raise_first_parquet_error(parquet: pq.ParquetFile, filename: str, shape: _Shape, id_position: int) -> NoReturn:
+    """Re-read the file batch by batch as text and raise for its first missing, non-numeric or non-finite cell."""
+
+    def as_text() -> Iterator[pa.RecordBatch]:
+        rows = max(1, _SCAN_CELLS // (len(shape.values_at) + 1))
+        for batch in _parquet_batches(parquet, filename, rows):
+            columns = [_text_ids(batch.column(id_position))]
+            columns += [pc.cast(batch.column(i), pa.string()) for i in shape.values_at]
+            yield pa.RecordBatch.from_arrays(columns, names=[f"c{i}" for i in range(len(columns))])
+
     try:
-        _raise_first_bad_cell(batches, filename, shape)
+        _raise_first_bad_cell(as_text(), filename, shape)
     except pa.ArrowException as exc:
         raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
     raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
@@ -820,16 +923,6 @@ def _to_matrix(columns: list[pa.ChunkedArray | None], n_rows: int) -> np.ndarray
         assert column is not None
         values[:, j] = column.to_numpy()
         columns[j] = None
-    return values
-
-
-def _rows_to_matrix(columns: list[pa.ChunkedArray | None], n_rows: int) -> np.ndarray:
-    """Like :func:`_to_matrix`, transposed: column ``i`` of a genes-as-rows file is row ``i`` (a sample)."""
-    values = np.empty((len(columns), n_rows), dtype=np.float32)
-    for i, column in enumerate(columns):
-        assert column is not None
-        values[i] = column.to_numpy()
-        columns[i] = None
     return values
 
 
