@@ -19,7 +19,6 @@ import csv
 import gzip
 import hashlib
 import io
-import itertools
 import math
 import struct
 from collections import Counter
@@ -79,7 +78,7 @@ _MISSING_TOKENS = frozenset(
 _NUMBER_PATTERN = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)$"
 _BLOCK_SIZE = 16 << 20  # bytes of text per parsed batch, at least: a row must fit in one
 _MAX_BLOCK_SIZE = 64 << 20  # more rows per batch cost memory; fewer cost a per-column overhead per batch
-_BATCH_CELLS = 16_000_000  # values per batch of a Parquet file (64 MB as float32)
+_SLICE_COLUMNS = 500  # Parquet columns read at once (see _ParquetSlices)
 _SCAN_CELLS = 4_000_000  # cells per batch when looking for the first bad cell
 _SNIFF_ROWS = 200  # data rows whose first field is read to detect the orientation
 _SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
@@ -548,10 +547,14 @@ class _Blocks:
         else:
             block = np.array(flat.reshape(self.n_columns, k))  # rows are samples already
         del flat
+        return self.add_block(ids, block)
+
+    def add_block(self, ids: pa.Array | pa.ChunkedArray, block: np.ndarray) -> bool:
+        """Add a ready block: (k, n_columns) for samples as rows, (n_columns, k) for genes as rows."""
         self.finite = self.finite and _all_finite(block)
         self.blocks.append(block)
-        self.id_chunks.append(ids)
-        self.n_rows += k
+        self.id_chunks.extend(ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids])
+        self.n_rows += len(ids)
         return self.finite
 
     def ids(self) -> pa.ChunkedArray:
@@ -771,9 +774,8 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedE
             f"{filename}: the id column {id_field.name!r} holds {id_field.type}, not sample ids; "
             "store the ids as the first column or as the index, as strings"
         )
-    batches = _parquet_batches(parquet, filename, max(1, _BATCH_CELLS // max(1, len(names))))
-    first = next(batches, None)
-    first_ids = [] if first is None else _text_ids(first.column(id_position)).slice(0, _SNIFF_ROWS).to_pylist()
+    reader = _ParquetSlices(parquet, filename)
+    first_ids = reader.ids(0, id_position).slice(0, _SNIFF_ROWS).to_pylist() if reader.n_groups else []
     resolved, detected = _resolve_orientation(orientation, id_field.name, [names[i] for i in other], first_ids)
     skipped: list[str] = []
     if resolved == GENES_AS_ROWS:
@@ -791,19 +793,18 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedE
         kind = schema.field(position).type
         if not _is_numeric_or_text(kind):
             raise InvalidInput(f"{filename}: {shape.column_kind} column {name!r} has type {kind}; expected numbers")
-    if first is None or parquet.metadata.num_rows == 0:
+    if parquet.metadata.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows")
-    blocks = _Blocks(resolved, len(other))
-    for batch in itertools.chain([first], batches):
-        columns = _parquet_float32([batch.column(i) for i in other])
-        if columns is None or any(c is None or c.null_count for c in columns) or not blocks.add(
-            _text_ids(batch.column(id_position)), columns  # type: ignore[arg-type]
-        ):
-            blocks.clear()
-            _raise_first_parquet_error(parquet, filename, shape, id_position)
-        del batch, columns
-    ids = _row_ids(blocks.ids(), filename, kind=shape.row_kind)
-    values = blocks.matrix()
+    n_rows = parquet.metadata.num_rows
+    values = np.empty((n_rows, len(other)) if resolved == SAMPLES_AS_ROWS else (len(other), n_rows), np.float32)
+    id_chunks: list[pa.Array] = []
+    for group, start, stop in reader.groups():
+        target = values[start:stop] if resolved == SAMPLES_AS_ROWS else values[:, start:stop]
+        if not reader.fill(target, group, other, resolved) or not _all_finite(target):
+            del values, target
+            _raise_first_parquet_error(reader, filename, shape, id_position)
+        id_chunks.extend(reader.ids(group, id_position).chunks)
+    ids = _row_ids(pa.chunked_array(id_chunks, type=pa.string()), filename, kind=shape.row_kind)
     if resolved == SAMPLES_AS_ROWS:
         matrix = ExpressionMatrix(values, ids, shape.names)
     else:
@@ -811,12 +812,60 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedE
     return ParsedExpression(matrix, "parquet", resolved, detected, skipped)
 
 
-def _parquet_batches(parquet: pq.ParquetFile, filename: str, rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of every column, by position; read errors become InvalidInput."""
-    try:
-        yield from parquet.iter_batches(batch_size=rows, use_threads=True)
-    except (pa.ArrowException, OSError, EOFError) as exc:
-        raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
+class _ParquetSlices:
+    """Reads a Parquet file one row group and a few hundred columns at a time.
+
+    Arrow's Parquet reader keeps buffers per column being read: a whole row group of a 60,000-column file
+    takes several times its data in memory (a plain ``read_table`` of a 10,000 x 60,000 file exhausts
+    24 GB), while slices of ``_SLICE_COLUMNS`` columns take a few tens of MB each.
+    """
+
+    def __init__(self, parquet: pq.ParquetFile, filename: str) -> None:
+        self.parquet, self.filename = parquet, filename
+        self.n_groups = parquet.metadata.num_row_groups
+
+    def read(self, group: int, columns: Sequence[int]) -> pa.Table:
+        try:
+            return self.parquet.reader.read_row_groups([group], column_indices=list(columns), use_threads=True)
+        except (pa.ArrowException, OSError, EOFError) as exc:
+            raise InvalidInput(f"{self.filename}: could not read the Parquet file: {_brief(exc)}") from None
+
+    def ids(self, group: int, position: int) -> pa.ChunkedArray:
+        column = self.read(group, [position]).column(0)
+        return column if column.type == pa.string() else pc.cast(column, pa.string())
+
+    def slices(self, group: int, columns: Sequence[int]) -> Iterator[tuple[int, pa.Table]]:
+        """(offset into ``columns``, table of the next slice of them) for one row group."""
+        for start in range(0, len(columns), _SLICE_COLUMNS):
+            yield start, self.read(group, columns[start : start + _SLICE_COLUMNS])
+
+    def groups(self) -> Iterator[tuple[int, int, int]]:
+        """(row group, first row, end row) of each row group."""
+        start = 0
+        for group in range(self.n_groups):
+            stop = start + self.parquet.metadata.row_group(group).num_rows
+            yield group, start, stop
+            start = stop
+
+    def fill(self, target: np.ndarray, group: int, columns: Sequence[int], orientation: str) -> bool:
+        """Write one row group's values into ``target``: (rows, columns) for samples as rows, else
+        (columns, rows). False if a cell is missing or not a number."""
+        rows = self.parquet.metadata.row_group(group).num_rows
+        for start, table in self.slices(group, columns):
+            converted = _parquet_float32([_one_chunk(c) for c in table.columns])
+            if converted is None or any(c.null_count for c in converted):
+                return False
+            width = len(converted)
+            flat = pa.concat_arrays(converted).to_numpy(zero_copy_only=False).reshape(width, rows)
+            if orientation == SAMPLES_AS_ROWS:
+                target[:, start : start + width] = flat.T
+            else:
+                target[start : start + width] = flat
+        return True
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks)
 
 
 def _text_ids(column: pa.Array) -> pa.Array:
@@ -866,20 +915,30 @@ def _parquet_float32(columns: list[pa.Array]) -> list[pa.Array] | None:
     return converted
 
 
-def _raise_first_parquet_error(parquet: pq.ParquetFile, filename: str, shape: _Shape, id_position: int) -> NoReturn:
-    """Re-read the file batch by batch as text and raise for its first missing, non-numeric or non-finite cell."""
+def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Shape, id_position: int) -> NoReturn:
+    """Scan the file as text, slice by slice, and raise for its first missing, non-numeric or non-finite cell.
 
-    def as_text() -> Iterator[pa.RecordBatch]:
-        rows = max(1, _SCAN_CELLS // (len(shape.values_at) + 1))
-        for batch in _parquet_batches(parquet, filename, rows):
-            columns = [_text_ids(batch.column(id_position))]
-            columns += [pc.cast(batch.column(i), pa.string()) for i in shape.values_at]
-            yield pa.RecordBatch.from_arrays(columns, names=[f"c{i}" for i in range(len(columns))])
-
-    try:
-        _raise_first_bad_cell(as_text(), filename, shape)
-    except pa.ArrowException as exc:
-        raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
+    Within a row group the first bad cell in reading order is the earliest (row, column) over its slices.
+    """
+    offset = 0
+    for group in range(reader.n_groups):
+        ids = reader.ids(group, id_position)
+        found: list[tuple[int, int, str | None]] = []
+        for start, table in reader.slices(group, shape.values_at):
+            try:
+                cell = _first_bad_cell([pc.cast(_one_chunk(c), pa.string()) for c in table.columns], len(ids))
+            except pa.ArrowException as exc:
+                raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
+            if cell is not None:
+                found.append((cell[0], start + cell[1], cell[2]))
+        if found:
+            row, column, raw = min(found, key=lambda cell: (cell[0], cell[1]))
+            raise InvalidInput(
+                f"{filename}: {shape.row_kind} {ids[row].as_py()!r} (data row {offset + row + 1}), "
+                f"{shape.column_kind} {shape.names[column]!r}: {_describe_bad_value(raw)}; every expression "
+                "value must be a finite number"
+            )
+        offset += len(ids)
     raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
 
 

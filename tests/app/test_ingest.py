@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
@@ -509,3 +511,35 @@ def test_store_write_and_checksum_copy_at_most_one_batch(tmp_path: Path, monkeyp
     assert peak < 0.3 * values.nbytes, f"peak {peak} bytes for a {values.nbytes}-byte matrix"
     back = parsing.read_matrix(tmp_path / "m.arrow")
     assert back.values.tobytes() == values.tobytes() and matrix_checksum(back) == checksum
+
+
+@pytest.mark.parametrize("genes_as_rows", [False, True])
+def test_parquet_is_read_by_row_group_and_column_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, genes_as_rows: bool
+) -> None:
+    monkeypatch.setattr(parsing, "_SLICE_COLUMNS", 2)
+    values = np.arange(5 * 7, dtype=np.float32).reshape(5, 7) / 4
+    rows, columns = [f"s{i}" for i in range(5)], [f"G{j}" for j in range(7)]
+    if genes_as_rows:
+        table = pa.table({"gene_id": columns, **{s: values[i] for i, s in enumerate(rows)}})
+    else:
+        table = pa.table({"sample_id": rows, **{g: values[:, j] for j, g in enumerate(columns)}})
+    pq.write_table(table, tmp_path / "m.parquet", row_group_size=2)
+
+    matrix = parse_expression(tmp_path / "m.parquet", "m.parquet").matrix
+
+    assert matrix.values.tobytes() == values.tobytes()
+    assert (matrix.sample_ids, matrix.genes) == (rows, columns)
+
+
+def test_parquet_first_bad_cell_across_row_groups_and_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parsing, "_SLICE_COLUMNS", 2)
+    values = np.ones((5, 7), dtype=np.float32)
+    values[4, 6], values[3, 5], values[3, 1] = np.inf, np.nan, np.nan  # rows 3 and 4: the third row group
+    table = pa.table({"sample_id": [f"s{i}" for i in range(5)], **{f"G{j}": values[:, j] for j in range(7)}})
+    pq.write_table(table, tmp_path / "m.parquet", row_group_size=2)
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_expression(tmp_path / "m.parquet", "m.parquet")
+
+    assert caught.value.message.startswith("m.parquet: sample 's3' (data row 4), gene 'G1': missing value 'nan'")
