@@ -7,7 +7,7 @@ light jobs ``-Q cpu``. Messages carry only job ids; the job row is the truth (se
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.config import Settings, get_settings
 from app.db.orm import JobKind
@@ -43,7 +43,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue=CPU,
         task_routes={task_name(kind): {"queue": queue} for kind, queue in QUEUE_OF.items()},
         # Results live in the registry, not in a result backend.
