@@ -4,6 +4,10 @@ A payload is a dict of plain python values and tensors carrying ``kind`` and ``f
 model config, its weights, the ordered gene panel and the preprocessing statistics (scvi-tools style).
 Every loader checks all of them and raises :class:`ArtifactError` on any inconsistency.
 
+Classifier payloads may carry an ``"uncertainty"`` entry (:meth:`models.uncertainty.Uncertainty.to_dict`:
+temperature, split-conformal calibration scores, OOD scorer, all as tensors or plain values); loaders pass it
+on untouched in ``info["uncertainty"]`` (None for artifacts written before it existed).
+
 Inputs of the loaded predictors: both :class:`models.classifiers.EncoderClassifier` and
 :class:`LogisticRegressionModel` take the output of ``Preprocessor.transform`` (panel-aligned, log1p if the
 preprocessor says so, z-scored, missing genes imputed as 0) in ``predict_proba``.
@@ -189,6 +193,7 @@ def classifier_payload(
     *,
     head_kind: str,
     meta: dict[str, Any] | None = None,
+    uncertainty: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Payload for an :class:`EncoderClassifier`.
 
@@ -198,6 +203,7 @@ def classifier_payload(
         classes: Class names ordered as the logits.
         head_kind: ``"linear_probe"``, ``"finetune"`` or ``"scratch"``.
         meta: Extra plain metadata stored as is (label column, encoder id ...).
+        uncertainty: Calibration, conformal and OOD state (``Uncertainty.to_dict()``), stored as is.
     """
     if head_kind not in HEAD_KINDS:
         raise ValueError(f"head_kind must be one of {HEAD_KINDS}, got {head_kind!r}")
@@ -214,6 +220,7 @@ def classifier_payload(
         "state_dict": _cpu_state(classifier),
         "preprocessor": preprocessor.to_dict(),
         "meta": dict(meta or {}),
+        "uncertainty": uncertainty,
     }
 
 
@@ -223,7 +230,7 @@ def classifier_from_payload(
     """Rebuild an :class:`EncoderClassifier` (CPU, eval mode).
 
     Returns:
-        ``(classifier, preprocessor, {"classes": [...], "head_kind": ..., "meta": {...}})``; the classifier's
+        ``(classifier, preprocessor, {"classes", "head_kind", "meta", "uncertainty"})``; the classifier's
         ``predict_proba`` takes ``preprocessor.transform`` output.
     """
     _require(payload, CLASSIFIER_KIND, ["head_kind", "classes", "encoder_config", "state_dict", "preprocessor"])
@@ -242,7 +249,12 @@ def classifier_from_payload(
     classes = _check_classes(payload["classes"], int(weight.shape[0]))
     classifier = EncoderClassifier(encoder, LinearHead(encoder.out_dim, len(classes)))
     _load_state(classifier, state, "state_dict")
-    info = {"classes": classes, "head_kind": payload["head_kind"], "meta": dict(payload.get("meta") or {})}
+    info = {
+        "classes": classes,
+        "head_kind": payload["head_kind"],
+        "meta": dict(payload.get("meta") or {}),
+        "uncertainty": payload.get("uncertainty"),
+    }
     return classifier.eval(), preprocessor, info
 
 
@@ -314,6 +326,7 @@ def logreg_payload(
     classes: Sequence[str],
     *,
     meta: dict[str, Any] | None = None,
+    uncertainty: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Payload for a fitted :func:`models.classifiers.fit_logistic_regression` pipeline (arrays as tensors).
 
@@ -322,6 +335,7 @@ def logreg_payload(
         preprocessor: The preprocessor its inputs go through.
         classes: All class names; the pipeline's labels index into them.
         meta: Extra plain metadata stored as is.
+        uncertainty: Calibration, conformal and OOD state (``Uncertainty.to_dict()``), stored as is.
     """
     scaler, logreg = pipeline.named_steps["scaler"], pipeline.named_steps["logreg"]
     if scaler.mean_.shape[0] != len(preprocessor.genes):
@@ -342,6 +356,7 @@ def logreg_payload(
         "labels": torch.from_numpy(model.labels.copy()),
         "preprocessor": preprocessor.to_dict(),
         "meta": dict(meta or {}),
+        "uncertainty": uncertainty,
     }
 
 
@@ -351,7 +366,7 @@ def logreg_from_payload(
     """Rebuild a :class:`LogisticRegressionModel` from :func:`logreg_payload` output.
 
     Returns:
-        ``(model, preprocessor, {"classes": [...], "head_kind": "logreg", "meta": {...}})``.
+        ``(model, preprocessor, {"classes", "head_kind": "logreg", "meta", "uncertainty"})``.
     """
     keys = ["classes", "mean", "scale", "coef", "intercept", "labels", "preprocessor"]
     _require(payload, LOGREG_KIND, keys)
@@ -369,7 +384,12 @@ def logreg_from_payload(
         raise ArtifactError(
             f"logreg expects {model.n_genes} genes but the artifact's panel has {len(preprocessor.genes)}"
         )
-    info = {"classes": classes, "head_kind": "logreg", "meta": dict(payload.get("meta") or {})}
+    info = {
+        "classes": classes,
+        "head_kind": "logreg",
+        "meta": dict(payload.get("meta") or {}),
+        "uncertainty": payload.get("uncertainty"),
+    }
     return model, preprocessor, info
 
 

@@ -92,7 +92,9 @@ def test_classifier_round_trip_gives_identical_predictions(labelled: tuple) -> N
     )
     payload = classifier_payload(clf, pre, ["x", "y", "z"], head_kind="finetune", meta={"label": "subtype"})
     clf2, pre2, info = classifier_from_payload(loads(dumps(payload)))
-    assert info == {"classes": ["x", "y", "z"], "head_kind": "finetune", "meta": {"label": "subtype"}}
+    assert info == {
+        "classes": ["x", "y", "z"], "head_kind": "finetune", "meta": {"label": "subtype"}, "uncertainty": None
+    }
     new_raw = np.random.default_rng(3).uniform(0, 500, size=(9, 20))
     np.testing.assert_array_equal(
         clf2.predict_proba(pre2.transform(new_raw)), clf.predict_proba(pre.transform(new_raw))
