@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     min_gene_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
+    ood_percentile: float = Field(
+        default=99.0, gt=0.0, lt=100.0,
+        description="Flag a predicted sample as out of distribution above this percentile of the training "
+        "samples' OOD scores (a request may override it).",
+    )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest cohort upload (request body).")
     duplicate_genes: Literal["refuse", "sum"] = Field(
         default="refuse", description="Genes that match after id normalisation: refuse the upload, or sum them."

@@ -171,6 +171,10 @@ class Predictor(Base):
     classes: Mapped[list[Any]] = mapped_column(default=list)
     split: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Temperature, ECE and Brier before/after and conformal coverage on the test split; the OOD scorer.
+    calibration: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Library versions the predictor was fitted with (for its model card).
+    environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
     loss_curve: Mapped[list[Any]] = mapped_column(default=list)
     artifact_key: Mapped[str | None] = mapped_column(String(300))
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -188,6 +192,10 @@ class Prediction(Base):
     n_samples: Mapped[int] = mapped_column(Integer)
     coverage: Mapped[dict[str, Any]] = mapped_column(default=dict)
     results: Mapped[list[Any]] = mapped_column(default=list)
+    # Prediction-set coverage level and threshold, OOD space and flag percentile, temperature, share flagged.
+    uncertainty: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Batch drift against the training cohort (two or more samples), else None.
+    drift: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

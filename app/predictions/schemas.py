@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class InlineSample(BaseModel):
@@ -20,9 +20,19 @@ class PredictionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cohort_id: str | None = None
+    cohort_id: str | None = Field(default=None, description="A stored cohort whose every sample is predicted.")
     genes: list[str] | None = Field(default=None, description="Gene names of the inline values, in order.")
-    samples: list[InlineSample] | None = None
+    samples: list[InlineSample] | None = Field(default=None, description="Inline samples, values in gene order.")
+    coverage: float = Field(
+        default=0.9, gt=0.0, lt=1.0,
+        description="Target coverage 1 - alpha of each sample's prediction set (split-conformal): on average over "
+        "samples drawn like the predictor's training cohort, the set holds the true label at least this often.",
+    )
+    ood_percentile: float | None = Field(
+        default=None, gt=0.0, lt=100.0,
+        description="Flag a sample as out of distribution when its OOD score exceeds this percentile of the "
+        "training samples' scores; the server's EXPRSSL_OOD_PERCENTILE (default 99) when unset.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PredictionCreate:
@@ -35,9 +45,71 @@ class PredictionCreate(BaseModel):
 
 
 class SamplePrediction(BaseModel):
-    sample_id: str
-    label: str
-    probabilities: dict[str, float]
+    sample_id: str = Field(description="The sample's id, as sent or as stored in the cohort.")
+    label: str = Field(
+        description="The only label of the prediction set; 'uncertain' when the set is empty or holds several "
+        "labels. Predictors fitted without a calibration split give the most probable label."
+    )
+    top_label: str | None = Field(default=None, description="The most probable label (arg-max), whatever the set.")
+    probabilities: dict[str, float] = Field(
+        description="Class probabilities after temperature scaling (calibrated on the predictor's calibration split)."
+    )
+    prediction_set: list[str] | None = Field(
+        default=None,
+        description="Labels whose split-conformal score is within the threshold for the requested coverage, most "
+        "probable first; None when the predictor has no calibration split.",
+    )
+    ood_score: float | None = Field(
+        default=None,
+        description="Out-of-distribution score: class-conditional Mahalanobis distance to the training samples "
+        "(in the encoder's representation, or on principal components of the standardised expression plus the "
+        "residual off them, for logistic regression); higher is further.",
+    )
+    ood_percentile: float | None = Field(
+        default=None, description="Share (%) of the training samples' own (out-of-fold) scores below this score."
+    )
+    ood_flag: bool | None = Field(default=None, description="ood_percentile above the flag percentile.")
+
+
+class PredictionUncertainty(BaseModel):
+    """How the prediction sets and OOD flags of a prediction were made."""
+
+    coverage: float = Field(description="Requested coverage of the prediction sets.")
+    conformal_method: str | None = Field(description="lac (Sadinle et al. 2019) or aps (Romano et al. 2020).")
+    n_calibration: int = Field(description="Calibration samples behind the sets (0: no sets).")
+    threshold: float | None = Field(
+        description="Conformal threshold on the score; None when the sets hold every label (coverage above "
+        "n / (n + 1)) or there are no sets."
+    )
+    temperature: float = Field(description="Temperature dividing the log-probabilities (1: none).")
+    ood_space: str | None = Field(description="embedding or expression: where OOD scores are computed.")
+    ood_percentile: float = Field(description="Flag percentile applied.")
+    share_flagged: float | None = Field(description="Share of samples flagged out of distribution.")
+    share_uncertain: float = Field(description="Share of samples whose label is 'uncertain'.")
+    mean_set_size: float | None = Field(description="Mean number of labels per prediction set.")
+    notes: list[str] = Field(default_factory=list, description="Caveats of this prediction.")
+
+
+class DriftGene(BaseModel):
+    gene: str = Field(description="Panel gene id.")
+    smd: float = Field(description="Standardised mean difference: (batch mean - reference mean) / reference std.")
+    batch_mean: float = Field(description="Mean of the batch on the preprocessed (log) scale.")
+    reference_mean: float = Field(description="The reference samples' mean on the same scale.")
+    reference_std: float = Field(description="The reference samples' standard deviation on the same scale.")
+
+
+class DriftSummary(BaseModel):
+    """How a batch of two or more samples differs from the data the predictor's preprocessing was fitted on."""
+
+    n_samples: int = Field(description="Samples in the batch.")
+    share_flagged: float | None = Field(description="Share of the batch flagged out of distribution.")
+    reference: str = Field(
+        description="The samples the per-gene mean and std come from: the predictor's training samples "
+        "(logistic regression) or the encoder's pretraining cohort."
+    )
+    n_genes_compared: int = Field(description="Panel genes present in the input (imputed genes are left out).")
+    mean_abs_smd: float = Field(description="Mean |SMD| over the compared genes.")
+    top_genes: list[DriftGene] = Field(description="The genes with the largest |SMD|, largest first.")
 
 
 class PredictionRead(BaseModel):
@@ -49,4 +121,13 @@ class PredictionRead(BaseModel):
     n_samples: int
     coverage: dict[str, Any] = Field(description="Panel genes found, imputed with the training mean, and dropped.")
     results: list[SamplePrediction]
+    uncertainty: PredictionUncertainty | None = Field(
+        default=None, description="Prediction-set and OOD settings and shares (None for older predictions)."
+    )
+    drift: DriftSummary | None = Field(default=None, description="Batch drift; None for a single sample.")
     created_at: datetime
+
+    @field_validator("uncertainty", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return value or None

@@ -20,8 +20,11 @@ from app.predictions.schemas import PredictionCreate
 from app.predictors import service as predictors
 from app.storage import ArtifactStore
 from models import checkpoint
-from models.genes import align_to_panel
+from models.conformal import UNCERTAIN, set_labels
+from models.genes import AlignmentReport, align_to_panel
+from models.ood import gene_drift
 from models.preprocessing import Preprocessor
+from models.uncertainty import SampleUncertainty, Uncertainty
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class LoadedPredictor:
     model: Any
     preprocessor: Preprocessor
     classes: list[str]
+    uncertainty: Uncertainty = Uncertainty()
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict_proba(x))
@@ -38,7 +42,11 @@ class LoadedPredictor:
 
 def load_predictor(data: bytes) -> LoadedPredictor:
     model, preprocessor, info = checkpoint.predictor_from_payload(checkpoint.loads(data))
-    return LoadedPredictor(model, preprocessor, list(info["classes"]))
+    try:
+        uncertainty = Uncertainty.from_dict(info.get("uncertainty"))
+    except (ValueError, TypeError) as exc:
+        raise checkpoint.ArtifactError(f"invalid calibration state: {exc}") from exc
+    return LoadedPredictor(model, preprocessor, list(info["classes"]), uncertainty)
 
 
 class PredictorCache:
@@ -132,23 +140,104 @@ def predict(
             f"({report.n_found} found); at least {settings.min_gene_coverage:.0%} is required. "
             f"Missing genes include: {', '.join(report.missing[:10])}"
         )
-    proba = loaded.predict_proba(loaded.preprocessor.transform(aligned))
-    classes = list(loaded.classes)
-    labels = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-    results = [
-        {"sample_id": sid, "label": str(label), "probabilities": dict(zip(classes, map(float, row), strict=True))}
-        for sid, label, row in zip(sample_ids, labels, proba, strict=True)
-    ]
+    x = loaded.preprocessor.transform(aligned)
+    flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile
+    out = loaded.uncertainty.predict(loaded.model, x, coverage=request.coverage, ood_percentile=flag_at)
+    results = _sample_results(sample_ids, loaded.classes, out)
     prediction = orm.Prediction(
         predictor_id=predictor.id,
         cohort_id=request.cohort_id,
         n_samples=len(sample_ids),
         coverage=report.to_dict(),
         results=results,
+        uncertainty=_uncertainty_summary(loaded, out, results, request.coverage, flag_at, report),
+        drift=_drift(loaded, x, aligned, out) if len(sample_ids) >= 2 else None,
     )
     session.add(prediction)
     session.commit()
     return prediction
+
+
+def _sample_results(sample_ids: list[str], classes: list[str], out: SampleUncertainty) -> list[dict[str, Any]]:
+    """One JSON-ready result per sample: label or "uncertain", arg-max, calibrated probabilities, set, OOD."""
+    top = [classes[k] for k in out.top]
+    sets: list[list[str] | None] = [None] * len(top)
+    labels = top
+    if out.members is not None:
+        sets[:], labels = set_labels(out.members, classes, out.proba)
+    results = []
+    for i, sid in enumerate(sample_ids):
+        results.append({
+            "sample_id": sid,
+            "label": labels[i],
+            "top_label": top[i],
+            "probabilities": dict(zip(classes, map(float, out.proba[i]), strict=True)),
+            "prediction_set": sets[i],
+            "ood_score": None if out.ood_score is None else float(out.ood_score[i]),
+            "ood_percentile": None if out.ood_percentile is None else float(out.ood_percentile[i]),
+            "ood_flag": None if out.ood_flag is None else bool(out.ood_flag[i]),
+        })
+    return results
+
+
+def _uncertainty_summary(
+    loaded: LoadedPredictor,
+    out: SampleUncertainty,
+    results: list[dict[str, Any]],
+    coverage: float,
+    flag_at: float,
+    report: AlignmentReport,
+) -> dict[str, Any]:
+    """The prediction-level record of how sets and flags were made, with their shares and caveats."""
+    state, notes = loaded.uncertainty, []
+    conformal = state.conformal
+    if conformal is None:
+        notes.append("the predictor has no calibration split: no prediction sets, label is the most probable")
+    elif coverage > (most := conformal.max_finite_coverage()):
+        notes.append(
+            f"coverage {coverage:g} exceeds {conformal.n}/{conformal.n + 1} = {most:.3f}, the most its "
+            "calibration split can guarantee: every label is in every set"
+        )
+    if report.n_missing:
+        notes.append(f"{report.n_missing} panel genes were imputed with the training mean; sets and OOD scores "
+                     "assume complete input and may be optimistic")
+    if state.ood is None:
+        notes.append("the predictor has no OOD scorer")
+    threshold = None if out.threshold is None or not np.isfinite(out.threshold) else float(out.threshold)
+    n = max(len(results), 1)
+    return {
+        "coverage": coverage,
+        "conformal_method": None if conformal is None else conformal.method,
+        "n_calibration": 0 if conformal is None else conformal.n,
+        "threshold": threshold,
+        "temperature": state.temperature,
+        "ood_space": None if state.ood is None else state.ood.space,
+        "ood_percentile": flag_at,
+        "share_flagged": None if out.ood_flag is None else float(out.ood_flag.sum()) / n,
+        "share_uncertain": sum(r["label"] == UNCERTAIN for r in results) / n,
+        "mean_set_size": None if out.members is None else float(out.members.sum()) / n,
+        "notes": notes,
+    }
+
+
+def _drift(loaded: LoadedPredictor, x: np.ndarray, aligned: np.ndarray, out: SampleUncertainty) -> dict[str, Any]:
+    """Share flagged and the genes that moved most, against the preprocessing's reference statistics."""
+    pre = loaded.preprocessor
+    top, n_compared, mean_abs = gene_drift(x, np.isfinite(aligned), pre.genes)
+    for gene in top:
+        j = gene.pop("index")
+        mean, std = float(pre.mean[j]), float(pre.std[j])
+        gene.update(batch_mean=mean + gene["smd"] * std, reference_mean=mean, reference_std=std)
+    reference = "training samples" if isinstance(loaded.model, checkpoint.LogisticRegressionModel) else (
+        "encoder's pretraining cohort")
+    return {
+        "n_samples": int(x.shape[0]),
+        "share_flagged": None if out.ood_flag is None else float(out.ood_flag.mean()),
+        "reference": reference,
+        "n_genes_compared": n_compared,
+        "mean_abs_smd": mean_abs,
+        "top_genes": top,
+    }
 
 
 def get(session: Session, prediction_id: str) -> orm.Prediction:

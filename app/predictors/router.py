@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import PlainTextResponse
 
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
 from app.predictions.schemas import PredictionCreate, PredictionRead
-from app.predictors import service
-from app.predictors.schemas import PredictorAccepted, PredictorCreate, PredictorRead
+from app.predictors import card, service
+from app.predictors.schemas import ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
 
 router = APIRouter(prefix="/predictors", tags=["predictors"])
 
@@ -39,6 +40,30 @@ def list_predictors(
 def get_predictor(predictor_id: str, session: SessionDep) -> PredictorRead:
     """Describe a predictor: head, split, classes and test metrics."""
     return PredictorRead.model_validate(service.get(session, predictor_id))
+
+
+@router.get(
+    "/{predictor_id}/card",
+    response_model=ModelCard,
+    responses={200: {
+        "content": {"text/markdown": {"schema": {"type": "string"}}},
+        "description": "The model card, as JSON, or as Markdown with format=markdown or Accept: text/markdown.",
+    }},
+)
+def get_card(
+    predictor_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    format: Annotated[Literal["json", "markdown"] | None, Query(description="Overrides the Accept header.")] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> ModelCard | PlainTextResponse:
+    """Show a predictor's model card: data, encoder, split, metrics, calibration, sets, OOD, evaluation, limits."""
+    model_card = card.build_card(
+        session=session, predictor=service.get(session, predictor_id), min_gene_coverage=settings.min_gene_coverage
+    )
+    if format == "markdown" or (format is None and "text/markdown" in (accept or "")):
+        return PlainTextResponse(card.render_markdown(model_card), media_type="text/markdown")
+    return model_card
 
 
 @router.post("/{predictor_id}/predictions", status_code=status.HTTP_201_CREATED, response_model=PredictionRead)

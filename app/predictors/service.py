@@ -57,7 +57,14 @@ def start_fitting(*, session: Session, dispatcher: Dispatcher, request: Predicto
     cohort_service.check_label_column(cohort, request.label_column)
     encoder = _check_encoder(session, request.head, request.encoder_id)
     job = jobs.create_job(
-        session, orm.JobKind.FIT, {"cohort_id": cohort.id, "head": request.head.value, "test_size": request.test_size}
+        session,
+        orm.JobKind.FIT,
+        {
+            "cohort_id": cohort.id,
+            "head": request.head.value,
+            "test_size": request.test_size,
+            "calibration_size": request.calibration_size,
+        },
     )
     predictor = orm.Predictor(
         name=request.name or f"{request.head.value}-{request.label_column}",

@@ -91,7 +91,7 @@ def test_full_loop_on_tissue_cohort(client: TestClient, settings: Settings) -> N
     assert response.status_code == 201, response.text
     prediction = response.json()
     assert prediction["coverage"]["coverage"] == 1.0 and prediction["n_samples"] == len(test_ids)
-    correct = sum(r["label"] == labels[r["sample_id"]] for r in prediction["results"])
+    correct = sum(r["top_label"] == labels[r["sample_id"]] for r in prediction["results"])
     assert correct / len(test_ids) == pytest.approx(lr["metrics"]["accuracy"])
     for result in prediction["results"]:
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)

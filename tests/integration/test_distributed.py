@@ -73,7 +73,7 @@ def test_full_loop_runs_on_a_celery_worker_with_postgres(
     assert response.status_code == 201, response.text
     labels = pd.read_csv(COHORT / "labels.csv", dtype=str).set_index("sample_id")["tissue"]
     results = response.json()["results"]
-    assert sum(r["label"] == labels[r["sample_id"]] for r in results) / len(test_ids) == pytest.approx(
+    assert sum(r["top_label"] == labels[r["sample_id"]] for r in results) / len(test_ids) == pytest.approx(
         lr["metrics"]["accuracy"]
     )
 

@@ -1,9 +1,19 @@
-"""Fitting job: split a labelled cohort (by group when it has one), fit a head, score it on held-out data."""
+"""Fitting job: split a labelled cohort (by group when it has one), fit a head, score it on held-out data.
+
+Splits, all group-aware: test (``test_size`` of the samples or groups) first; then a calibration split
+(``calibration_size`` of the training pool) taken from the pool *before* the label-fraction subset, so its
+size does not shrink with ``label_fraction`` and no head ever trains on it; then the label-fraction subset
+of the rest, from which the torch heads carve their early-stopping validation split. The calibration split
+fits the temperature and the conformal scores; the test split only measures.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import platform
 from collections import Counter
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -24,6 +34,13 @@ from models.evaluation import (
 )
 from models.genes import align_to_panel
 from models.preprocessing import Preprocessor
+from models.uncertainty import (
+    CALIBRATION_SHARE,
+    bootstrap_intervals,
+    calibration_split,
+    fit_uncertainty,
+    report_on_test,
+)
 from worker.context import JobContext, Recorder
 from worker.pipelines.common import CohortData, load_cohort
 
@@ -41,6 +58,7 @@ class FitSpec:
     test_size: float
     params: dict[str, Any]
     seed: int
+    calibration_size: float = CALIBRATION_SHARE
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ def _read_spec(ctx: JobContext) -> FitSpec:
         return FitSpec(
             p.id, p.cohort_id, encoder_key, p.head, p.label_column, p.label_fraction,
             float(str(ctx.params.get("test_size", 0.2))), dict(p.params), p.seed,
+            float(str(ctx.params.get("calibration_size", CALIBRATION_SHARE))),
         )
 
 
@@ -124,29 +143,85 @@ def _fit_head(
     return payload, preprocessor, classifier, losses
 
 
+def _inputs(data: CohortData, rows: np.ndarray, preprocessor: Preprocessor) -> np.ndarray:
+    """Cohort rows aligned to the predictor's panel and preprocessed."""
+    aligned, _ = align_to_panel(data.matrix.values[rows], data.matrix.genes, preprocessor.genes)
+    return preprocessor.transform(aligned)
+
+
+def _split_pool(spec: FitSpec, labelled: LabelledSet) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_pool, calibration, train, test)`` indices into ``labelled`` (see the module docstring)."""
+    train_pool, test = split_train_test(labelled.y, labelled.groups, test_size=spec.test_size, seed=spec.seed)
+    groups = None if labelled.groups is None else labelled.groups[train_pool]
+    fit_rel, cal_rel = calibration_split(
+        labelled.y[train_pool], groups, share=spec.calibration_size, seed=spec.seed
+    )
+    fit_pool, calibration = train_pool[fit_rel], train_pool[cal_rel]
+    train = fit_pool[label_fraction_subset(labelled.y[fit_pool], spec.label_fraction, seed=spec.seed)]
+    return train_pool, calibration, train, test
+
+
+def _class_counts(labelled: LabelledSet, **parts: np.ndarray) -> dict[str, dict[str, int]]:
+    """Samples per class in each named part of the split."""
+    counts = {name: np.bincount(labelled.y[idx], minlength=len(labelled.classes)) for name, idx in parts.items()}
+    return {name: dict(zip(labelled.classes, map(int, n), strict=True)) for name, n in counts.items()}
+
+
+def gene_panel_snapshot(genes: list[str]) -> dict[str, Any]:
+    """Size, sha256 of the newline-joined ordered ids, and the first ids of a gene panel."""
+    digest = hashlib.sha256("\n".join(genes).encode()).hexdigest()
+    return {"n_genes": len(genes), "sha256": digest, "first": genes[:10]}
+
+
+def environment() -> dict[str, str]:
+    """Versions of the libraries a predictor is fitted with."""
+    versions = {"python": platform.python_version()}
+    for name in ("exprssl", "torch", "scikit-learn", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
 def run(ctx: JobContext) -> Recorder:
     """Fit the predictor row attached to this job; return its recorder."""
     spec = _read_spec(ctx)
     data = load_cohort(ctx, spec.cohort_id)
     labelled = labelled_set(data, spec.label_column)
-    train_pool, test = split_train_test(labelled.y, labelled.groups, test_size=spec.test_size, seed=spec.seed)
-    train = train_pool[label_fraction_subset(labelled.y[train_pool], spec.label_fraction, seed=spec.seed)]
+    train_pool, calibration, train, test = _split_pool(spec, labelled)
     payload, preprocessor, model, losses = _fit_head(ctx, spec, data, labelled, train)
     rows_test = labelled.rows[test]
-    aligned, _ = align_to_panel(data.matrix.values[rows_test], data.matrix.genes, preprocessor.genes)
-    proba = model.predict_proba(preprocessor.transform(aligned))
+    x_test = _inputs(data, rows_test, preprocessor)
+    proba = model.predict_proba(x_test)
     metrics = classification_metrics(labelled.y[test], proba, labelled.classes)
     metrics["chance_accuracy"] = majority_baseline_accuracy(labelled.y[test])
+    metrics["bootstrap"] = bootstrap_intervals(labelled.y[test], proba, seed=spec.seed)
+    state = fit_uncertainty(
+        model,
+        _inputs(data, labelled.rows[train], preprocessor),
+        labelled.y[train],
+        _inputs(data, labelled.rows[calibration], preprocessor),
+        labelled.y[calibration],
+        seed=spec.seed,
+    )
+    payload["uncertainty"] = state.to_dict()
+    calibration_summary = report_on_test(state, model, x_test, labelled.y[test], n_calibration=calibration.size)
     ids = data.matrix.sample_ids
     split = {
         "test_size": spec.test_size,
+        "calibration_size": spec.calibration_size,
         "grouped_by": data.group_column,
         "n_labelled": int(labelled.rows.size),
         "n_train_pool": int(train_pool.size),
+        "n_calibration": int(calibration.size),
         "n_train": int(train.size),
         "n_test": int(test.size),
         "dropped_classes": labelled.dropped,
+        "class_counts": _class_counts(labelled, train=train, calibration=calibration, test=test),
+        "gene_panel": gene_panel_snapshot(preprocessor.genes),
         "train_sample_ids": [ids[i] for i in labelled.rows[train]],
+        "calibration_sample_ids": [ids[i] for i in labelled.rows[calibration]],
         "test_sample_ids": [ids[i] for i in rows_test],
     }
     key = f"predictors/{spec.predictor_id}/{new_id()}.pt"
@@ -156,6 +231,7 @@ def run(ctx: JobContext) -> Recorder:
         row = session.get_one(orm.Predictor, spec.predictor_id)
         row.status = orm.ArtifactStatus.READY
         row.classes, row.split, row.metrics = labelled.classes, split, metrics
+        row.calibration, row.environment = calibration_summary, environment()
         row.loss_curve = [float(v) for v in losses]
         row.artifact_key, row.artifact_sha256 = key, sha256
 
