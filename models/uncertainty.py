@@ -50,8 +50,9 @@ def calibration_split(
     """Split a training pool into the samples a head may train on and a held-out calibration split.
 
     The split is group-aware and stratified like the test split (:func:`models.evaluation.split_train_test`
-    with ``share`` as its test size): no patient is on both sides. A pool smaller than ``min_pool`` (or one
-    that cannot be split) gives no calibration split: temperature 1 and no prediction sets.
+    with ``share`` as its test size): no patient is on both sides. Classes with a single sample in the pool
+    stay on the fitting side. A pool smaller than ``min_pool`` (or one that cannot be split) gives no
+    calibration split: temperature 1 and no prediction sets.
 
     Args:
         y: Labels of the training pool ``(N,)``.
@@ -67,10 +68,20 @@ def calibration_split(
     everything = np.arange(y.size, dtype=np.int64)
     if y.size < min_pool:
         return everything, np.zeros(0, dtype=np.int64)
+    # A class with one sample in the pool stays with the head (with its whole group), so that the head still
+    # learns it and the rest of the pool can be split stratified.
+    classes, counts = np.unique(y, return_counts=True)
+    lonely = np.isin(y, classes[counts < 2])
+    if groups is not None and lonely.any():
+        lonely = np.isin(groups, np.asarray(groups)[lonely])
+    candidates = everything[~lonely]
     try:
-        return split_train_test(y, groups, test_size=share, seed=seed)
+        fit, cal = split_train_test(
+            y[candidates], None if groups is None else np.asarray(groups)[candidates], test_size=share, seed=seed
+        )
     except ValueError:
         return everything, np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate([candidates[fit], everything[lonely]])), candidates[cal]
 
 
 class ProbabilisticClassifier(Protocol):

@@ -104,6 +104,14 @@ def _limits(predictor: orm.Predictor, cohort: CohortFacts, min_gene_coverage: fl
     elif n_cal < 30:
         limits.append(f"The calibration split is small ({n_cal} samples): its temperature is held near 1 by a "
                       "prior, and the prediction sets' coverage varies from split to split by several points.")
+    ood = calibration.get("ood") or {}
+    if ood.get("test_flag_rate") is not None:
+        limits.append(
+            f"OOD flags at the {ood['percentile']:g}th percentile fired for {ood['test_flag_rate']:.1%} of the "
+            f"in-distribution test split (nominal {100 - ood['percentile']:.1f} %); "
+            + ("a fine-tuned encoder draws its own training samples together, so expect more than nominal."
+               if ood.get("space") == "embedding" else "novel subtypes of a trained class are rarely flagged.")
+        )
     if split.get("grouped_by") is None:
         limits.append("Samples were split individually (no group column): repeated samples of one patient, if any, "
                       "may sit on both sides and flatter the metrics.")

@@ -154,6 +154,10 @@ def test_calibration_split_keeps_groups_apart_and_skips_small_pools() -> None:
     assert np.union1d(fit, cal).tolist() == list(range(60))
     fit, cal = calibration_split(y[:10], None)
     assert fit.size == 10 and cal.size == 0
+    lonely = np.r_[y, 2]  # class 2 has one sample: it stays with the head, whatever the seed
+    assert all(60 in calibration_split(lonely, None, seed=s)[0] for s in range(5))
+    fit, cal = calibration_split(lonely, np.r_[groups, 7], seed=1)  # and so does its group (7)
+    assert set(np.flatnonzero(np.r_[groups, 7] == 7)) <= set(fit) and not set(groups[cal[cal < 60]]) & {7}
 
 
 def test_bootstrap_intervals_bracket_the_point_estimate() -> None:
