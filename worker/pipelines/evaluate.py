@@ -56,6 +56,7 @@ def run(ctx: JobContext) -> Recorder:
         head_params=config["head_params"],
         logreg_c=config["logreg_c"],
         pca_components=config["pca_components"],
+        log1p=data.log1p(),  # the cohort's value kind, as detected or declared at upload
     )
     result = run_protocol(
         data.matrix.values[labelled.rows],
