@@ -7,20 +7,15 @@ from collections.abc import Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from app.db import orm
-from app.errors import NotFound
+from app.db import orm, repository
 
 
 def get(session: Session, cohort_id: str) -> orm.Cohort:
-    cohort = session.get(orm.Cohort, cohort_id)
-    if cohort is None:
-        raise NotFound(f"cohort {cohort_id} not found")
-    return cohort
+    return repository.get_or_404(session, orm.Cohort, cohort_id)
 
 
 def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Cohort]:
-    query = select(orm.Cohort).order_by(orm.Cohort.created_at.desc(), orm.Cohort.id)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    return repository.newest(session, orm.Cohort, limit=limit, offset=offset)
 
 
 def find_storage_key(session: Session, checksum: str) -> str | None:

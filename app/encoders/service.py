@@ -6,9 +6,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.cohorts import repository as cohorts
-from app.db import orm
+from app.db import orm, repository
 from app.encoders.schemas import EncoderCreate
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput
 from app.jobs import service as jobs
 from models.methods import METHODS
 from worker.dispatch import Dispatcher
@@ -54,12 +54,8 @@ def start_pretraining(*, session: Session, dispatcher: Dispatcher, request: Enco
 
 
 def get(session: Session, encoder_id: str) -> orm.Encoder:
-    encoder = session.get(orm.Encoder, encoder_id)
-    if encoder is None:
-        raise NotFound(f"encoder {encoder_id} not found")
-    return encoder
+    return repository.get_or_404(session, orm.Encoder, encoder_id)
 
 
 def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Encoder]:
-    query = select(orm.Encoder).order_by(orm.Encoder.created_at.desc(), orm.Encoder.id)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    return repository.newest(session, orm.Encoder, limit=limit, offset=offset)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
-from app.db import orm
+from app.db import orm, repository
 from app.encoders import service as encoders
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput
 from app.evaluations.schemas import EvaluationCreate
 from app.jobs import service as jobs
 from models.protocol import ProtocolConfig
@@ -69,15 +68,11 @@ def start_evaluation(*, session: Session, dispatcher: Dispatcher, request: Evalu
 
 
 def get(session: Session, evaluation_id: str) -> orm.Evaluation:
-    evaluation = session.get(orm.Evaluation, evaluation_id)
-    if evaluation is None:
-        raise NotFound(f"evaluation {evaluation_id} not found")
-    return evaluation
+    return repository.get_or_404(session, orm.Evaluation, evaluation_id)
 
 
 def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Evaluation]:
-    query = select(orm.Evaluation).order_by(orm.Evaluation.created_at.desc(), orm.Evaluation.id)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    return repository.newest(session, orm.Evaluation, limit=limit, offset=offset)
 
 
 def plot_png(evaluation: orm.Evaluation) -> bytes:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db import orm
+from app.db import orm, repository
 from app.db.base import utcnow
-from app.errors import Conflict, NotFound
+from app.errors import Conflict
 
 State = orm.JobState
 
@@ -87,21 +87,16 @@ def claim(session: Session, job_id: str, *, worker_id: str) -> orm.Job | None:
 
 
 def get_job(session: Session, job_id: str) -> orm.Job:
-    job = session.get(orm.Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
+    return repository.get_or_404(session, orm.Job, job_id)
 
 
 def list_jobs(
     session: Session, *, state: State | None, kind: orm.JobKind | None, limit: int, offset: int
 ) -> list[orm.Job]:
-    query = select(orm.Job).order_by(orm.Job.created_at.desc(), orm.Job.id)
-    if state is not None:
-        query = query.where(orm.Job.state == state)
+    where = [orm.Job.state == state] if state is not None else []
     if kind is not None:
-        query = query.where(orm.Job.kind == kind)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+        where.append(orm.Job.kind == kind)
+    return repository.newest(session, orm.Job, limit=limit, offset=offset, where=where)
 
 
 def request_cancel(session: Session, job_id: str) -> orm.Job:

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cohorts import parsing
 from app.cohorts import repository as cohorts
 from app.config import Settings
-from app.db import orm
-from app.errors import Conflict, InvalidInput, NotFound
+from app.db import orm, repository
+from app.errors import Conflict, InvalidInput
 from app.predictions.schemas import PredictionCreate
 from app.predictors import service as predictors
 from app.storage import ArtifactStore
@@ -241,16 +240,9 @@ def _drift(loaded: LoadedPredictor, x: np.ndarray, aligned: np.ndarray, out: Sam
 
 
 def get(session: Session, prediction_id: str) -> orm.Prediction:
-    prediction = session.get(orm.Prediction, prediction_id)
-    if prediction is None:
-        raise NotFound(f"prediction {prediction_id} not found")
-    return prediction
+    return repository.get_or_404(session, orm.Prediction, prediction_id)
 
 
 def list_for_predictor(session: Session, predictor_id: str, *, limit: int, offset: int) -> list[orm.Prediction]:
-    query = (
-        select(orm.Prediction)
-        .where(orm.Prediction.predictor_id == predictor_id)
-        .order_by(orm.Prediction.created_at.desc(), orm.Prediction.id)
-    )
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    where = [orm.Prediction.predictor_id == predictor_id]
+    return repository.newest(session, orm.Prediction, limit=limit, offset=offset, where=where)

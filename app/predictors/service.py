@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
-from app.db import orm
+from app.db import orm, repository
 from app.encoders import service as encoders
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput
 from app.jobs import service as jobs
 from app.predictors.schemas import Head, PredictorCreate
 from models.classifiers import HeadParams
@@ -84,12 +83,8 @@ def start_fitting(*, session: Session, dispatcher: Dispatcher, request: Predicto
 
 
 def get(session: Session, predictor_id: str) -> orm.Predictor:
-    predictor = session.get(orm.Predictor, predictor_id)
-    if predictor is None:
-        raise NotFound(f"predictor {predictor_id} not found")
-    return predictor
+    return repository.get_or_404(session, orm.Predictor, predictor_id)
 
 
 def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Predictor]:
-    query = select(orm.Predictor).order_by(orm.Predictor.created_at.desc(), orm.Predictor.id)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    return repository.newest(session, orm.Predictor, limit=limit, offset=offset)
