@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.cohorts import repository as cohorts
 from app.db import orm, repository
 from app.encoders.schemas import EncoderCreate
-from app.errors import InvalidInput
+from app.errors import Conflict, InvalidInput
 from app.jobs import service as jobs
 from models.methods import METHODS
 from worker.dispatch import Dispatcher
@@ -55,6 +55,14 @@ def start_pretraining(*, session: Session, dispatcher: Dispatcher, request: Enco
 
 def get(session: Session, encoder_id: str) -> orm.Encoder:
     return repository.get_or_404(session, orm.Encoder, encoder_id)
+
+
+def get_ready(session: Session, encoder_id: str) -> orm.Encoder:
+    """An encoder whose weights exist; Conflict names its state and job otherwise."""
+    encoder = get(session, encoder_id)
+    if encoder.status is not orm.ArtifactStatus.READY:
+        raise Conflict(f"encoder {encoder.id} is {encoder.status.value}, not ready (its job is {encoder.job_id})")
+    return encoder
 
 
 def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Encoder]:

@@ -50,9 +50,7 @@ def start_evaluation(*, session: Session, dispatcher: Dispatcher, request: Evalu
     cohort = cohorts.get(session, request.cohort_id)
     cohort_service.check_label_column(cohort, request.label_column)
     for encoder_id in request.encoder_ids:
-        encoder = encoders.get(session, encoder_id)
-        if encoder.status is not orm.ArtifactStatus.READY:
-            raise Conflict(f"encoder {encoder.id} is {encoder.status.value}, not ready (its job is {encoder.job_id})")
+        encoders.get_ready(session, encoder_id)
     job = jobs.create_job(session, orm.JobKind.EVALUATE, {"cohort_id": cohort.id})
     evaluation = orm.Evaluation(
         name=request.name or f"label-efficiency-{request.label_column}",

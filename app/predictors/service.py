@@ -8,7 +8,7 @@ from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
 from app.db import orm, repository
 from app.encoders import service as encoders
-from app.errors import Conflict, InvalidInput
+from app.errors import InvalidInput
 from app.jobs import service as jobs
 from app.predictors.schemas import Head, PredictorCreate
 from models.classifiers import HeadParams
@@ -41,12 +41,7 @@ def _check_encoder(session: Session, head: Head, encoder_id: str | None) -> orm.
         return None
     if encoder_id is None:
         raise InvalidInput(f"encoder_id is required for head {head.value}")
-    encoder = encoders.get(session, encoder_id)
-    if encoder.status is not orm.ArtifactStatus.READY:
-        raise Conflict(
-            f"encoder {encoder.id} is {encoder.status.value}, not ready (its job is {encoder.job_id})"
-        )
-    return encoder
+    return encoders.get_ready(session, encoder_id)
 
 
 def start_fitting(*, session: Session, dispatcher: Dispatcher, request: PredictorCreate) -> orm.Predictor:
