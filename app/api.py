@@ -11,6 +11,7 @@ from app.encoders.router import methods_router as methods
 from app.encoders.router import router as encoders
 from app.errors import ErrorBody
 from app.evaluations.router import router as evaluations
+from app.genes.router import router as genes
 from app.health import router as health
 from app.jobs.router import router as jobs
 from app.predictions.router import router as predictions
@@ -26,5 +27,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 api_router = APIRouter(responses=ERROR_RESPONSES)
-for router in (health, cohorts, methods, encoders, predictors, predictions, evaluations, jobs):
+for router in (health, cohorts, methods, encoders, predictors, predictions, evaluations, jobs, genes):
     api_router.include_router(router)

@@ -1,0 +1,1 @@
+"""Gene identifier resolution over HTTP (the shipped gene table of ``models.gene_table``)."""
