@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from app.auth.router import router as access
 from app.cohorts.router import router as cohorts
 from app.encoders.router import methods_router as methods
 from app.encoders.router import router as encoders
@@ -20,6 +21,8 @@ from app.predictors.router import router as predictors
 # Documented on every operation, so that clients (and schema-driven tests) know the error body's shape.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Bad request"},
+    401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key"},
+    403: {"model": ErrorBody, "description": "The caller's role does not allow this"},
     404: {"model": ErrorBody, "description": "Not found"},
     409: {"model": ErrorBody, "description": "Conflict with the registry's state"},
     422: {"model": ErrorBody, "description": "Invalid input: a malformed field, file, column or value"},
@@ -27,5 +30,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 api_router = APIRouter(responses=ERROR_RESPONSES)
-for router in (health, cohorts, methods, encoders, predictors, predictions, evaluations, jobs, genes):
+for router in (health, access, cohorts, methods, encoders, predictors, predictions, evaluations, jobs, genes):
     api_router.include_router(router)

@@ -1,9 +1,11 @@
-"""Command line: ``exprssl migrate`` and ``exprssl serve`` (migrate, then run the API with its worker)."""
+"""Command line: ``exprssl migrate``, ``exprssl serve`` (migrate, then run the API with its worker) and
+``exprssl admin`` (create a lab with its first admin key; give a user a new key)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -28,10 +30,68 @@ def migrate(url: str | None = None) -> None:
     command.upgrade(alembic_config(url or settings.resolved_database_url), "head")
 
 
+def _print_key(lab: str, user: str, token: str) -> None:
+    print(
+        f"\n  API key of {user} (admin of lab {lab}); shown only now, it is stored hashed:\n\n    {token}\n\n"
+        f"  Send it as 'Authorization: Bearer <key>', or log in to the admin pages at /admin with it.\n",
+        flush=True,
+    )
+
+
+def create_lab(name: str, admin: str) -> str:
+    """Create a lab with its first admin; return (and print) the admin's API key."""
+    from app.auth import service
+    from app.db.session import session_factory
+
+    with session_factory()() as session:
+        _, _, token = service.create_lab(session, name=name, admin_name=admin)
+    _print_key(name, admin, token)
+    return token
+
+
+def create_key(lab: str, user: str, name: str) -> str:
+    """A new API key for an existing user (for a lost admin key); return and print it."""
+    from sqlalchemy import select
+
+    from app.auth import service
+    from app.db import orm
+    from app.db.session import session_factory
+
+    with session_factory()() as session:
+        found = service.get_lab_by_name(session, lab)
+        row = session.scalar(select(orm.User).where(orm.User.lab_id == found.id, orm.User.name == user))
+        if row is None:
+            raise SystemExit(f"lab {lab!r} has no user named {user!r}")
+        key_id, token = _cli_key(session, row, name)
+    _print_key(lab, user, token)
+    return token
+
+
+def _cli_key(session: Any, user: Any, name: str) -> tuple[str, str]:
+    from app.auth import service
+
+    caller = service.Caller(user.lab_id, user.lab.name, user.id, user.name, user.role, "cli")
+    key, token = service.create_key(session, caller, user_id=user.id, name=name)
+    return key.id, token
+
+
+def bootstrap_local_admin() -> str | None:
+    """On the embedded default's first start (no lab yet), make lab ``local`` and print its admin key."""
+    from app.auth import service
+    from app.db.session import session_factory
+
+    with session_factory()() as session:
+        if service.count_labs(session):
+            return None
+    return create_lab("local", "admin")
+
+
 def serve(host: str, port: int) -> None:
     import uvicorn
 
     migrate()
+    if get_settings().broker_url is None:
+        bootstrap_local_admin()
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
 
 
@@ -43,11 +103,34 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("serve", help="migrate, then serve the API with its in-process job worker")
     run.add_argument("--host", default=settings.host)
     run.add_argument("--port", type=int, default=settings.port)
+    admin = sub.add_parser("admin", help="labs and keys").add_subparsers(dest="admin_command", required=True)
+    lab = admin.add_parser("create-lab", help="create a lab and its first admin; prints the admin's API key")
+    lab.add_argument("name")
+    lab.add_argument("--admin", default="admin", help="the admin user's name (default: admin)")
+    key = admin.add_parser("create-key", help="print a new API key for an existing user")
+    key.add_argument("--lab", required=True)
+    key.add_argument("--user", required=True)
+    key.add_argument("--name", default="created with exprssl admin create-key")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         migrate()
-    else:
+    elif args.command == "serve":
         serve(args.host, args.port)
+    else:
+        _admin(args)
+
+
+def _admin(args: argparse.Namespace) -> None:
+    from app.errors import ExprsslError
+
+    migrate()
+    try:
+        if args.admin_command == "create-lab":
+            create_lab(args.name, args.admin)
+        else:
+            create_key(args.lab, args.user, args.name)
+    except ExprsslError as exc:
+        raise SystemExit(f"exprssl admin: {exc.message}") from exc
 
 
 if __name__ == "__main__":

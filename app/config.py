@@ -28,6 +28,16 @@ class Settings(BaseSettings):
         "samples' OOD scores (a request may override it).",
     )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest cohort upload (request body).")
+    max_upload_samples: int = Field(default=100_000, gt=0, description="Most samples a cohort upload may hold.")
+    max_upload_genes: int = Field(default=100_000, gt=0, description="Most genes a cohort upload may hold.")
+    max_inline_samples: int = Field(default=10_000, gt=0, description="Most inline samples in one prediction.")
+    # Rate limits per user on the expensive endpoints, in the `limits` library's notation ("10/minute").
+    rate_limit_upload: str = Field(default="60/hour", description="Cohort uploads per user.")
+    rate_limit_train: str = Field(default="120/hour", description="Pretraining, fitting and evaluation jobs per user.")
+    rate_limit_predict: str = Field(default="600/minute", description="Prediction requests per user.")
+    rate_limit_storage: str = Field(
+        default="memory://", description="Where counts live: memory:// (one process) or redis://host:6379 (shared)."
+    )
     duplicate_genes: Literal["refuse", "sum"] = Field(
         default="refuse", description="Genes that match after id normalisation: refuse the upload, or sum them."
     )

@@ -25,6 +25,31 @@ class InvalidInput(ExprsslError):
     code = "invalid_input"
 
 
+class Unauthorized(ExprsslError):
+    """No API key, or one that is unknown, revoked, or belongs to a disabled user."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ExprsslError):
+    """The caller is known but their role does not allow the action."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyRequests(ExprsslError):
+    """A rate limit on an expensive endpoint was reached; ``retry_after`` is in seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFound(ExprsslError):
     status_code = 404
     code = "not_found"

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from app.api import api_router
 from app.config import get_settings
 from app.db.session import session_factory
-from app.errors import ExprsslError
+from app.errors import ExprsslError, TooManyRequests, Unauthorized
 from app.storage import get_store
 from worker.dispatch import make_dispatcher
 
@@ -32,7 +32,12 @@ def _location(loc: tuple[object, ...]) -> str:
 
 async def _exprssl_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ExprsslError)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.auth.service import Caller
 from app.cli import migrate
 from app.config import Settings, get_settings
 
@@ -43,11 +45,55 @@ def settings(tmp_path: Path, migrated_template: Path, monkeypatch: pytest.Monkey
     get_settings.cache_clear()
 
 
+@dataclass(frozen=True)
+class LabKey:
+    """A lab made for a test, with its first admin's id and API key."""
+
+    lab_id: str
+    admin_id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_lab(name: str, admin: str = "admin") -> LabKey:
+    """Create a lab and its admin in the configured registry (as ``exprssl admin create-lab`` does)."""
+    from app.auth import service
+    from app.db.session import session_factory
+
+    with session_factory()() as session:
+        lab, user, token = service.create_lab(session, name=name, admin_name=admin)
+    return LabKey(lab.id, user.id, token)
+
+
+def lab_caller(name: str = "lab-a") -> Caller:
+    """A caller acting as the first admin of lab ``name`` (for tests that call services directly)."""
+    from sqlalchemy import select
+
+    from app.auth.service import Caller
+    from app.db import orm
+    from app.db.session import session_factory
+
+    with session_factory()() as session:
+        lab = session.scalars(select(orm.Lab).where(orm.Lab.name == name)).one()
+        user = session.scalars(select(orm.User).where(orm.User.lab_id == lab.id).order_by(orm.User.created_at)).first()
+        assert user is not None
+        return Caller(lab.id, lab.name, user.id, user.name, user.role, "test")
+
+
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def lab_a(settings: Settings) -> LabKey:
+    return make_lab("lab-a", "alice")
+
+
+@pytest.fixture
+def client(settings: Settings, lab_a: LabKey) -> Iterator[TestClient]:
+    """The API with its in-process worker; requests carry lab A's admin key unless they say otherwise."""
     from app.main import create_app
 
-    with TestClient(create_app()) as test_client:
+    with TestClient(create_app(), headers=lab_a.headers) as test_client:
         yield test_client
 
 

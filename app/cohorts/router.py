@@ -9,11 +9,14 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from app.auth.deps import CallerDep
 from app.cohorts import repository, service, upload
 from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortUploadForm, upload_request_body
 from app.db import orm
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import ErrorBody
+from app.predictions.service import get_cache
+from app.ratelimit import rate_limited
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
 
@@ -24,8 +27,10 @@ def to_read(cohort: orm.Cohort) -> CohortRead:
     return CohortRead.model_validate(cohort, from_attributes=True)
 
 
-async def staged_upload(request: Request, settings: SettingsDep, store: StoreDep) -> AsyncIterator[upload.StagedForm]:
-    """Stream the multipart body to staging files; delete them once the request is done."""
+async def staged_upload(
+    request: Request, settings: SettingsDep, store: StoreDep, _caller: CallerDep
+) -> AsyncIterator[upload.StagedForm]:
+    """Stream the multipart body to staging files (callers with a valid key only); delete them afterwards."""
     form = await upload.receive_form(
         request,
         staging=store.staging_dir(),
@@ -58,10 +63,15 @@ def _options(form: upload.StagedForm) -> CohortUploadForm:
     status_code=status.HTTP_201_CREATED,
     response_model=CohortRead,
     openapi_extra={"requestBody": upload_request_body()},
-    responses={413: {"model": ErrorBody, "description": "The upload exceeds EXPRSSL_MAX_UPLOAD_BYTES"}},
+    responses={
+        413: {"model": ErrorBody, "description": "The upload exceeds EXPRSSL_MAX_UPLOAD_BYTES"},
+        429: {"model": ErrorBody, "description": "Too many uploads (EXPRSSL_RATE_LIMIT_UPLOAD)"},
+    },
+    dependencies=[Depends(rate_limited("upload"))],
 )
 def upload_cohort(
     session: SessionDep,
+    caller: CallerDep,
     store: StoreDep,
     settings: SettingsDep,
     form: Annotated[upload.StagedForm, Depends(staged_upload)],
@@ -78,6 +88,7 @@ def upload_cohort(
     expression = form.files["expression"]
     cohort = service.create_cohort(
         session=session,
+        caller=caller,
         store=store,
         settings=settings,
         name=options.name,
@@ -92,21 +103,38 @@ def upload_cohort(
 @router.get("", response_model=list[CohortRead])
 def list_cohorts(
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[CohortRead]:
     """List cohorts, newest first."""
-    return [to_read(c) for c in repository.list_all(session, limit=limit, offset=offset)]
+    return [to_read(c) for c in repository.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)]
 
 
 @router.get("/{cohort_id}", response_model=CohortRead)
-def get_cohort(cohort_id: str, session: SessionDep) -> CohortRead:
+def get_cohort(cohort_id: str, session: SessionDep, caller: CallerDep) -> CohortRead:
     """Describe one cohort: shape, identifiers, label columns with class counts."""
-    return to_read(repository.get(session, cohort_id))
+    return to_read(repository.get(session, cohort_id, lab_id=caller.lab_id))
+
+
+@router.delete("/{cohort_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_cohort(
+    cohort_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    force: Annotated[bool, Query(description="Admins: also delete the encoders, predictors, "
+                                             "evaluations and predictions made from it.")] = False,
+) -> None:
+    """Delete a cohort. Refused (409, naming them) while models or predictions were made from it, unless forced."""
+    removed = service.delete_cohort(session=session, store=store, caller=caller, cohort_id=cohort_id, force=force)
+    for key in removed:
+        get_cache(settings).discard(key)
 
 
 @router.get("/{cohort_id}/samples", response_model=list[CohortSampleRead])
-def list_samples(cohort_id: str, session: SessionDep) -> list[CohortSampleRead]:
+def list_samples(cohort_id: str, session: SessionDep, caller: CallerDep) -> list[CohortSampleRead]:
     """List a cohort's samples with their labels and group ids, in stored order."""
-    repository.get(session, cohort_id)
+    repository.get(session, cohort_id, lab_id=caller.lab_id)
     return [CohortSampleRead.model_validate(s, from_attributes=True) for s in repository.samples(session, cohort_id)]

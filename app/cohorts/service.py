@@ -10,13 +10,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth import service as auth
+from app.auth.service import Caller
 from app.cohorts import parsing, repository, values
 from app.cohorts.parsing import ExpressionMatrix, ParsedExpression
 from app.config import Settings
 from app.db import orm
-from app.errors import InvalidInput
+from app.errors import Conflict, InvalidInput
 from app.storage import ArtifactStore
 from models.genes import GeneHarmonisation, GeneIdSummary, harmonise_genes, summarise_gene_ids
 
@@ -105,9 +108,21 @@ def _sample_rows(
     return rows
 
 
+def check_size(matrix: ExpressionMatrix, settings: Settings, filename: str) -> None:
+    """Refuse a matrix with more samples or genes than this server accepts (422 naming the setting)."""
+    limits = (
+        ("samples", len(matrix.sample_ids), settings.max_upload_samples, "EXPRSSL_MAX_UPLOAD_SAMPLES"),
+        ("genes", len(matrix.genes), settings.max_upload_genes, "EXPRSSL_MAX_UPLOAD_GENES"),
+    )
+    for what, count, most, setting in limits:
+        if count > most:
+            raise InvalidInput(f"{filename}: {count:,} {what}; this server accepts at most {most:,} ({setting})")
+
+
 def create_cohort(
     *,
     session: Session,
+    caller: Caller,
     store: ArtifactStore,
     settings: Settings,
     name: str | None,
@@ -119,6 +134,7 @@ def create_cohort(
     """Parse, harmonise and check an upload, store its matrix once, and register the cohort with its samples."""
     options = options or IngestOptions()
     parsed = parsing.parse_expression(expression.path, expression.filename, orientation=options.orientation)
+    check_size(parsed.matrix, settings, expression.filename)
     policy = options.duplicate_genes or settings.duplicate_genes
     gene_ids = summarise_gene_ids(parsed.matrix.genes)
     matrix, harmonised = harmonise(parsed.matrix, policy)
@@ -128,8 +144,8 @@ def create_cohort(
     summary = values.summarise(matrix.values)
     value_kind, value_source = values.resolve_kind(options.values, summary, matrix.sample_ids, matrix.genes)
     checksum = parsing.matrix_checksum(matrix)
-    original = repository.find_by_checksum(session, checksum)
-    storage_key = original.storage_key if original else _store_matrix(store, matrix, checksum)
+    original = repository.find_by_checksum(session, checksum, lab_id=caller.lab_id)
+    storage_key = original.storage_key if original else _store_matrix(store, matrix, f"{caller.lab_id}/{checksum}")
     label_summary = []
     if label_table is not None:
         label_summary = summarise_labels(label_table.drop(columns=[group_column] if group_column else []))
@@ -137,6 +153,8 @@ def create_cohort(
     report = _ingest_report(parsed, gene_ids, harmonised, policy, label_source, expression.path)
     report["values"] = {"kind": value_kind, "source": value_source, **_value_report(summary, matrix)}
     cohort = orm.Cohort(
+        lab_id=caller.lab_id,
+        created_by=caller.user_id,
         name=name or Path(expression.filename).name,
         source_filename=expression.filename,
         n_samples=len(matrix.sample_ids),
@@ -157,6 +175,8 @@ def create_cohort(
     session.add(cohort)
     session.flush()
     repository.add_samples(session, cohort.id, rows)
+    details = {"name": cohort.name, "n_samples": cohort.n_samples, "n_genes": cohort.n_genes, "checksum": checksum}
+    auth.record(session, caller, "cohort.upload", cohort, details)
     session.commit()
     return cohort
 
@@ -209,8 +229,8 @@ def _value_report(summary: values.ValueSummary, matrix: ExpressionMatrix) -> dic
     return {**summary.to_dict(), "zero_fraction": round(summary.n_zero / n_cells, 6)}
 
 
-def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, checksum: str) -> str:
-    key = f"cohorts/{checksum}.arrow"
+def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, name: str) -> str:
+    key = f"cohorts/{name}.arrow"
     if store.exists(key):  # written by an upload whose registry row was rolled back
         return key
     fd, name = tempfile.mkstemp(dir=store.staging_dir(), suffix=".arrow")
@@ -237,3 +257,52 @@ def check_label_column(cohort: orm.Cohort, label_column: str) -> None:
             f"label column {label_column!r} needs at least two classes with two or more samples; "
             f"it has {columns[label_column]['classes']}"
         )
+
+
+def _names(rows: Sequence[orm.Encoder | orm.Predictor | orm.Evaluation | orm.Prediction]) -> str:
+    named = [(row.__tablename__, row.id, getattr(row, "name", None)) for row in rows]
+    return ", ".join(f"{table} {row_id}" + (f" ({name})" if name else "") for table, row_id, name in named)
+
+
+def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, cohort_id: str, force: bool) -> list[str]:
+    """Delete a cohort; with ``force`` (admins) also everything made from it. Commits.
+
+    Refused while a job still reads it or makes one of its dependents, and, without ``force``, while any
+    encoder, predictor, evaluation or prediction was made from it (the message names them: lineage is
+    kept). Returns the artifact keys removed, so that caches can drop them.
+    """
+    cohort = repository.get(session, cohort_id, lab_id=caller.lab_id)
+    if cohort.created_by != caller.user_id:
+        caller.require_admin("deleting a cohort another user uploaded")
+    if force:
+        caller.require_admin("forced deletion (which also deletes the models made from the cohort)")
+    found = repository.dependents(session, cohort)
+    job_ids = [e.job_id for e in found.encoders] + [p.job_id for p in found.predictors]
+    job_ids += [e.job_id for e in found.evaluations]
+    running = repository.active_jobs(session, cohort, job_ids)
+    if running:
+        jobs = ", ".join(f"{j.id} ({j.kind.value}, {j.state.value})" for j in running)
+        raise Conflict(f"cohort {cohort.id} is in use by unfinished job(s) {jobs}; cancel them or let them end first")
+    if found.rows() and not force:
+        raise Conflict(
+            f"cohort {cohort.id} cannot be deleted: {_names(found.rows())} were made from it. "
+            "Delete those first, or have an admin delete with force=true, which deletes them too."
+        )
+    keys = [e.artifact_key for e in found.encoders if e.artifact_key]
+    keys += [p.artifact_key for p in found.predictors if p.artifact_key]
+    for job in session.scalars(select(orm.Job).where(orm.Job.id.in_(job_ids))):
+        if job.checkpoint:
+            keys.append(job.checkpoint["key"])
+            job.checkpoint = None
+    if not repository.storage_shared(session, cohort):
+        keys.append(cohort.storage_key)
+    removed = {"cohort": cohort.name, "force": force, "deleted": [f"{r.__tablename__} {r.id}" for r in found.rows()]}
+    for row in [*found.predictions, *found.evaluations, *found.predictors, *found.encoders]:
+        session.delete(row)
+        session.flush()
+    session.delete(cohort)
+    auth.record(session, caller, "cohort.delete", cohort, removed)
+    session.commit()
+    for key in keys:
+        store.delete(key)  # after the commit: a failed commit must not lose files
+    return keys

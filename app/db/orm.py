@@ -42,10 +42,78 @@ class ArtifactStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class Role(enum.StrEnum):
+    """Members upload, train and predict; admins also manage users and keys and any job of their lab."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class Lab(Base):
+    """A tenant: every row that holds data belongs to exactly one lab, and only its users see it."""
+
+    __tablename__ = "lab"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "app_user"  # "user" is a reserved word in PostgreSQL
+    __table_args__ = (UniqueConstraint("lab_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    lab: Mapped[Lab] = relationship()
+
+
+class ApiKey(Base):
+    """A bearer key. Only its SHA-256 is stored; ``prefix`` (not secret) finds the row and names the key."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("app_user.id"), index=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+
+class AuditEvent(Base):
+    """Who did what to which object, when. Append-only; kept when the object is deleted."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_lab_id_at", "lab_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Cohort(Base):
     __tablename__ = "cohort"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     name: Mapped[str] = mapped_column(String(200))
     source_filename: Mapped[str] = mapped_column(String(300))
     n_samples: Mapped[int] = mapped_column(Integer)
@@ -97,6 +165,8 @@ class Job(Base):
     __table_args__ = (Index("ix_job_state_created_at", "state", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"), index=True)
     kind: Mapped[JobKind] = mapped_column(_enum(JobKind))
     state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -136,6 +206,7 @@ class Encoder(Base):
     __tablename__ = "encoder"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     method: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -158,6 +229,7 @@ class Predictor(Base):
     __tablename__ = "predictor"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     head: Mapped[str] = mapped_column(String(32))
     encoder_id: Mapped[str | None] = mapped_column(ForeignKey("encoder.id"), index=True)
@@ -187,6 +259,7 @@ class Prediction(Base):
     __tablename__ = "prediction"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
     predictor_id: Mapped[str] = mapped_column(ForeignKey("predictor.id"), index=True)
     cohort_id: Mapped[str | None] = mapped_column(ForeignKey("cohort.id"), index=True)
     n_samples: Mapped[int] = mapped_column(Integer)
@@ -205,6 +278,7 @@ class Evaluation(Base):
     __tablename__ = "evaluation"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)

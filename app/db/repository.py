@@ -1,4 +1,4 @@
-"""Queries every registry table shares: one row by id (or 404), the newest rows first."""
+"""Queries every lab-owned table shares: one row by id (or 404), the newest rows first; both scoped to a lab."""
 
 from __future__ import annotations
 
@@ -11,20 +11,31 @@ from sqlalchemy.orm import Session
 from app.db import orm
 from app.errors import NotFound
 
-Row = TypeVar("Row", orm.Cohort, orm.Job, orm.Encoder, orm.Predictor, orm.Prediction, orm.Evaluation)
+Row = TypeVar(
+    "Row", orm.Cohort, orm.Job, orm.Encoder, orm.Predictor, orm.Prediction, orm.Evaluation, orm.User, orm.ApiKey
+)
 
 
-def get_or_404(session: Session, table: type[Row], row_id: str) -> Row:
-    """The row of ``table`` with id ``row_id``; NotFound names the table and the id."""
+def get_or_404(session: Session, table: type[Row], row_id: str, *, lab_id: str) -> Row:
+    """The row of ``table`` with id ``row_id`` if it belongs to lab ``lab_id``.
+
+    Another lab's row is NotFound, exactly like a missing one, so that ids do not leak across labs.
+    """
     row = session.get(table, row_id)
-    if row is None:
+    if row is None or row.lab_id != lab_id:
         raise NotFound(f"{table.__tablename__} {row_id} not found")
     return row
 
 
 def newest(
-    session: Session, table: type[Row], *, limit: int, offset: int, where: Sequence[ColumnElement[bool]] = ()
+    session: Session,
+    table: type[Row],
+    *,
+    lab_id: str,
+    limit: int,
+    offset: int,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> list[Row]:
-    """A page of ``table``'s rows matching ``where``, newest first (ties broken by id)."""
-    query = select(table).where(*where).order_by(table.created_at.desc(), table.id)
+    """A page of lab ``lab_id``'s rows of ``table`` matching ``where``, newest first (ties broken by id)."""
+    query = select(table).where(table.lab_id == lab_id, *where).order_by(table.created_at.desc(), table.id)
     return list(session.scalars(query.limit(limit).offset(offset)))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
+from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep
 from app.encoders import service
 from app.encoders.schemas import EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
+from app.ratelimit import RATE_LIMITED, rate_limited
 from models.methods import METHODS
 
 router = APIRouter(prefix="/encoders", tags=["encoders"])
@@ -18,30 +20,40 @@ methods_router = APIRouter(prefix="/methods", tags=["encoders"])
 
 
 @methods_router.get("", response_model=list[MethodRead])
-def list_methods() -> list[MethodRead]:
+def list_methods(_caller: CallerDep) -> list[MethodRead]:
     """List the SSL methods with every hyper-parameter and its default."""
     return [MethodRead(name=name, defaults=cls.params_class().to_dict()) for name, cls in sorted(METHODS.items())]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=EncoderAccepted)
-def create_encoder(request: EncoderCreate, session: SessionDep, dispatcher: DispatcherDep) -> EncoderAccepted:
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EncoderAccepted,
+    dependencies=[Depends(rate_limited("train"))],
+    responses=RATE_LIMITED,
+)
+def create_encoder(
+    request: EncoderCreate, session: SessionDep, caller: CallerDep, dispatcher: DispatcherDep
+) -> EncoderAccepted:
     """Start pretraining an encoder on a cohort; answers at once with the queued job."""
-    encoder = service.start_pretraining(session=session, dispatcher=dispatcher, request=request)
-    job = jobs.get_job(session, encoder.job_id)
+    encoder = service.start_pretraining(session=session, caller=caller, dispatcher=dispatcher, request=request)
+    job = jobs.get_job(session, encoder.job_id, lab_id=caller.lab_id)
     return EncoderAccepted(encoder=EncoderRead.model_validate(encoder), job=JobRead.model_validate(job))
 
 
 @router.get("", response_model=list[EncoderRead])
 def list_encoders(
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EncoderRead]:
     """List encoders, newest first."""
-    return [EncoderRead.model_validate(e) for e in service.list_all(session, limit=limit, offset=offset)]
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    return [EncoderRead.model_validate(row) for row in rows]
 
 
 @router.get("/{encoder_id}", response_model=EncoderRead)
-def get_encoder(encoder_id: str, session: SessionDep) -> EncoderRead:
+def get_encoder(encoder_id: str, session: SessionDep, caller: CallerDep) -> EncoderRead:
     """Describe an encoder: method, parameters, gene panel size, preprocessing and loss curve."""
-    return EncoderRead.model_validate(service.get(session, encoder_id))
+    return EncoderRead.model_validate(service.get(session, encoder_id, lab_id=caller.lab_id))

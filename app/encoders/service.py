@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.db import orm, repository
 from app.encoders.schemas import EncoderCreate
@@ -26,16 +27,23 @@ def validated_params(method: str, params: dict[str, object]) -> dict[str, object
         raise InvalidInput(f"params: {exc}") from exc
 
 
-def start_pretraining(*, session: Session, dispatcher: Dispatcher, request: EncoderCreate) -> orm.Encoder:
+def start_pretraining(
+    *, session: Session, caller: Caller, dispatcher: Dispatcher, request: EncoderCreate
+) -> orm.Encoder:
     """Register an encoder and queue the job that pretrains it."""
     params = validated_params(request.method, request.params)
-    cohort = cohorts.get(session, request.cohort_id)
+    cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
     job = jobs.create_job(
-        session, orm.JobKind.PRETRAIN, {"cohort_id": cohort.id, "method": request.method, "log1p": request.log1p}
+        session,
+        caller,
+        orm.JobKind.PRETRAIN,
+        {"cohort_id": cohort.id, "method": request.method, "log1p": request.log1p},
     )
     name = request.name or f"{request.method}-{cohort.name}"
-    previous = session.scalar(select(func.max(orm.Encoder.version)).where(orm.Encoder.name == name))
+    same_name = (orm.Encoder.lab_id == caller.lab_id, orm.Encoder.name == name)
+    previous = session.scalar(select(func.max(orm.Encoder.version)).where(*same_name))
     encoder = orm.Encoder(
+        lab_id=caller.lab_id,
         name=name,
         version=(previous or 0) + 1,
         method=request.method,
@@ -53,17 +61,17 @@ def start_pretraining(*, session: Session, dispatcher: Dispatcher, request: Enco
     return encoder
 
 
-def get(session: Session, encoder_id: str) -> orm.Encoder:
-    return repository.get_or_404(session, orm.Encoder, encoder_id)
+def get(session: Session, encoder_id: str, *, lab_id: str) -> orm.Encoder:
+    return repository.get_or_404(session, orm.Encoder, encoder_id, lab_id=lab_id)
 
 
-def get_ready(session: Session, encoder_id: str) -> orm.Encoder:
-    """An encoder whose weights exist; Conflict names its state and job otherwise."""
-    encoder = get(session, encoder_id)
+def get_ready(session: Session, encoder_id: str, *, lab_id: str) -> orm.Encoder:
+    """An encoder of the lab whose weights exist; Conflict names its state and job otherwise."""
+    encoder = get(session, encoder_id, lab_id=lab_id)
     if encoder.status is not orm.ArtifactStatus.READY:
         raise Conflict(f"encoder {encoder.id} is {encoder.status.value}, not ready (its job is {encoder.job_id})")
     return encoder
 
 
-def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Encoder]:
-    return repository.newest(session, orm.Encoder, limit=limit, offset=offset)
+def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Encoder]:
+    return repository.newest(session, orm.Encoder, lab_id=lab_id, limit=limit, offset=offset)

@@ -4,39 +4,51 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
+from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep
 from app.evaluations import service
 from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
+from app.ratelimit import RATE_LIMITED, rate_limited
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=EvaluationAccepted)
-def create_evaluation(request: EvaluationCreate, session: SessionDep, dispatcher: DispatcherDep) -> EvaluationAccepted:
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EvaluationAccepted,
+    dependencies=[Depends(rate_limited("train"))],
+    responses=RATE_LIMITED,
+)
+def create_evaluation(
+    request: EvaluationCreate, session: SessionDep, caller: CallerDep, dispatcher: DispatcherDep
+) -> EvaluationAccepted:
     """Start the label-efficiency protocol on a cohort; answers at once with the queued job."""
-    evaluation = service.start_evaluation(session=session, dispatcher=dispatcher, request=request)
-    job = jobs.get_job(session, evaluation.job_id)
+    evaluation = service.start_evaluation(session=session, caller=caller, dispatcher=dispatcher, request=request)
+    job = jobs.get_job(session, evaluation.job_id, lab_id=caller.lab_id)
     return EvaluationAccepted(evaluation=EvaluationRead.model_validate(evaluation), job=JobRead.model_validate(job))
 
 
 @router.get("", response_model=list[EvaluationRead])
 def list_evaluations(
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EvaluationRead]:
     """List evaluations, newest first."""
-    return [EvaluationRead.model_validate(e) for e in service.list_all(session, limit=limit, offset=offset)]
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    return [EvaluationRead.model_validate(row) for row in rows]
 
 
 @router.get("/{evaluation_id}", response_model=EvaluationRead)
-def get_evaluation(evaluation_id: str, session: SessionDep) -> EvaluationRead:
+def get_evaluation(evaluation_id: str, session: SessionDep, caller: CallerDep) -> EvaluationRead:
     """Show an evaluation: per-run metrics, mean and std over seeds, label savings, splits."""
-    return EvaluationRead.model_validate(service.get(session, evaluation_id))
+    return EvaluationRead.model_validate(service.get(session, evaluation_id, lab_id=caller.lab_id))
 
 
 @router.get(
@@ -44,6 +56,7 @@ def get_evaluation(evaluation_id: str, session: SessionDep) -> EvaluationRead:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "Label-efficiency curves."}},
 )
-def get_plot(evaluation_id: str, session: SessionDep) -> Response:
+def get_plot(evaluation_id: str, session: SessionDep, caller: CallerDep) -> Response:
     """Draw the label-efficiency curves of a finished evaluation as a PNG."""
-    return Response(service.plot_png(service.get(session, evaluation_id)), media_type="image/png")
+    evaluation = service.get(session, evaluation_id, lab_id=caller.lab_id)
+    return Response(service.plot_png(evaluation), media_type="image/png")

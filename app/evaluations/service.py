@@ -6,6 +6,7 @@ import io
 
 from sqlalchemy.orm import Session
 
+from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
 from app.db import orm, repository
@@ -44,15 +45,18 @@ def _config(request: EvaluationCreate) -> dict[str, object]:
     return config
 
 
-def start_evaluation(*, session: Session, dispatcher: Dispatcher, request: EvaluationCreate) -> orm.Evaluation:
+def start_evaluation(
+    *, session: Session, caller: Caller, dispatcher: Dispatcher, request: EvaluationCreate
+) -> orm.Evaluation:
     """Register an evaluation and queue the job that runs its protocol."""
     config = _config(request)
-    cohort = cohorts.get(session, request.cohort_id)
+    cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
     cohort_service.check_label_column(cohort, request.label_column)
     for encoder_id in request.encoder_ids:
-        encoders.get_ready(session, encoder_id)
-    job = jobs.create_job(session, orm.JobKind.EVALUATE, {"cohort_id": cohort.id})
+        encoders.get_ready(session, encoder_id, lab_id=caller.lab_id)
+    job = jobs.create_job(session, caller, orm.JobKind.EVALUATE, {"cohort_id": cohort.id})
     evaluation = orm.Evaluation(
+        lab_id=caller.lab_id,
         name=request.name or f"label-efficiency-{request.label_column}",
         cohort_id=cohort.id,
         job_id=job.id,
@@ -65,12 +69,12 @@ def start_evaluation(*, session: Session, dispatcher: Dispatcher, request: Evalu
     return evaluation
 
 
-def get(session: Session, evaluation_id: str) -> orm.Evaluation:
-    return repository.get_or_404(session, orm.Evaluation, evaluation_id)
+def get(session: Session, evaluation_id: str, *, lab_id: str) -> orm.Evaluation:
+    return repository.get_or_404(session, orm.Evaluation, evaluation_id, lab_id=lab_id)
 
 
-def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Evaluation]:
-    return repository.newest(session, orm.Evaluation, limit=limit, offset=offset)
+def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Evaluation]:
+    return repository.newest(session, orm.Evaluation, lab_id=lab_id, limit=limit, offset=offset)
 
 
 def plot_png(evaluation: orm.Evaluation) -> bytes:

@@ -23,6 +23,7 @@ class JobRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
+    created_by: str | None
     kind: JobKind
     state: JobState
     params: dict[str, Any]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
+from app.auth import service as auth
+from app.auth.service import Caller
 from app.db import orm, repository
 from app.db.base import utcnow
 from app.errors import Conflict
@@ -53,12 +58,16 @@ def transition(session: Session, job: orm.Job, to: State, *, message: str | None
     job.state = to
 
 
-def create_job(session: Session, kind: orm.JobKind, params: dict[str, object]) -> orm.Job:
-    """Add a queued job with its first event. Does not commit."""
-    job = orm.Job(kind=kind, state=State.QUEUED, params=params, progress={}, attempts=0)
+def create_job(session: Session, caller: Caller, kind: orm.JobKind, params: dict[str, object]) -> orm.Job:
+    """Add a queued job of the caller's lab with its first event and an audit event. Does not commit."""
+    job = orm.Job(
+        lab_id=caller.lab_id, created_by=caller.user_id, kind=kind, state=State.QUEUED, params=params,
+        progress={}, attempts=0,
+    )
     session.add(job)
     session.flush()
-    add_event(session, job, "queued")
+    add_event(session, job, f"queued by {caller.user_name}")
+    auth.record(session, caller, f"job.create.{kind.value}", job, dict(params))
     return job
 
 
@@ -86,22 +95,52 @@ def claim(session: Session, job_id: str, *, worker_id: str) -> orm.Job | None:
     return job
 
 
-def get_job(session: Session, job_id: str) -> orm.Job:
-    return repository.get_or_404(session, orm.Job, job_id)
+def get_job(session: Session, job_id: str, *, lab_id: str) -> orm.Job:
+    return repository.get_or_404(session, orm.Job, job_id, lab_id=lab_id)
 
 
-def list_jobs(
-    session: Session, *, state: State | None, kind: orm.JobKind | None, limit: int, offset: int
-) -> list[orm.Job]:
-    where = [orm.Job.state == state] if state is not None else []
-    if kind is not None:
-        where.append(orm.Job.kind == kind)
-    return repository.newest(session, orm.Job, limit=limit, offset=offset, where=where)
+@dataclass(frozen=True)
+class JobFilter:
+    """Which of a lab's jobs to list; every field is optional."""
+
+    state: State | None = None
+    kind: orm.JobKind | None = None
+    user_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses = [
+            orm.Job.state == self.state if self.state else None,
+            orm.Job.kind == self.kind if self.kind else None,
+            orm.Job.created_by == self.user_id if self.user_id else None,
+            orm.Job.created_at >= self.since if self.since else None,
+            orm.Job.created_at < self.until if self.until else None,
+        ]
+        return [c for c in clauses if c is not None]
 
 
-def request_cancel(session: Session, job_id: str) -> orm.Job:
-    """Cancel a queued job at once; flag a running one for its worker to stop. Commits."""
-    job = get_job(session, job_id)
+def list_jobs(session: Session, *, lab_id: str, where: JobFilter, limit: int, offset: int) -> list[orm.Job]:
+    return repository.newest(session, orm.Job, lab_id=lab_id, limit=limit, offset=offset, where=where.where())
+
+
+def count_jobs(session: Session, *, lab_id: str, where: JobFilter) -> int:
+    query = select(func.count()).select_from(orm.Job).where(orm.Job.lab_id == lab_id, *where.where())
+    return session.scalar(query) or 0
+
+
+def _own_or_admin(caller: Caller, job: orm.Job, action: str) -> None:
+    if job.created_by != caller.user_id:
+        caller.require_admin(f"{action} another user's job")
+
+
+def request_cancel(session: Session, caller: Caller, job_id: str) -> orm.Job:
+    """Cancel a queued job at once; flag a running one for its worker to stop. Commits.
+
+    Members cancel their own jobs; admins any job of their lab.
+    """
+    job = get_job(session, job_id, lab_id=caller.lab_id)
+    _own_or_admin(caller, job, "cancelling")
     if job.state in TERMINAL:
         raise Conflict(f"job {job.id} already ended ({job.state.value}); nothing to cancel")
     if job.state is State.QUEUED:
@@ -109,7 +148,29 @@ def request_cancel(session: Session, job_id: str) -> orm.Job:
         mark_target(session, job, orm.ArtifactStatus.CANCELLED)
     else:
         job.cancel_requested = True
-        add_event(session, job, "cancellation requested")
+        add_event(session, job, f"cancellation requested by {caller.user_name}")
+    auth.record(session, caller, "job.cancel", job, {"kind": job.kind.value, "state": job.state.value})
+    session.commit()
+    return job
+
+
+def retry(session: Session, caller: Caller, job_id: str) -> orm.Job:
+    """Queue a failed or cancelled job again, under the same id; it resumes from its last checkpoint. Commits.
+
+    The encoder, predictor or evaluation it makes goes back to pending. Members retry their own jobs;
+    admins any job of their lab.
+    """
+    job = get_job(session, job_id, lab_id=caller.lab_id)
+    _own_or_admin(caller, job, "retrying")
+    if job.state not in (State.FAILED, State.CANCELLED):
+        raise Conflict(f"job {job.id} is {job.state.value}; only failed or cancelled jobs can be retried")
+    add_event(session, job, f"retried by {caller.user_name}", to_state=State.QUEUED)
+    previous = job.state.value
+    job.state, job.error, job.cancel_requested = State.QUEUED, None, False
+    job.started_at = job.finished_at = job.heartbeat_at = job.dispatched_at = None
+    job.progress = {}
+    mark_target(session, job, orm.ArtifactStatus.PENDING)
+    auth.record(session, caller, "job.retry", job, {"kind": job.kind.value, "previous_state": previous})
     session.commit()
     return job
 

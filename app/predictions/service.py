@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.auth.service import Caller
 from app.cohorts import parsing
 from app.cohorts import repository as cohorts
 from app.config import Settings
@@ -116,17 +117,29 @@ def inline_matrix(request: PredictionCreate) -> tuple[np.ndarray, list[str], lis
 
 
 def predict(
-    *, session: Session, store: ArtifactStore, settings: Settings, predictor_id: str, request: PredictionCreate
+    *,
+    session: Session,
+    caller: Caller,
+    store: ArtifactStore,
+    settings: Settings,
+    predictor_id: str,
+    request: PredictionCreate,
 ) -> orm.Prediction:
     """Predict for inline samples or a cohort; refuse input covering too little of the panel."""
-    predictor = predictors.get(session, predictor_id)
+    predictor = predictors.get(session, predictor_id, lab_id=caller.lab_id)
     if predictor.status is not orm.ArtifactStatus.READY or predictor.artifact_key is None:
         raise Conflict(f"predictor {predictor.id} is {predictor.status.value}, not ready (job {predictor.job_id})")
     if request.cohort_id is not None:
-        cohort = cohorts.get(session, request.cohort_id)
+        cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
         matrix = parsing.read_matrix(store.local_path(cohort.storage_key))
         values, genes, sample_ids = matrix.values, matrix.genes, matrix.sample_ids
     else:
+        n_inline = len(request.samples or [])
+        if n_inline > settings.max_inline_samples:
+            raise InvalidInput(
+                f"samples: {n_inline:,} inline samples; at most {settings.max_inline_samples:,} per request "
+                "(EXPRSSL_MAX_INLINE_SAMPLES): upload them as a cohort and predict with cohort_id"
+            )
         values, genes, sample_ids = inline_matrix(request)
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
     try:
@@ -144,6 +157,7 @@ def predict(
     out = loaded.uncertainty.predict(loaded.model, x, coverage=request.coverage, ood_percentile=flag_at)
     results = _sample_results(sample_ids, loaded.classes, out)
     prediction = orm.Prediction(
+        lab_id=caller.lab_id,
         predictor_id=predictor.id,
         cohort_id=request.cohort_id,
         n_samples=len(sample_ids),
@@ -239,10 +253,12 @@ def _drift(loaded: LoadedPredictor, x: np.ndarray, aligned: np.ndarray, out: Sam
     }
 
 
-def get(session: Session, prediction_id: str) -> orm.Prediction:
-    return repository.get_or_404(session, orm.Prediction, prediction_id)
+def get(session: Session, prediction_id: str, *, lab_id: str) -> orm.Prediction:
+    return repository.get_or_404(session, orm.Prediction, prediction_id, lab_id=lab_id)
 
 
-def list_for_predictor(session: Session, predictor_id: str, *, limit: int, offset: int) -> list[orm.Prediction]:
+def list_for_predictor(
+    session: Session, predictor_id: str, *, lab_id: str, limit: int, offset: int
+) -> list[orm.Prediction]:
     where = [orm.Prediction.predictor_id == predictor_id]
-    return repository.newest(session, orm.Prediction, limit=limit, offset=offset, where=where)
+    return repository.newest(session, orm.Prediction, lab_id=lab_id, limit=limit, offset=offset, where=where)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import PlainTextResponse
 
+from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
@@ -14,32 +15,43 @@ from app.predictions import service as predictions
 from app.predictions.schemas import PredictionCreate, PredictionRead
 from app.predictors import card, service
 from app.predictors.schemas import ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
+from app.ratelimit import RATE_LIMITED, rate_limited
 
 router = APIRouter(prefix="/predictors", tags=["predictors"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=PredictorAccepted)
-def create_predictor(request: PredictorCreate, session: SessionDep, dispatcher: DispatcherDep) -> PredictorAccepted:
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PredictorAccepted,
+    dependencies=[Depends(rate_limited("train"))],
+    responses=RATE_LIMITED,
+)
+def create_predictor(
+    request: PredictorCreate, session: SessionDep, caller: CallerDep, dispatcher: DispatcherDep
+) -> PredictorAccepted:
     """Start fitting a phenotype predictor; answers at once with the queued job."""
-    predictor = service.start_fitting(session=session, dispatcher=dispatcher, request=request)
-    job = jobs.get_job(session, predictor.job_id)
+    predictor = service.start_fitting(session=session, caller=caller, dispatcher=dispatcher, request=request)
+    job = jobs.get_job(session, predictor.job_id, lab_id=caller.lab_id)
     return PredictorAccepted(predictor=PredictorRead.model_validate(predictor), job=JobRead.model_validate(job))
 
 
 @router.get("", response_model=list[PredictorRead])
 def list_predictors(
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[PredictorRead]:
     """List predictors, newest first."""
-    return [PredictorRead.model_validate(p) for p in service.list_all(session, limit=limit, offset=offset)]
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    return [PredictorRead.model_validate(row) for row in rows]
 
 
 @router.get("/{predictor_id}", response_model=PredictorRead)
-def get_predictor(predictor_id: str, session: SessionDep) -> PredictorRead:
+def get_predictor(predictor_id: str, session: SessionDep, caller: CallerDep) -> PredictorRead:
     """Describe a predictor: head, split, classes and test metrics."""
-    return PredictorRead.model_validate(service.get(session, predictor_id))
+    return PredictorRead.model_validate(service.get(session, predictor_id, lab_id=caller.lab_id))
 
 
 @router.get(
@@ -53,26 +65,40 @@ def get_predictor(predictor_id: str, session: SessionDep) -> PredictorRead:
 def get_card(
     predictor_id: str,
     session: SessionDep,
+    caller: CallerDep,
     settings: SettingsDep,
     format: Annotated[Literal["json", "markdown"] | None, Query(description="Overrides the Accept header.")] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> ModelCard | PlainTextResponse:
     """Show a predictor's model card: data, encoder, split, metrics, calibration, sets, OOD, evaluation, limits."""
     model_card = card.build_card(
-        session=session, predictor=service.get(session, predictor_id), min_gene_coverage=settings.min_gene_coverage
+        session=session,
+        predictor=service.get(session, predictor_id, lab_id=caller.lab_id),
+        min_gene_coverage=settings.min_gene_coverage,
     )
     if format == "markdown" or (format is None and "text/markdown" in (accept or "")):
         return PlainTextResponse(card.render_markdown(model_card), media_type="text/markdown")
     return model_card
 
 
-@router.post("/{predictor_id}/predictions", status_code=status.HTTP_201_CREATED, response_model=PredictionRead)
+@router.post(
+    "/{predictor_id}/predictions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PredictionRead,
+    dependencies=[Depends(rate_limited("predict"))],
+    responses=RATE_LIMITED,
+)
 def predict(
-    predictor_id: str, request: PredictionCreate, session: SessionDep, store: StoreDep, settings: SettingsDep
+    predictor_id: str,
+    request: PredictionCreate,
+    session: SessionDep,
+    caller: CallerDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> PredictionRead:
     """Predict labels and class probabilities for inline samples or a stored cohort, and keep them."""
     prediction = predictions.predict(
-        session=session, store=store, settings=settings, predictor_id=predictor_id, request=request
+        session=session, caller=caller, store=store, settings=settings, predictor_id=predictor_id, request=request
     )
     return PredictionRead.model_validate(prediction)
 
@@ -81,10 +107,11 @@ def predict(
 def list_predictions(
     predictor_id: str,
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[PredictionRead]:
     """List a predictor's predictions, newest first."""
-    service.get(session, predictor_id)
-    rows = predictions.list_for_predictor(session, predictor_id, limit=limit, offset=offset)
+    service.get(session, predictor_id, lab_id=caller.lab_id)
+    rows = predictions.list_for_predictor(session, predictor_id, lab_id=caller.lab_id, limit=limit, offset=offset)
     return [PredictionRead.model_validate(p) for p in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
 from app.db import orm, repository
@@ -34,24 +35,27 @@ def validated_params(head: Head, params: dict[str, object]) -> dict[str, object]
         raise InvalidInput(f"params: {exc}") from exc
 
 
-def _check_encoder(session: Session, head: Head, encoder_id: str | None) -> orm.Encoder | None:
+def _check_encoder(session: Session, caller: Caller, head: Head, encoder_id: str | None) -> orm.Encoder | None:
     if head is Head.LOGISTIC_REGRESSION:
         if encoder_id is not None:
             raise InvalidInput("encoder_id: logistic_regression is the encoder-free baseline; omit encoder_id")
         return None
     if encoder_id is None:
         raise InvalidInput(f"encoder_id is required for head {head.value}")
-    return encoders.get_ready(session, encoder_id)
+    return encoders.get_ready(session, encoder_id, lab_id=caller.lab_id)
 
 
-def start_fitting(*, session: Session, dispatcher: Dispatcher, request: PredictorCreate) -> orm.Predictor:
+def start_fitting(
+    *, session: Session, caller: Caller, dispatcher: Dispatcher, request: PredictorCreate
+) -> orm.Predictor:
     """Register a predictor and queue the job that fits it."""
     params = validated_params(request.head, request.params)
-    cohort = cohorts.get(session, request.cohort_id)
+    cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
     cohort_service.check_label_column(cohort, request.label_column)
-    encoder = _check_encoder(session, request.head, request.encoder_id)
+    encoder = _check_encoder(session, caller, request.head, request.encoder_id)
     job = jobs.create_job(
         session,
+        caller,
         orm.JobKind.FIT,
         {
             "cohort_id": cohort.id,
@@ -61,6 +65,7 @@ def start_fitting(*, session: Session, dispatcher: Dispatcher, request: Predicto
         },
     )
     predictor = orm.Predictor(
+        lab_id=caller.lab_id,
         name=request.name or f"{request.head.value}-{request.label_column}",
         head=request.head.value,
         encoder_id=None if encoder is None else encoder.id,
@@ -77,9 +82,9 @@ def start_fitting(*, session: Session, dispatcher: Dispatcher, request: Predicto
     return predictor
 
 
-def get(session: Session, predictor_id: str) -> orm.Predictor:
-    return repository.get_or_404(session, orm.Predictor, predictor_id)
+def get(session: Session, predictor_id: str, *, lab_id: str) -> orm.Predictor:
+    return repository.get_or_404(session, orm.Predictor, predictor_id, lab_id=lab_id)
 
 
-def list_all(session: Session, *, limit: int, offset: int) -> list[orm.Predictor]:
-    return repository.newest(session, orm.Predictor, limit=limit, offset=offset)
+def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Predictor]:
+    return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.db import orm
 from app.db.session import session_factory
 from tests.app.test_full_loop import COHORT, start, upload
-from tests.conftest import SHARED_DATA, wait_for_job
+from tests.conftest import SHARED_DATA, lab_caller, wait_for_job
 
 SAMPLE_FIELDS = {"sample_id", "label", "top_label", "probabilities", "prediction_set", "ood_score",
                  "ood_percentile", "ood_flag"}
@@ -120,13 +120,14 @@ def test_model_card_as_json_and_markdown(client: TestClient) -> None:
 
     # The newest ready evaluation on the same cohort and label column joins the card.
     with session_factory()() as session:
-        job = orm.Job(kind=orm.JobKind.EVALUATE, state=orm.JobState.SUCCEEDED)
+        lab_id = lab_caller().lab_id
+        job = orm.Job(lab_id=lab_id, kind=orm.JobKind.EVALUATE, state=orm.JobState.SUCCEEDED)
         session.add(job)
         session.flush()
         summary = [{"model": m, "fraction": f, "n_seeds": 3, "n_train": 10.0,
                     "accuracy": {"mean": 0.9, "std": 0.01}, "balanced_accuracy": {"mean": 0.88, "std": 0.02}}
                    for m in ("logistic_regression", "mlp_scratch") for f in (0.1, 1.0)]
-        session.add(orm.Evaluation(name="le", cohort_id=cohort["id"], job_id=job.id, label_column="tissue",
+        session.add(orm.Evaluation(lab_id=lab_id, name="le", cohort_id=cohort["id"], job_id=job.id, label_column="tissue",
                                    status=orm.ArtifactStatus.READY, config={"n_seeds": 3}, summary=summary,
                                    label_savings={"reference": "mlp_scratch"}))
         session.commit()

@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from app.config import Settings, get_settings
 from app.db import orm
 from app.db.session import session_factory
+from tests.conftest import make_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN_URL = os.environ.get("EXPRSSL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -131,7 +132,7 @@ def api(distributed: Settings) -> Iterator[TestClient]:
     """The API in distributed mode: jobs go to Celery; its reaper sweeps every half second."""
     from app.main import create_app
 
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), headers=make_lab("lab-a").headers) as client:
         yield client
 
 

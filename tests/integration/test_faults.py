@@ -18,7 +18,7 @@ from app.config import Settings, get_settings
 from app.db import orm
 from app.db.session import session_factory
 from tests.app.test_full_loop import start, upload
-from tests.conftest import wait_for_job
+from tests.conftest import make_lab, wait_for_job
 from tests.integration.conftest import PrivateRedis, Worker, unavailable
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_redis_restart_while_a_job_is_queued_does_not_lose_it(
 
     monkeypatch.setenv("EXPRSSL_BROKER_URL", private_redis.url)
     get_settings.cache_clear()
-    with TestClient(create_app()) as api:
+    with TestClient(create_app(), headers=make_lab("lab-a").headers) as api:
         start_worker("w1", broker=private_redis.url)
         cohort = upload(api)
         body = {"cohort_id": cohort["id"], "params": {"epochs": 60, "batch_size": 64}}

@@ -12,6 +12,7 @@ from app.jobs import service as jobs
 from app.storage import get_store
 from worker.celery_app import create_celery
 from worker.dispatch import CeleryDispatcher, InProcessDispatcher, make_dispatcher
+from tests.conftest import lab_caller
 
 
 def test_celery_app_acks_late_prefetches_one_and_outlasts_long_runs(settings: Settings) -> None:
@@ -47,7 +48,7 @@ def test_dispatcher_is_celery_exactly_when_a_broker_is_set(settings: Settings) -
 
 def queued(kind: orm.JobKind) -> str:
     with session_factory()() as session:
-        job = jobs.create_job(session, kind, {})
+        job = jobs.create_job(session, lab_caller(), kind, {})
         session.commit()
         return job.id
 

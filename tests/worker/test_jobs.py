@@ -14,7 +14,7 @@ from app.db.session import session_factory
 from app.jobs import service as jobs
 from models.methods.scarf import Scarf
 from tests.app.test_full_loop import upload
-from tests.conftest import wait_for_job
+from tests.conftest import lab_caller, wait_for_job
 
 
 def test_job_that_raises_ends_failed_with_its_error(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,7 +57,7 @@ def test_cancel_running_job_stops_within_an_epoch(client: TestClient) -> None:
 
 def test_claim_is_exclusive_and_transitions_are_checked(client: TestClient) -> None:
     with session_factory()() as session:
-        job = jobs.create_job(session, orm.JobKind.EVALUATE, {})
+        job = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {})
         session.commit()
         job_id = job.id
     with session_factory()() as session:

@@ -23,6 +23,7 @@ from worker import reaper
 from worker.context import JobContext
 from worker.heartbeat import beat
 from worker.runner import run_job
+from tests.conftest import lab_caller
 
 
 class NoDispatch:
@@ -39,7 +40,7 @@ def pretrain_job(client: TestClient, **params: object) -> tuple[str, str]:
     cohort = upload(client)
     request = EncoderCreate(cohort_id=cohort["id"], params={"batch_size": 64, **params})
     with session_factory()() as session:
-        encoder = encoders.start_pretraining(session=session, dispatcher=NoDispatch(), request=request)
+        encoder = encoders.start_pretraining(session=session, caller=lab_caller(), dispatcher=NoDispatch(), request=request)
         return encoder.job_id, encoder.id
 
 
@@ -142,7 +143,7 @@ def test_heartbeat_beats_during_a_long_epoch_and_stops_a_job_taken_away(
 
 def make_running(kind: orm.JobKind = orm.JobKind.EVALUATE, *, silent_s: float = 3600) -> str:
     with session_factory()() as session:
-        job_id = jobs.create_job(session, kind, {}).id
+        job_id = jobs.create_job(session, lab_caller(), kind, {}).id
         session.commit()
     with session_factory()() as session:
         job = jobs.claim(session, job_id, worker_id="gone:1")
@@ -183,7 +184,7 @@ def test_reaper_requeues_lost_jobs_up_to_the_retry_limit_then_fails_them(
 def test_reaper_cancels_a_lost_job_whose_cancellation_was_requested(client: TestClient, settings: Settings) -> None:
     job_id = make_running()
     with session_factory()() as session:
-        jobs.request_cancel(session, job_id)
+        jobs.request_cancel(session, lab_caller(), job_id)
     result, sent = sweep_now(settings)
     assert result.cancelled == [job_id] and sent == []
     assert job_row(job_id).state is orm.JobState.CANCELLED
@@ -191,10 +192,10 @@ def test_reaper_cancels_a_lost_job_whose_cancellation_was_requested(client: Test
 
 def test_reaper_resends_jobs_queued_too_long(client: TestClient, settings: Settings) -> None:
     with session_factory()() as session:
-        stale = jobs.create_job(session, orm.JobKind.EVALUATE, {})
+        stale = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {})
         stale.created_at = utcnow() - timedelta(hours=1)
-        fresh = jobs.create_job(session, orm.JobKind.EVALUATE, {})
-        resent_recently = jobs.create_job(session, orm.JobKind.EVALUATE, {})
+        fresh = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {})
+        resent_recently = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {})
         resent_recently.created_at = utcnow() - timedelta(hours=1)
         resent_recently.dispatched_at = utcnow()
         session.commit()

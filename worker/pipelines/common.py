@@ -30,7 +30,9 @@ class CohortData:
 def load_cohort(ctx: JobContext, cohort_id: str) -> CohortData:
     """Read a cohort's stored matrix, verify it against the registry's checksum, and its samples' labels."""
     with ctx.session_factory() as session:
-        cohort = cohorts.get(session, cohort_id)
+        cohort = session.get(orm.Cohort, cohort_id)
+        if cohort is None:
+            raise ArtifactIntegrityError(f"cohort {cohort_id} was deleted")
         samples: list[orm.CohortSample] = cohorts.samples(session, cohort_id)
         key, checksum, group_column = cohort.storage_key, cohort.checksum, cohort.group_column
         value_kind = cohort.value_kind

@@ -1,0 +1,1 @@
+"""Labs, users, API keys, roles and the audit log."""

@@ -1,0 +1,238 @@
+"""Labs, users and API keys: create them, authenticate a bearer key, and record who did what.
+
+A key is ``exs_<prefix>_<secret>``: 32 random bytes of secret, so a plain SHA-256 of the whole key is a
+safe digest to store (there is nothing to brute-force, unlike a password). The prefix is not secret; it
+finds the row and names the key in lists and in the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db import orm, repository
+from app.db.base import utcnow
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+
+KEY_PREFIX = "exs"
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # at most one write per key per minute
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the user behind a valid key, their lab and role."""
+
+    lab_id: str
+    lab_name: str
+    user_id: str
+    user_name: str
+    role: orm.Role
+    key_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is orm.Role.ADMIN
+
+    def require_admin(self, action: str) -> None:
+        """Forbidden unless the caller is an admin of their lab; ``action`` names what was refused."""
+        if not self.is_admin:
+            raise Forbidden(f"{action} needs the admin role; user {self.user_name} is a member of lab {self.lab_name}")
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token() -> tuple[str, str]:
+    prefix = secrets.token_hex(6)
+    return prefix, f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def authenticate(session: Session, token: str) -> Caller:
+    """The caller a bearer key belongs to; Unauthorized for a malformed, unknown or revoked key. Commits."""
+    parts = token.split("_", 2)  # the secret itself may contain "_"
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        raise Unauthorized("malformed API key: expected 'Authorization: Bearer exs_...'")
+    key = session.scalar(select(orm.ApiKey).where(orm.ApiKey.prefix == parts[1]))
+    if key is None or not hmac.compare_digest(key.secret_sha256, digest(token)):
+        raise Unauthorized("unknown API key")
+    if key.revoked_at is not None:
+        raise Unauthorized(f"API key {key.prefix} was revoked at {key.revoked_at.isoformat()}")
+    if key.user.disabled:
+        raise Unauthorized(f"user {key.user.name} is disabled")
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        key.last_used_at = now
+        session.commit()
+    user = key.user
+    return Caller(user.lab_id, user.lab.name, user.id, user.name, user.role, key.id)
+
+
+def record(
+    session: Session, caller: Caller, action: str, obj: Any, details: dict[str, Any] | None = None
+) -> None:
+    """Append an audit event for ``action`` on ``obj`` (a registry row). Does not commit."""
+    session.add(
+        orm.AuditEvent(
+            lab_id=caller.lab_id,
+            user_id=caller.user_id,
+            key_id=caller.key_id,
+            action=action,
+            object_type=obj.__tablename__,
+            object_id=getattr(obj, "id", None),
+            details=details or {},
+        )
+    )
+
+
+def _clean_name(name: str, what: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > 200:
+        raise InvalidInput(f"{what}: give 1 to 200 characters, got {len(cleaned)}")
+    return cleaned
+
+
+def _add_key(session: Session, user: orm.User, name: str) -> tuple[orm.ApiKey, str]:
+    prefix, token = _new_token()
+    key = orm.ApiKey(user_id=user.id, lab_id=user.lab_id, name=name, prefix=prefix, secret_sha256=digest(token))
+    session.add(key)
+    session.flush()
+    return key, token
+
+
+def create_lab(session: Session, *, name: str, admin_name: str) -> tuple[orm.Lab, orm.User, str]:
+    """A new lab with its first admin and that admin's key (the only time the key is seen). Commits."""
+    name = _clean_name(name, "lab name")
+    if session.scalar(select(orm.Lab).where(orm.Lab.name == name)) is not None:
+        raise Conflict(f"a lab named {name!r} already exists")
+    lab = orm.Lab(name=name)
+    session.add(lab)
+    session.flush()
+    admin = orm.User(lab_id=lab.id, name=_clean_name(admin_name, "admin name"), role=orm.Role.ADMIN)
+    session.add(admin)
+    session.flush()
+    key, token = _add_key(session, admin, "first admin key")
+    caller = Caller(lab.id, lab.name, admin.id, admin.name, admin.role, key.id)
+    record(session, caller, "lab.create", lab, {"admin": admin.name})
+    record(session, caller, "key.create", key, {"prefix": key.prefix, "user": admin.name})
+    session.commit()
+    return lab, admin, token
+
+
+def count_labs(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(orm.Lab)) or 0
+
+
+def get_lab_by_name(session: Session, name: str) -> orm.Lab:
+    lab = session.scalar(select(orm.Lab).where(orm.Lab.name == name))
+    if lab is None:
+        raise NotFound(f"lab {name!r} not found")
+    return lab
+
+
+def get_user(session: Session, caller: Caller, user_id: str) -> orm.User:
+    return repository.get_or_404(session, orm.User, user_id, lab_id=caller.lab_id)
+
+
+def list_users(session: Session, caller: Caller) -> list[orm.User]:
+    query = select(orm.User).where(orm.User.lab_id == caller.lab_id).order_by(orm.User.created_at, orm.User.id)
+    return list(session.scalars(query))
+
+
+def create_user(session: Session, caller: Caller, *, name: str, role: orm.Role) -> orm.User:
+    """Add a user to the caller's lab (admins only). Commits."""
+    caller.require_admin("creating users")
+    name = _clean_name(name, "user name")
+    taken = select(orm.User).where(orm.User.lab_id == caller.lab_id, orm.User.name == name)
+    if session.scalar(taken) is not None:
+        raise Conflict(f"lab {caller.lab_name} already has a user named {name!r}")
+    user = orm.User(lab_id=caller.lab_id, name=name, role=role)
+    session.add(user)
+    session.flush()
+    record(session, caller, "user.create", user, {"name": name, "role": role.value})
+    session.commit()
+    return user
+
+
+def update_user(
+    session: Session, caller: Caller, user_id: str, *, role: orm.Role | None, disabled: bool | None
+) -> orm.User:
+    """Change a user's role or disable them (admins only; not themselves). Commits."""
+    caller.require_admin("changing users")
+    user = get_user(session, caller, user_id)
+    if user.id == caller.user_id:
+        raise Conflict("admins cannot change their own role or disable themselves; ask another admin")
+    changes: dict[str, Any] = {}
+    if role is not None and role is not user.role:
+        changes["role"] = [user.role.value, role.value]
+        user.role = role
+    if disabled is not None and disabled != user.disabled:
+        changes["disabled"] = [user.disabled, disabled]
+        user.disabled = disabled
+    record(session, caller, "user.update", user, {"name": user.name, **changes})
+    session.commit()
+    return user
+
+
+def create_key(session: Session, caller: Caller, *, user_id: str, name: str) -> tuple[orm.ApiKey, str]:
+    """A new key for a user: admins for anyone of their lab, members for themselves. Commits."""
+    user = get_user(session, caller, user_id)
+    if user.id != caller.user_id:
+        caller.require_admin("creating keys for other users")
+    if user.disabled:
+        raise Conflict(f"user {user.name} is disabled; enable them before giving them a key")
+    key, token = _add_key(session, user, _clean_name(name, "key name"))
+    record(session, caller, "key.create", key, {"prefix": key.prefix, "user": user.name})
+    session.commit()
+    return key, token
+
+
+def list_keys(session: Session, caller: Caller) -> list[orm.ApiKey]:
+    """Admins see every key of their lab, members their own."""
+    query = select(orm.ApiKey).where(orm.ApiKey.lab_id == caller.lab_id)
+    if not caller.is_admin:
+        query = query.where(orm.ApiKey.user_id == caller.user_id)
+    return list(session.scalars(query.order_by(orm.ApiKey.created_at, orm.ApiKey.id)))
+
+
+def revoke_key(session: Session, caller: Caller, key_id: str) -> orm.ApiKey:
+    """Revoke a key at once: admins any of their lab's, members their own. Commits."""
+    key = repository.get_or_404(session, orm.ApiKey, key_id, lab_id=caller.lab_id)
+    if key.user_id != caller.user_id:
+        caller.require_admin("revoking other users' keys")
+    if key.revoked_at is not None:
+        raise Conflict(f"API key {key.prefix} is already revoked")
+    key.revoked_at = utcnow()
+    record(session, caller, "key.revoke", key, {"prefix": key.prefix, "user": key.user.name})
+    session.commit()
+    return key
+
+
+def list_audit(
+    session: Session,
+    caller: Caller,
+    *,
+    action: str | None,
+    user_id: str | None,
+    since: datetime | None,
+    limit: int,
+    offset: int,
+) -> list[orm.AuditEvent]:
+    """The lab's audit log, newest first (admins only)."""
+    caller.require_admin("reading the audit log")
+    query = select(orm.AuditEvent).where(orm.AuditEvent.lab_id == caller.lab_id)
+    if action:
+        query = query.where(orm.AuditEvent.action == action)
+    if user_id:
+        query = query.where(orm.AuditEvent.user_id == user_id)
+    if since:
+        query = query.where(orm.AuditEvent.at >= since)
+    query = query.order_by(orm.AuditEvent.at.desc(), orm.AuditEvent.id.desc())
+    return list(session.scalars(query.limit(limit).offset(offset)))

@@ -1,0 +1,58 @@
+"""Per-user rate limits on the expensive endpoints, counted by the `limits` library (memory or Redis)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from functools import lru_cache
+
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from app.auth.deps import CallerDep
+from app.config import Settings
+from app.deps import SettingsDep
+from app.errors import ErrorBody, TooManyRequests
+
+BUCKETS = ("upload", "train", "predict")
+RATE_LIMITED: dict[int | str, dict[str, object]] = {
+    429: {"model": ErrorBody, "description": "Rate limit reached; the Retry-After header says when to retry"}
+}
+
+
+@lru_cache
+def _limiter(storage_uri: str) -> MovingWindowRateLimiter:
+    return MovingWindowRateLimiter(storage_from_string(storage_uri))
+
+
+def limit_for(settings: Settings, bucket: str) -> RateLimitItem:
+    """The configured limit of ``bucket``; ValueError names the setting when it does not parse."""
+    text = getattr(settings, f"rate_limit_{bucket}")
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError(f"EXPRSSL_RATE_LIMIT_{bucket.upper()}={text!r} is not a rate such as '10/minute'") from exc
+
+
+def hit(settings: Settings, bucket: str, user_id: str) -> None:
+    """Count one request of ``user_id`` against ``bucket``; TooManyRequests when over the limit."""
+    item = limit_for(settings, bucket)
+    limiter = _limiter(settings.rate_limit_storage)
+    if limiter.hit(item, bucket, user_id):
+        return
+    reset_at, _ = limiter.get_window_stats(item, bucket, user_id)
+    retry_after = max(1, math.ceil(reset_at - time.time()))
+    raise TooManyRequests(
+        f"rate limit for {bucket} requests reached ({item}); retry in {retry_after} s", retry_after=retry_after
+    )
+
+
+def rate_limited(bucket: str) -> Callable[[CallerDep, SettingsDep], None]:
+    """A dependency that counts the caller's request against ``bucket``."""
+
+    def dependency(caller: CallerDep, settings: SettingsDep) -> None:
+        hit(settings, bucket, caller.user_id)
+
+    return dependency
