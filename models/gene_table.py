@@ -9,7 +9,7 @@ Canonical key: the NCBI gene id as a decimal string (``"7157"``) where one exist
 without version (``"ENSG00000..."``). Names that resolve to no single gene keep a key of their own (the
 normalised name; probe-set ids verbatim) so they still match the same name elsewhere.
 
-Rules, tried in this order (:data:`RULES`):
+Rules (:data:`RULES`; their patterns do not overlap, except that a symbol or alias is looked up first):
 
 - ``symbol``: a current official symbol, case-insensitive. A symbol carried by several genes is ambiguous.
 - ``alias``: a previous symbol or synonym that points to one gene; one that points to several is ambiguous.
