@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # GPU users: set TORCH_SPEC to their CUDA build, or install torch into the venv first.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test migrate lint clean
+.PHONY: install run test browser migrate lint clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,20 @@ run: install
 migrate: install
 	$(VENV)/bin/exprssl migrate
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
+
+# The admin pages' browser tests (tests/e2e) drive Debian's chromium through its chromedriver.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver \
+			|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends chromium chromium-driver; }; \
+		else \
+			echo "make: chromium and chromium-driver are missing (install them as root); browser tests will skip" >&2; \
+		fi; \
+	fi
 
 lint: install
 	$(PY) -m ruff check app worker models migrations tests bench

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from app.auth.deps import get_caller
 from app.auth.router import router as access
 from app.cohorts.router import router as cohorts
 from app.encoders.router import methods_router as methods
@@ -30,5 +31,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 api_router = APIRouter(responses=ERROR_RESPONSES)
-for router in (health, access, cohorts, methods, encoders, predictors, predictions, evaluations, jobs, genes):
-    api_router.include_router(router)
+api_router.include_router(health)
+# Every other endpoint needs a valid API key, whether or not it reads the caller itself.
+for router in (access, cohorts, methods, encoders, predictors, predictions, evaluations, jobs, genes):
+    api_router.include_router(router, dependencies=[Depends(get_caller)])

@@ -20,7 +20,7 @@ methods_router = APIRouter(prefix="/methods", tags=["encoders"])
 
 
 @methods_router.get("", response_model=list[MethodRead])
-def list_methods(_caller: CallerDep) -> list[MethodRead]:
+def list_methods() -> list[MethodRead]:
     """List the SSL methods with every hyper-parameter and its default."""
     return [MethodRead(name=name, defaults=cls.params_class().to_dict()) for name, cls in sorted(METHODS.items())]
 
