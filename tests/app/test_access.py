@@ -131,7 +131,8 @@ def test_a_key_of_lab_b_finds_nothing_of_lab_a(client: TestClient, lab_objects: 
     for path, body in (
         ("/encoders", {"cohort_id": ids["cohort_id"]}),
         ("/predictors", {"cohort_id": ids["cohort_id"], "label_column": "tissue", "head": "logistic_regression"}),
-        ("/evaluations", {"cohort_id": ids["cohort_id"], "label_column": "tissue", "baselines": ["logistic_regression"]}),
+        ("/evaluations", {"cohort_id": ids["cohort_id"], "label_column": "tissue",
+                          "baselines": ["logistic_regression"]}),
     ):
         response = client.post(path, json=body, headers=lab_b.headers)
         if response.status_code != 404:
@@ -224,7 +225,8 @@ def test_members_get_403_on_admin_actions(client: TestClient, lab_a: LabKey) -> 
     own = client.post("/cohorts", headers=member, files={
         "expression": ("e.parquet", (COHORT / "expression.parquet").read_bytes())}, data={"name": "mine"})
     assert own.status_code == 201 and own.json()["duplicate_of"] == cohort["id"]
-    job = client.post("/encoders", headers=member, json={"cohort_id": cohort["id"], "params": {"epochs": 1, "batch_size": 64}})
+    pretrain = {"cohort_id": cohort["id"], "params": {"epochs": 1, "batch_size": 64}}
+    job = client.post("/encoders", headers=member, json=pretrain)
     assert job.status_code == 202
     wait_for_job(client, job.json()["job"]["id"])
     spare = client.post(f"/users/{member_id}/keys", json={"name": "spare"}, headers=member).json()
@@ -256,7 +258,8 @@ def test_audit_log_records_who_did_what(client: TestClient, lab_a: LabKey) -> No
     }
     assert expected <= seen, expected - seen
     deletion = next(e for e in events if e["action"] == "cohort.delete")
-    assert deletion["details"]["force"] is True and f"encoder {running['encoder']['id']}" in deletion["details"]["deleted"]
+    assert deletion["details"]["force"] is True
+    assert f"encoder {running['encoder']['id']}" in deletion["details"]["deleted"]
     assert all(e["at"] and e["key_id"] for e in events)
     assert [e["action"] for e in client.get("/audit?action=key.revoke").json()] == ["key.revoke"]
     # Another lab's audit log holds none of it.
