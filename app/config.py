@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     )
     checkpoint_every_epochs: int = Field(default=25, ge=0, description="Pretraining checkpoints; 0 = none.")
     readiness_timeout_s: float = Field(default=2.0, gt=0.0, description="Wait for broker and workers in /ready.")
+
+    @field_validator("rate_limit_upload", "rate_limit_train", "rate_limit_predict")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate such as '10/minute' or '100/hour'") from exc
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_fits_timeout(self) -> Settings:

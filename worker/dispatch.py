@@ -67,9 +67,11 @@ class InProcessDispatcher:
             self.submit(job_id)
 
     def submit(self, job_id: str) -> None:
-        event = threading.Event()
         with self._lock:
-            self._cancel_events[job_id] = event
+            # A retried job may still have its first submission waiting in the pool: both share one event,
+            # cleared so that the old cancellation does not stop the retry. Only one of them can claim it.
+            event = self._cancel_events.setdefault(job_id, threading.Event())
+            event.clear()
             self._futures[job_id] = self._pool.submit(self._run, job_id, event)
 
     def _run(self, job_id: str, event: threading.Event) -> orm.JobState | None:

@@ -1,0 +1,142 @@
+"""Deleting cohorts keeps lineage (or, forced by an admin, takes the dependents along); retry; limits; the CLI."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import cli
+from app.auth import service as auth
+from app.config import Settings, get_settings
+from app.db.session import session_factory
+from tests.app.test_access import add_member, inline_body
+from tests.app.test_full_loop import COHORT, start, upload
+from tests.conftest import wait_for_job
+
+
+def fitted(client: TestClient, cohort_id: object) -> dict[str, object]:
+    body = {"cohort_id": cohort_id, "label_column": "tissue", "head": "logistic_regression"}
+    accepted = start(client, "/predictors", body)
+    assert wait_for_job(client, accepted["job"]["id"])["state"] == "succeeded"
+    return client.get(f"/predictors/{accepted['predictor']['id']}").json()
+
+
+def test_deleting_a_cohort_with_models_is_refused_unless_an_admin_forces_it(
+    client: TestClient, settings: Settings
+) -> None:
+    cohort = upload(client)
+    predictor = fitted(client, cohort["id"])
+    prediction = client.post(f"/predictors/{predictor['id']}/predictions", json=inline_body()).json()
+    refused = client.delete(f"/cohorts/{cohort['id']}")
+    assert refused.status_code == 409
+    message = refused.json()["error"]["message"]
+    assert f"predictor {predictor['id']} ({predictor['name']})" in message
+    assert f"prediction {prediction['id']}" in message
+    assert "force=true" in message
+    # Nothing was lost: the cohort and its predictor still work.
+    assert client.get(f"/cohorts/{cohort['id']}").status_code == 200
+    assert client.post(f"/predictors/{predictor['id']}/predictions", json=inline_body()).status_code == 201
+
+    artifacts = settings.resolved_artifact_dir
+    files_before = {p for p in artifacts.rglob("*") if p.is_file()}
+    assert client.delete(f"/cohorts/{cohort['id']}?force=true").status_code == 204
+    for path in (f"/cohorts/{cohort['id']}", f"/predictors/{predictor['id']}", f"/predictions/{prediction['id']}"):
+        assert client.get(path).status_code == 404, path
+    left = {p for p in artifacts.rglob("*") if p.is_file()}
+    gone = {p.relative_to(artifacts).parts[0] for p in files_before - left}
+    assert gone == {"cohorts", "predictors"} and not any(p.parts[-2:][0] == "cohorts" for p in left)
+    assert client.get(f"/jobs/{predictor['job_id']}").json()["state"] == "succeeded"  # the history stays
+
+
+def test_an_identical_upload_keeps_the_shared_matrix_when_the_first_is_deleted(client: TestClient) -> None:
+    first, second = upload(client), upload(client)
+    assert second["duplicate_of"] == first["id"]
+    assert client.delete(f"/cohorts/{first['id']}").status_code == 204
+    assert fitted(client, second["id"])["status"] == "ready"  # its matrix is still stored
+
+
+def test_a_cohort_in_use_by_a_running_job_is_not_deleted_even_by_force(client: TestClient) -> None:
+    cohort = upload(client)
+    job = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 400, "batch_size": 64}})["job"]
+    refused = client.delete(f"/cohorts/{cohort['id']}?force=true")
+    assert refused.status_code == 409 and job["id"] in refused.json()["error"]["message"]
+    client.post(f"/jobs/{job['id']}/cancel")
+    assert wait_for_job(client, job["id"])["state"] == "cancelled"
+
+
+def test_a_cancelled_job_can_be_retried_and_then_succeeds(client: TestClient) -> None:
+    cohort = upload(client)
+    long = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 2000, "batch_size": 64}})
+    accepted = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 3, "batch_size": 64}})
+    job_id = accepted["job"]["id"]  # queued behind the long job: the one worker thread is busy
+    assert client.post(f"/jobs/{job_id}/cancel").json()["state"] == "cancelled"
+    client.post(f"/jobs/{long['job']['id']}/cancel")
+    retried = client.post(f"/jobs/{job_id}/retry")
+    assert retried.status_code == 200 and retried.json()["state"] in {"queued", "running", "succeeded"}
+    job = wait_for_job(client, job_id)
+    assert job["state"] == "succeeded" and any("retried by alice" in (e["message"] or "") for e in job["events"])
+    encoder = client.get(f"/encoders/{accepted['encoder']['id']}").json()
+    assert encoder["status"] == "ready" and len(encoder["loss_curve"]) == 3
+    again = client.post(f"/jobs/{job_id}/retry")
+    assert again.status_code == 409 and "only failed or cancelled" in again.json()["error"]["message"]
+
+
+def test_upload_and_inline_limits_name_the_setting(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_SAMPLES", "100")
+    get_settings.cache_clear()
+    files = {"expression": ("e.parquet", (COHORT / "expression.parquet").read_bytes())}
+    response = client.post("/cohorts", files=files)
+    assert response.status_code == 422
+    assert "189 samples" in response.json()["error"]["message"]
+    assert "EXPRSSL_MAX_UPLOAD_SAMPLES" in response.json()["error"]["message"]
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_SAMPLES", "1000")
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_GENES", "400")
+    get_settings.cache_clear()
+    response = client.post("/cohorts", files=files)
+    assert response.status_code == 422 and "500 genes" in response.json()["error"]["message"]
+    assert client.get("/cohorts").json() == []  # nothing half-stored
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_GENES", "1000")
+    monkeypatch.setenv("EXPRSSL_MAX_INLINE_SAMPLES", "1")
+    get_settings.cache_clear()
+    predictor = fitted(client, upload(client)["id"])
+    response = client.post(f"/predictors/{predictor['id']}/predictions", json=inline_body(2))
+    assert response.status_code == 422 and "EXPRSSL_MAX_INLINE_SAMPLES" in response.json()["error"]["message"]
+
+
+def test_rate_limits_answer_429_with_retry_after_per_user(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    predictor = fitted(client, upload(client)["id"])
+    monkeypatch.setenv("EXPRSSL_RATE_LIMIT_PREDICT", "2/minute")
+    get_settings.cache_clear()
+    url = f"/predictors/{predictor['id']}/predictions"
+    assert [client.post(url, json=inline_body(1)).status_code for _ in range(2)] == [201, 201]
+    limited = client.post(url, json=inline_body(1))
+    assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
+    assert "2 per 1 minute" in limited.json()["error"]["message"]
+    _, member = add_member(client)
+    assert client.post(url, json=inline_body(1), headers=member).status_code == 201  # counted per user
+    monkeypatch.setenv("EXPRSSL_RATE_LIMIT_PREDICT", "often")
+    with pytest.raises(ValueError, match="not a rate"):
+        Settings()
+
+
+def test_cli_creates_a_lab_whose_admin_key_works(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["admin", "create-lab", "genomics", "--admin", "root"])
+    token = next(word for word in capsys.readouterr().out.split() if word.startswith("exs_"))
+    me = client.get("/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert (me["lab_name"], me["user_name"], me["role"]) == ("genomics", "root", "admin")
+    with pytest.raises(SystemExit, match="already exists"):
+        cli.main(["admin", "create-lab", "genomics"])
+    cli.main(["admin", "create-key", "--lab", "genomics", "--user", "root"])
+    second = next(word for word in capsys.readouterr().out.split() if word.startswith("exs_"))
+    assert second != token and client.get("/me", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+
+
+def test_first_start_of_the_embedded_default_prints_one_admin_key(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = cli.bootstrap_local_admin()
+    assert token is not None and token in capsys.readouterr().out
+    assert cli.bootstrap_local_admin() is None  # the second start makes no new lab or key
+    with session_factory()() as session:
+        caller = auth.authenticate(session, token)
+    assert (caller.lab_name, caller.user_name, caller.is_admin) == ("local", "admin", True)
