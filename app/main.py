@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from app.admin.router import router as admin_router
 from app.api import api_router
 from app.config import get_settings
 from app.db.session import session_factory
@@ -100,4 +101,5 @@ def create_app() -> FastAPI:
     for database_error in (DBAPIError, PoolTimeout):
         app.add_exception_handler(database_error, _database_error)
     app.include_router(api_router)
+    app.include_router(admin_router)
     return app

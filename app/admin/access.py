@@ -1,0 +1,97 @@
+"""Who is using the admin pages (an API key in a session cookie), and the checks every admin request passes.
+
+The cookie holds the key itself, HttpOnly and SameSite=Strict, scoped to /admin. A form post whose Origin
+header names another host is refused (403) before the route runs, whatever the cookie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+
+from app.admin import views
+from app.auth import service as auth
+from app.auth.service import Caller
+from app.deps import SessionDep
+from app.errors import ExprsslError, Forbidden, Unauthorized
+
+SESSION_COOKIE = "exprssl_session"
+LOGIN_PATH = "/admin/login"
+
+
+class LoginRequired(Exception):
+    """No session cookie, or one whose key no longer authenticates."""
+
+
+def start_session(response: Response, token: str, *, secure: bool) -> None:
+    response.set_cookie(
+        SESSION_COOKIE, token, path=views.COOKIE_PATH, httponly=True, samesite="strict", secure=secure
+    )
+
+
+def end_session(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path=views.COOKIE_PATH, httponly=True, samesite="strict")
+
+
+def page_caller(request: Request, session: SessionDep) -> Caller:
+    """The user behind the session cookie's key; LoginRequired (a redirect to the login page) without one."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise LoginRequired
+    try:
+        return auth.authenticate(session, token)
+    except Unauthorized as exc:
+        raise LoginRequired from exc
+
+
+PageCaller = Annotated[Caller, Depends(page_caller)]
+
+
+def check_origin(request: Request) -> None:
+    """Forbidden when a request carries an Origin header naming another host than this app's (CSRF)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    host = request.headers.get("host", "")
+    if urlsplit(origin).netloc.lower() != host.lower():
+        raise Forbidden(f"cross-site form post refused: Origin {origin!r} is not this site ({host})")
+
+
+def _login_redirect() -> Response:
+    response = RedirectResponse(LOGIN_PATH, status_code=303)
+    end_session(response)
+    return response
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str) -> Response:
+    context = {"caller": None, "title": title, "message": message}
+    return views.render(request, "error.html", context, status_code=status_code)
+
+
+class AdminRoute(APIRoute):
+    """Admin routes answer in HTML: the login page when not logged in, an error page for refused requests."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def admin_handler(request: Request) -> Response:
+            try:
+                if request.method == "POST":
+                    check_origin(request)
+                return await handler(request)
+            except LoginRequired:
+                return _login_redirect()
+            except ExprsslError as exc:
+                title = {403: "Forbidden", 404: "Not found", 409: "Conflict"}.get(exc.status_code, "Error")
+                return _error_page(request, exc.status_code, title, exc.message)
+            except RequestValidationError as exc:
+                message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                return _error_page(request, 422, "Invalid request", message)
+
+        return admin_handler
