@@ -21,7 +21,31 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, description="Celery broker; jobs run in-process if unset.")
     host: str = "127.0.0.1"
     port: int = 8000
-    min_gene_coverage: float = Field(default=0.5, gt=0.0, le=1.0)
+    # Gate on the share of a predictor's panel genes found in the input (after identifier resolution); the
+    # levels come from bench/RESULTS.md, "Gene coverage and imputation (issue 9)".
+    min_gene_coverage: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="Refuse a prediction whose input covers less of the panel (mean imputation). bench/RESULTS.md "
+        "(Gene coverage and imputation): every cohort loses 12-38 points of balanced accuracy at 30 %, easy tasks "
+        "at most 2 at 50 %.",
+    )
+    warn_gene_coverage: float = Field(
+        default=0.9, gt=0.0, le=1.0,
+        description="Warn (in the coverage report) below this coverage (mean imputation). bench/RESULTS.md: a "
+        "hard task loses 6 points at 90 % coverage and 17 at 70 % with mean imputation.",
+    )
+    ridge_min_gene_coverage: float = Field(
+        default=0.3, gt=0.0, le=1.0,
+        description="Refuse below this coverage when ridge imputation is requested. bench/RESULTS.md: ridge "
+        "keeps full-panel accuracy down to 30 %, the lowest coverage measured.",
+    )
+    ridge_warn_gene_coverage: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="Warn below this coverage when ridge imputation is requested (bench/RESULTS.md).",
+    )
+    imputer_cache_size: int = Field(
+        default=8, ge=0, description="Ridge imputation solutions kept in memory, per (predictor, observed genes)."
+    )
     ood_percentile: float = Field(
         default=99.0, gt=0.0, lt=100.0,
         description="Flag a predicted sample as out of distribution above this percentile of the training "
@@ -38,8 +62,9 @@ class Settings(BaseSettings):
     rate_limit_storage: str = Field(
         default="memory://", description="Where counts live: memory:// (one process) or redis://host:6379 (shared)."
     )
-    duplicate_genes: Literal["refuse", "sum"] = Field(
-        default="refuse", description="Genes that match after id normalisation: refuse the upload, or sum them."
+    duplicate_genes: Literal["refuse", "sum", "mean"] = Field(
+        default="refuse",
+        description="Columns that resolve to the same gene (gene table): refuse the upload, or sum or average them.",
     )
     worker_threads: int = Field(default=1, ge=1, description="In-process jobs run concurrently.")
     torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; all cores if unset.")
@@ -69,6 +94,14 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a rate such as '10/minute' or '100/hour'") from exc
         return value
+
+    @model_validator(mode="after")
+    def _coverage_levels(self) -> Settings:
+        pairs = (("min_gene_coverage", "warn_gene_coverage"), ("ridge_min_gene_coverage", "ridge_warn_gene_coverage"))
+        for refuse, warn in pairs:
+            if getattr(self, refuse) > getattr(self, warn):
+                raise ValueError(f"{refuse} must not exceed {warn}")
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_fits_timeout(self) -> Settings:

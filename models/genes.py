@@ -9,6 +9,7 @@ without changing any caller.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -140,33 +141,40 @@ class GeneHarmonisation:
     def n_input(self) -> int:
         return sum(len(g) for g in self.groups)
 
-    def merge(self, values: np.ndarray) -> np.ndarray:
-        """Sum the columns of ``values`` (n_samples, n_input) that share a key.
+    def merge(self, values: np.ndarray, how: str = "sum") -> np.ndarray:
+        """Sum (or average, ``how="mean"``) the columns of ``values`` (n_samples, n_input) that share a key.
 
         Returns ``values`` itself when no key is shared, else a new C-contiguous float32 array of shape
         (n_samples, len(names)); row blocks bound the temporaries to a few MB besides the result.
         """
         if values.ndim != 2 or values.shape[1] != self.n_input:
             raise ValueError(f"values must have {self.n_input} columns, got shape {values.shape}")
+        if how not in ("sum", "mean"):
+            raise ValueError(f"how must be 'sum' or 'mean', got {how!r}")
         if not self.duplicates:
             return values
         first = np.array([g[0] for g in self.groups], dtype=np.int64)
         extra_src = np.array([j for g in self.groups for j in g[1:]], dtype=np.int64)
         extra_dst = np.array([k for k, g in enumerate(self.groups) for _ in g[1:]], dtype=np.int64)
+        sizes = np.array([len(g) for g in self.groups], dtype=np.float64)
         out = np.empty((values.shape[0], len(self.groups)), dtype=np.float32)
         rows = max(1, _ROW_BLOCK_CELLS // max(1, values.shape[1]))
         for start in range(0, values.shape[0], rows):
             block = values[start : start + rows]
             merged = block[:, first].astype(np.float64)  # sums in float64, stored as float32
             np.add.at(merged.T, extra_dst, block[:, extra_src].T)  # merged.T[j] is column j
-            out[start : start + rows] = merged
+            out[start : start + rows] = merged / sizes if how == "mean" else merged
         return out
 
 
 def harmonise_genes(genes: Sequence[str], resolver: GeneIdResolver = normalise_gene_ids) -> GeneHarmonisation:
     """Group gene names by the key ``resolver`` gives them (version suffixes, case and, with a table-backed
     resolver, synonyms no longer make two names of one gene look different)."""
-    keys = resolver(genes)
+    return harmonise_keys(genes, resolver(genes))
+
+
+def harmonise_keys(genes: Sequence[str], keys: Sequence[str]) -> GeneHarmonisation:
+    """Group gene names by their match keys, one key per name (see :func:`harmonise_genes`)."""
     if len(keys) != len(genes):
         raise ValueError(f"the resolver returned {len(keys)} keys for {len(genes)} names")
     position: dict[str, int] = {}
@@ -194,6 +202,11 @@ class AlignmentReport:
         coverage: ``n_found / n_panel`` (0.0 for an empty panel).
         missing: Up to the first 50 missing panel genes, as spelled in the panel.
         extra: Up to the first 50 extra input genes, as spelled in the input.
+        n_matched_directly: Found panel genes whose input name is the panel's once normalised (version
+            suffix, case).
+        n_matched_by_conversion: Found panel genes matched under another name with the same key (a symbol
+            for an Ensembl id, a previous symbol for the current one).
+        conversions: Up to the first 50 of those, as ``{"input": name, "panel": name}``.
     """
 
     n_panel: int
@@ -203,6 +216,9 @@ class AlignmentReport:
     coverage: float
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    n_matched_directly: int = 0
+    n_matched_by_conversion: int = 0
+    conversions: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Return the report as plain JSON-serialisable python types."""
@@ -217,50 +233,78 @@ def _duplicates(normalised: Sequence[str], original: Sequence[str]) -> dict[str,
     return {k: v for k, v in groups.items() if len(v) > 1}
 
 
-def _index_genes(genes: Sequence[str], what: str) -> dict[str, int]:
-    """Map normalised id -> column index; raise ValueError naming duplicated ids."""
-    normalised = [normalise_gene_id(g) for g in genes]
-    index = {g: i for i, g in enumerate(normalised)}
-    if len(index) != len(normalised):
-        dups = _duplicates(normalised, genes)
+def _index_keys(keys: Sequence[str], genes: Sequence[str], what: str) -> dict[str, int]:
+    """Map key -> column index; raise ValueError naming the names that share a key."""
+    index = {k: i for i, k in enumerate(keys)}
+    if len(index) != len(keys):
+        dups = _duplicates(keys, genes)
         shown = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(dups.items())[:10])
         raise ValueError(f"{len(dups)} {what} gene id(s) are duplicated after normalisation: {shown}")
     return index
 
 
+def match_keys(
+    genes: Sequence[str], panel: Sequence[str], resolver: GeneIdResolver = normalise_gene_ids
+) -> tuple[list[str], list[str]]:
+    """Keys the input's and the panel's names are matched on: the resolver's, except that a key several
+    names share on either side (a panel made before synonyms were merged) falls back to the normalised
+    names on both sides, so those names still match themselves."""
+    gene_keys, panel_keys = list(resolver(genes)), list(resolver(panel))
+    if len(gene_keys) != len(genes) or len(panel_keys) != len(panel):
+        raise ValueError("the resolver must return one key per name")
+    shared = {k for keys in (gene_keys, panel_keys) for k, n in Counter(keys).items() if n > 1}
+    if shared:
+        gene_keys = [normalise_gene_id(g) if k in shared else k for g, k in zip(genes, gene_keys, strict=True)]
+        panel_keys = [normalise_gene_id(p) if k in shared else k for p, k in zip(panel, panel_keys, strict=True)]
+    return gene_keys, panel_keys
+
+
 def align_to_panel(
-    values: np.ndarray, genes: Sequence[str], panel: Sequence[str]
+    values: np.ndarray,
+    genes: Sequence[str],
+    panel: Sequence[str],
+    *,
+    resolver: GeneIdResolver = normalise_gene_ids,
 ) -> tuple[np.ndarray, AlignmentReport]:
     """Reorder the columns of an expression matrix to a gene panel.
 
-    Identifiers on both sides are matched after :func:`normalise_gene_id`. Panel genes absent from the
-    input become NaN columns (imputed later by :meth:`models.preprocessing.Preprocessor.transform`);
+    Identifiers on both sides go through the same ``resolver`` and are matched on its keys (see
+    :func:`match_keys`); the default, :func:`normalise_gene_ids`, matches after :func:`normalise_gene_id`,
+    a gene-table resolver also matches symbols to Ensembl ids and previous symbols to current ones. Panel
+    genes absent from the input become NaN columns (imputed later, by
+    :meth:`models.preprocessing.Preprocessor.transform` with the training mean or by ``models.imputation``);
     input genes not in the panel are dropped.
 
     Args:
         values: Expression matrix, shape ``(n_samples, len(genes))``.
         genes: Column identifiers of ``values``.
         panel: Target gene panel (ordered).
+        resolver: Maps names to match keys.
 
     Returns:
         ``(aligned, report)`` with ``aligned`` float32 of shape ``(n_samples, len(panel))``.
 
     Raises:
-        ValueError: If shapes disagree or two input (or panel) genes normalise to the same id.
+        ValueError: If shapes disagree or two input (or panel) genes have the same key.
     """
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[1] != len(genes):
         raise ValueError(f"values must have shape (n_samples, {len(genes)}) to match genes, got {values.shape}")
-    source = _index_genes(genes, "input")
-    target = [normalise_gene_id(g) for g in panel]
-    _index_genes(panel, "panel")
-    src_idx = np.array([source.get(g, -1) for g in target], dtype=np.int64)
+    gene_keys, panel_keys = match_keys(genes, panel, resolver)
+    source = _index_keys(gene_keys, genes, "input")
+    _index_keys(panel_keys, panel, "panel")
+    src_idx = np.array([source.get(k, -1) for k in panel_keys], dtype=np.int64)
     found = src_idx >= 0
     aligned = np.full((values.shape[0], len(panel)), np.nan, dtype=np.float32)
     aligned[:, found] = values[:, src_idx[found]].astype(np.float32, copy=False)
-    panel_set = set(target)
-    extra = [str(g) for g in genes if normalise_gene_id(g) not in panel_set]
+    panel_set = set(panel_keys)
+    extra = [str(g) for g, k in zip(genes, gene_keys, strict=True) if k not in panel_set]
     missing = [str(p) for p, ok in zip(panel, found, strict=True) if not ok]
+    converted = [
+        {"input": str(genes[j]), "panel": str(p)}
+        for p, j in zip(panel, src_idx.tolist(), strict=True)
+        if j >= 0 and normalise_gene_id(genes[j]) != normalise_gene_id(p)
+    ]
     n_found = int(found.sum())
     report = AlignmentReport(
         n_panel=len(panel),
@@ -270,5 +314,8 @@ def align_to_panel(
         coverage=float(n_found / len(panel)) if len(panel) else 0.0,
         missing=missing[:_REPORT_LIMIT],
         extra=extra[:_REPORT_LIMIT],
+        n_matched_directly=n_found - len(converted),
+        n_matched_by_conversion=len(converted),
+        conversions=converted[:_REPORT_LIMIT],
     )
     return aligned, report

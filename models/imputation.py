@@ -20,6 +20,7 @@ included); NaN entries inside observed columns are filled with the training mean
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, Self
 
 import numpy as np
@@ -148,8 +149,28 @@ class RidgeImputer(MeanImputer):
             errors.append(float(np.mean(residual**2)))
         return self.alphas[int(np.argmin(errors))] * scale
 
-    def transform(self, x: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    def solve(self, observed: np.ndarray) -> RidgeSolution:
+        """The costly part of :meth:`transform` for one set of observed genes, reusable across inputs.
+
+        Eigendecomposition of the training kernel ``K = X_o X_o^T`` (``O(N^2 G_o + N^3)``) and the penalty
+        chosen by leave-one-out; memory ``N^2`` floats.
+        """
+        mask = _as_mask(observed, self.n_genes)
+        x_obs = self.centred_[:, mask]
+        eigval, eigvec = np.linalg.eigh(x_obs @ x_obs.T)
+        eigval = np.clip(eigval, 0.0, None)
+        penalty = self._choose_alpha(eigval, eigvec, self.centred_[:, ~mask]) if (~mask).any() else 0.0
+        return RidgeSolution(mask.copy(), eigval, eigvec, penalty)
+
+    def transform(
+        self, x: np.ndarray, observed: np.ndarray, *, solution: RidgeSolution | None = None
+    ) -> np.ndarray:
         """Complete ``x`` ``(M, G)``: unobserved genes predicted from the observed ones.
+
+        Args:
+            x: Input aligned to the panel, ``(M, G)``.
+            observed: Boolean mask ``(G,)`` of the genes the input has.
+            solution: :meth:`solve` for the same ``observed`` (computed here when None).
 
         Returns:
             float32 array ``(M, G)``; observed values unchanged (NaN among them: training mean). With no
@@ -158,15 +179,31 @@ class RidgeImputer(MeanImputer):
         filled, mask = self._prepare(x, observed)
         if mask.all() or not mask.any():
             return filled.astype(np.float32)
+        if solution is None:
+            solution = self.solve(mask)
+        elif not np.array_equal(solution.observed, mask):
+            raise ValueError("the solution was computed for another set of observed genes")
+        self.alpha_ = solution.penalty
         x_obs, y_mis = self.centred_[:, mask], self.centred_[:, ~mask]
-        eigval, eigvec = np.linalg.eigh(x_obs @ x_obs.T)
-        eigval = np.clip(eigval, 0.0, None)
-        penalty = self._choose_alpha(eigval, eigvec, y_mis)
-        self.alpha_ = penalty
-        dual = (eigvec / (eigval + penalty)) @ (eigvec.T @ y_mis)  # (K + lambda I)^-1 Y_m, shape (N, G_m)
         kernel = (filled[:, mask] - self.mean_[mask]) @ x_obs.T  # k(x_o), shape (M, N)
-        filled[:, ~mask] = self.mean_[~mask] + kernel @ dual
+        # k (K + lambda I)^-1 Y_m, multiplied from the left: O(M N^2 + M N G_m) for M inputs.
+        weights = ((kernel @ solution.eigvec) / (solution.eigval + solution.penalty)) @ solution.eigvec.T
+        filled[:, ~mask] = self.mean_[~mask] + weights @ y_mis
         return filled.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RidgeSolution:
+    """:meth:`RidgeImputer.solve` for one mask: ``K = V diag(eigval) V^T`` and the chosen penalty lambda."""
+
+    observed: np.ndarray
+    eigval: np.ndarray
+    eigvec: np.ndarray
+    penalty: float
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.eigvec.nbytes + self.eigval.nbytes + self.observed.nbytes)
 
 
 class KnnImputer(MeanImputer):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 
 Orientation = Literal["auto", "samples_as_rows", "genes_as_rows"]
 ValuesDeclaration = Literal["auto", "counts", "tpm", "log"]
-DuplicateGenes = Literal["refuse", "sum"]
+DuplicateGenes = Literal["refuse", "sum", "mean"]
 
 
 class CohortUploadForm(BaseModel):
@@ -33,8 +33,9 @@ class CohortUploadForm(BaseModel):
     )
     duplicate_genes: DuplicateGenes | None = Field(
         default=None,
-        description="Gene ids equal after normalisation (version suffix, case): refuse the upload or sum "
-        "their columns; the server's EXPRSSL_DUPLICATE_GENES setting if unset.",
+        description="Columns that resolve to the same gene with the gene table (version suffix, case, previous "
+        "symbol or alias, symbol vs Ensembl or NCBI id): refuse the upload, or sum or average their columns; the "
+        "server's EXPRSSL_DUPLICATE_GENES setting if unset.",
     )
 
     @field_validator("*", mode="before")
@@ -86,6 +87,45 @@ class LabelColumnRead(BaseModel):
     classes: dict[str, int] = Field(description="Sample count per value, most frequent first.")
 
 
+class GeneCandidateRead(BaseModel):
+    key: str = Field(description="Canonical key: NCBI gene id, or Ensembl gene id when the gene has none.")
+    symbol: str | None = Field(description="Current official symbol.")
+
+
+class AmbiguousGeneRead(BaseModel):
+    name: str = Field(description="The column name as uploaded.")
+    candidates: list[GeneCandidateRead] = Field(description="The genes it may denote; none was chosen.")
+
+
+class MergedGenesRead(BaseModel):
+    policy: str = Field(description="refuse, sum or mean: what was done with columns of one gene.")
+    n_groups: int = Field(description="Genes that had several columns.")
+    n_genes_merged: int = Field(description="Columns merged into those genes.")
+    groups: dict[str, list[str]] = Field(description="Stored column name -> original names (first 50 groups).")
+
+
+class GeneResolutionRead(BaseModel):
+    """How the upload's gene names were resolved to canonical gene keys (NCBI gene id, else Ensembl id)."""
+
+    version: str = Field(description="Gene table snapshot used.")
+    n_columns: int = Field(description="Gene columns uploaded (before merging).")
+    n_resolved: int = Field(description="Columns that denote one gene (or a probe set by its own id).")
+    rules: dict[str, int] = Field(
+        description="Columns per rule: symbol, alias (previous symbol or synonym), ensembl, ensembl_par_y, "
+        "ensembl_only, ncbi_id, tcga, loc_id, excel_date, probe (kept as is), ambiguous, unresolved."
+    )
+    n_ambiguous: int
+    ambiguous: list[AmbiguousGeneRead] = Field(description="First 50 ambiguous names with their candidates.")
+    n_unresolved: int
+    unresolved: list[str] = Field(description="First 50 names no gene was found for; they match only themselves.")
+    merged: MergedGenesRead
+    ensembl_alternates: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Genes several distinct Ensembl ids of the file belong to (alternate haplotypes, patches): "
+        "n_groups and the first 50 groups; these columns are kept apart, keyed by their own Ensembl ids.",
+    )
+
+
 class CohortRead(BaseModel):
     id: str
     name: str
@@ -110,6 +150,12 @@ class CohortRead(BaseModel):
     ingest: dict[str, Any] = Field(
         description="How the upload was read: format, orientation, gene-id kinds, merged duplicate genes, "
         "value statistics, where the labels came from."
+    )
+    gene_table_version: str | None = Field(
+        default=None, description="Gene table snapshot the gene names were resolved with (None: older cohorts)."
+    )
+    gene_resolution: GeneResolutionRead | None = Field(
+        default=None, description="How gene names were resolved and merged (None for cohorts uploaded before)."
     )
     created_at: datetime
 

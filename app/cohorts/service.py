@@ -21,7 +21,15 @@ from app.config import Settings
 from app.db import orm
 from app.errors import Conflict, InvalidInput
 from app.storage import ArtifactStore
-from models.genes import GeneHarmonisation, GeneIdSummary, harmonise_genes, summarise_gene_ids
+from models.gene_table import Resolution, default_table, gene_table_version, resolve_genes, summarise_resolutions
+from models.genes import (
+    GeneHarmonisation,
+    GeneIdSummary,
+    gene_id_kind,
+    harmonise_keys,
+    normalise_gene_id,
+    summarise_gene_ids,
+)
 
 _REPORTED = 50  # names kept per list in the ingest report
 
@@ -40,25 +48,115 @@ class IngestOptions:
 
     orientation: str = "auto"
     values: str = "auto"
-    duplicate_genes: str | None = None  # None: the server's setting
+    duplicate_genes: str | None = None  # refuse | sum | mean; None: the server's setting
 
 
-def harmonise(matrix: ExpressionMatrix, policy: str) -> tuple[ExpressionMatrix, GeneHarmonisation]:
-    """Refuse or sum genes that share an id once normalised (``policy``: refuse | sum)."""
-    harmonised = harmonise_genes(matrix.genes)
+def harmonise(
+    matrix: ExpressionMatrix, policy: str, resolutions: Sequence[Resolution] | None = None
+) -> tuple[ExpressionMatrix, GeneHarmonisation]:
+    """Refuse, sum or average columns that resolve to the same gene (``policy``: refuse | sum | mean).
+
+    Names are resolved with the shipped gene table (``resolutions``, computed when None): version suffixes,
+    case, previous symbols, aliases, Ensembl and NCBI ids of one gene give one key. A merged column is named
+    by its gene's current symbol (or its key when the symbol is not unique).
+    """
+    resolutions = resolutions if resolutions is not None else resolve_genes(matrix.genes)
+    harmonised = harmonise_keys(matrix.genes, column_keys(resolutions))
     if not harmonised.duplicates:
         return matrix, harmonised
-    if policy != "sum":
+    labels = _merged_labels(harmonised.duplicates)
+    if policy not in ("sum", "mean"):
         groups = list(harmonised.duplicates.items())
-        shown = "; ".join(f"{key}: {', '.join(repr(n) for n in names)}" for key, names in groups[:10])
+        shown = "; ".join(f"{labels[key]}: {', '.join(repr(n) for n in names)}" for key, names in groups[:10])
         more = f" and {len(groups) - 10} more" if len(groups) > 10 else ""
         raise InvalidInput(
-            f"{len(groups)} duplicate gene id(s) once ids are normalised (Ensembl version suffixes dropped, "
-            f"symbols compared case-insensitively): {shown}{more}. Remove the duplicates, or upload with "
-            "duplicate_genes=sum to sum each group into one gene"
+            f"{len(groups)} duplicate gene id(s) once ids are resolved to genes (Ensembl version suffixes dropped, "
+            f"symbols compared case-insensitively, previous symbols and aliases mapped to the current gene): "
+            f"{shown}{more}. Remove the duplicates, or upload with duplicate_genes=sum (or mean) to sum (or "
+            "average) each group into one gene"
         )
-    merged = harmonised.merge(matrix.values)
+    names = [labels.get(key, name) for key, name in zip(harmonised.keys, harmonised.names, strict=True)]
+    harmonised = replace(harmonised, names=names, duplicates={labels[k]: v for k, v in harmonised.duplicates.items()})
+    merged = harmonised.merge(matrix.values, how=policy)
     return ExpressionMatrix(values=merged, sample_ids=matrix.sample_ids, genes=harmonised.names), harmonised
+
+
+def ensembl_alternates(resolutions: Sequence[Resolution]) -> dict[str, list[str]]:
+    """Keys several distinct Ensembl gene ids of the file resolve to (alternate haplotypes and patches of one
+    NCBI gene, e.g. the MHC copies of BAG6), with those ids. They are different Ensembl genes, not one column
+    twice: each keeps its own Ensembl id as key, and none is merged."""
+    groups: dict[str, list[Resolution]] = {}
+    for r in resolutions:
+        groups.setdefault(r.key, []).append(r)
+    alternates = {}
+    for key, group in groups.items():
+        ids = [normalise_gene_id(r.name) for r in group]
+        ensembl_only = all(gene_id_kind(r.name.strip()) == "ensembl" for r in group)
+        if len(group) > 1 and ensembl_only and len(set(ids)) == len(ids):
+            alternates[key] = [r.name for r in group]
+    return alternates
+
+
+def column_keys(resolutions: Sequence[Resolution]) -> list[str]:
+    """Match key of each column: the canonical key, or its own Ensembl id for an Ensembl alternate."""
+    alternates = ensembl_alternates(resolutions)
+    return [normalise_gene_id(r.name) if r.key in alternates else r.key for r in resolutions]
+
+
+def _merged_labels(duplicates: dict[str, list[str]]) -> dict[str, str]:
+    """Name of each merged key: its gene's current symbol where that symbol resolves back to it, else the key."""
+    table = default_table()
+    labels = {}
+    for key in duplicates:
+        symbol = table.symbol(key)
+        labels[key] = symbol if symbol is not None and table.resolve_one(symbol).key == key else key
+    return labels
+
+
+def resolution_report(
+    resolutions: Sequence[Resolution], harmonised: GeneHarmonisation, policy: str
+) -> dict[str, object]:
+    """Counts per rule, ambiguous names with candidates, unresolved names (first 50 each) and merged columns."""
+    table = default_table()
+    alternates = {table.symbol(k) or k: names for k, names in ensembl_alternates(resolutions).items()}
+    ambiguous = [r for r in resolutions if r.ambiguous]
+    unresolved = [r.name for r in resolutions if r.rule == "unresolved"]
+    return {
+        "version": table.version,
+        "n_columns": len(resolutions),
+        "n_resolved": sum(r.resolved for r in resolutions),
+        "rules": summarise_resolutions(resolutions),
+        "n_ambiguous": len(ambiguous),
+        "ambiguous": [
+            {"name": r.name, "candidates": [{"key": k, "symbol": table.symbol(k)} for k in r.candidates]}
+            for r in ambiguous[:_REPORTED]
+        ],
+        "n_unresolved": len(unresolved),
+        "unresolved": unresolved[:_REPORTED],
+        "merged": _merge_report(harmonised, policy),
+        "ensembl_alternates": {
+            "n_groups": len(alternates),
+            "groups": dict(list(alternates.items())[:_REPORTED]),
+            "note": "distinct Ensembl genes (alternate haplotypes, patches) of one NCBI gene: kept apart, each "
+            "keyed by its Ensembl id; an input naming the gene by symbol matches none of them",
+        },
+    }
+
+
+def _merge_report(harmonised: GeneHarmonisation, policy: str) -> dict[str, object]:
+    return {
+        "policy": policy,
+        "n_groups": len(harmonised.duplicates),
+        "n_genes_merged": sum(len(v) for v in harmonised.duplicates.values()),
+        "groups": dict(list(harmonised.duplicates.items())[:_REPORTED]),
+    }
+
+
+def gene_keys(resolutions: Sequence[Resolution], harmonised: GeneHarmonisation) -> dict[str, object]:
+    """Canonical key and rule of each stored column, in order, and the original names of merged columns."""
+    rules = [resolutions[g[0]].rule for g in harmonised.groups]  # a merged column: its first name's rule
+    merged = {str(k): [resolutions[j].name for j in g] for k, g in enumerate(harmonised.groups) if len(g) > 1}
+    return {"keys": list(harmonised.keys), "rules": rules, "merged": merged}
 
 
 def summarise_labels(labels: pd.DataFrame) -> list[dict[str, object]]:
@@ -137,7 +235,8 @@ def create_cohort(
     check_size(parsed.matrix, settings, expression.filename)
     policy = options.duplicate_genes or settings.duplicate_genes
     gene_ids = summarise_gene_ids(parsed.matrix.genes)
-    matrix, harmonised = harmonise(parsed.matrix, policy)
+    resolutions = resolve_genes(parsed.matrix.genes)
+    matrix, harmonised = harmonise(parsed.matrix, policy, resolutions)
     parsed = replace(parsed, matrix=matrix)  # drop the unmerged matrix as soon as it is merged
     label_table, label_source = _labels(labels, parsed, matrix.sample_ids, group_column)
     _check_id_lengths(matrix.sample_ids, label_table, group_column)
@@ -151,6 +250,7 @@ def create_cohort(
         label_summary = summarise_labels(label_table.drop(columns=[group_column] if group_column else []))
     rows = _sample_rows(matrix.sample_ids, label_table, group_column)
     report = _ingest_report(parsed, gene_ids, harmonised, policy, label_source, expression.path)
+    report["gene_resolution"] = resolution_report(resolutions, harmonised, policy)
     report["values"] = {"kind": value_kind, "source": value_source, **_value_report(summary, matrix)}
     cohort = orm.Cohort(
         lab_id=caller.lab_id,
@@ -171,6 +271,8 @@ def create_cohort(
         n_groups=len({r["group_id"] for r in rows if r["group_id"] is not None}) if group_column else None,
         genes_preview=list(matrix.genes[:20]),
         ingest=report,
+        gene_table_version=gene_table_version(),
+        gene_keys=gene_keys(resolutions, harmonised),
     )
     session.add(cohort)
     session.flush()
@@ -206,7 +308,6 @@ def _ingest_report(
     label_source: str | None,
     path: Path,
 ) -> dict[str, object]:
-    merged = dict(list(harmonised.duplicates.items())[:_REPORTED])
     return {
         "format": parsed.file_format,
         "bytes": path.stat().st_size,
@@ -214,12 +315,7 @@ def _ingest_report(
         "orientation_source": "detected" if parsed.orientation_detected else "declared",
         "skipped_columns": parsed.skipped_columns[:_REPORTED],
         "gene_ids": gene_ids.to_dict(),
-        "duplicate_genes": {
-            "policy": policy,
-            "n_groups": len(harmonised.duplicates),
-            "n_genes_merged": sum(len(v) for v in harmonised.duplicates.values()),
-            "groups": merged,
-        },
+        "duplicate_genes": _merge_report(harmonised, policy),
         "labels": label_source,
     }
 

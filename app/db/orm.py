@@ -135,11 +135,21 @@ class Cohort(Base):
     duplicate_of: Mapped[str | None] = mapped_column(String(32))
     # How the upload was read: format, orientation, gene ids, merged duplicate genes, value statistics.
     ingest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Gene table snapshot the identifiers were resolved with (None: uploaded before gene tables).
+    gene_table_version: Mapped[str | None] = mapped_column(String(200))
+    # Per stored column, in order: {"keys": [...], "rules": [...], "merged": {position: [original names]}};
+    # large for wide matrices, so loaded only when read.
+    gene_keys: Mapped[dict[str, Any]] = mapped_column(default=dict, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     samples: Mapped[list[CohortSample]] = relationship(
         back_populates="cohort", order_by="CohortSample.position", cascade="all, delete-orphan"
     )
+
+    @property
+    def gene_resolution(self) -> dict[str, Any] | None:
+        """The upload's gene resolution report (kept in ``ingest``); None for cohorts uploaded before it."""
+        return self.ingest.get("gene_resolution") if self.ingest else None
 
 
 class CohortSample(Base):
@@ -220,6 +230,8 @@ class Encoder(Base):
     artifact_key: Mapped[str | None] = mapped_column(String(300))
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Gene table snapshot in use when it was trained (its panel's names are matched through it).
+    gene_table_version: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -250,6 +262,8 @@ class Predictor(Base):
     loss_curve: Mapped[list[Any]] = mapped_column(default=list)
     artifact_key: Mapped[str | None] = mapped_column(String(300))
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Gene table snapshot the fitting cohort was aligned to the encoder's panel with.
+    gene_table_version: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -269,6 +283,8 @@ class Prediction(Base):
     uncertainty: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Batch drift against the training cohort (two or more samples), else None.
     drift: Mapped[dict[str, Any] | None] = mapped_column()
+    # Gene table snapshot the input's names were matched to the panel with.
+    gene_table_version: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -44,6 +44,9 @@ class EncoderRead(BaseModel):
     loss_curve: list[float]
     artifact_sha256: str | None
     version: int
+    gene_table_version: str | None = Field(
+        default=None, description="Gene table snapshot its panel's names are matched with (None: older)."
+    )
     created_at: datetime
 
 

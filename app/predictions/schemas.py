@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +32,14 @@ class PredictionCreate(BaseModel):
         default=None, gt=0.0, lt=100.0,
         description="Flag a sample as out of distribution when its OOD score exceeds this percentile of the "
         "training samples' scores; the server's EXPRSSL_OOD_PERCENTILE (default 99) when unset.",
+    )
+
+    imputation: Literal["mean", "ridge"] = Field(
+        default="mean",
+        description="How panel genes missing from the input are filled in, on the model's input scale: mean (the "
+        "training mean, z-score 0) or ridge (kernel ridge regression from the observed genes over the predictor's "
+        "training samples; slower on first use for a set of genes, then cached). Ridge lowers the coverage gate "
+        "(EXPRSSL_RIDGE_MIN_GENE_COVERAGE, default 30 %).",
     )
 
     @model_validator(mode="after")
@@ -112,6 +120,36 @@ class DriftSummary(BaseModel):
     top_genes: list[DriftGene] = Field(description="The genes with the largest |SMD|, largest first.")
 
 
+class GeneConversion(BaseModel):
+    input: str = Field(description="The input's name.")
+    panel: str = Field(description="The panel's name for the same gene.")
+
+
+class CoverageReport(BaseModel):
+    """How the input's genes were matched to the predictor's panel (by canonical gene key) and completed."""
+
+    n_panel: int = Field(description="Genes in the predictor's panel.")
+    n_found: int = Field(description="Panel genes present in the input.")
+    n_missing: int = Field(description="Panel genes absent from the input.")
+    n_extra: int = Field(description="Input genes not in the panel, ignored.")
+    coverage: float = Field(description="n_found / n_panel.")
+    missing: list[str] = Field(default_factory=list, description="First 50 missing panel genes.")
+    extra: list[str] = Field(default_factory=list, description="First 50 ignored input genes.")
+    n_matched_directly: int | None = Field(
+        default=None, description="Found under the panel's own name (after version suffix and case)."
+    )
+    n_matched_by_conversion: int | None = Field(
+        default=None,
+        description="Found under another identifier of the same gene: Ensembl id for a symbol, previous symbol, "
+        "NCBI id ...",
+    )
+    conversions: list[GeneConversion] = Field(default_factory=list, description="First 50 of those.")
+    imputed: int | None = Field(default=None, description="Panel genes filled in (the missing ones).")
+    imputation: str | None = Field(default=None, description="mean or ridge.")
+    warning: str | None = Field(default=None, description="Set when coverage is under the warning level.")
+    gene_table_version: str | None = Field(default=None, description="Gene table the names were resolved with.")
+
+
 class PredictionRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -119,12 +157,16 @@ class PredictionRead(BaseModel):
     predictor_id: str
     cohort_id: str | None
     n_samples: int
-    coverage: dict[str, Any] = Field(description="Panel genes found, imputed with the training mean, and dropped.")
+    coverage: CoverageReport = Field(
+        description="Panel genes found (directly or under another identifier), imputed (and how), and ignored; "
+        "a warning under the warning coverage. Fields added with gene tables are None for older predictions."
+    )
     results: list[SamplePrediction]
     uncertainty: PredictionUncertainty | None = Field(
         default=None, description="Prediction-set and OOD settings and shares (None for older predictions)."
     )
     drift: DriftSummary | None = Field(default=None, description="Batch drift; None for a single sample.")
+    gene_table_version: str | None = Field(default=None, description="Gene table snapshot used (None: older).")
     created_at: datetime
 
     @field_validator("uncertainty", mode="before")

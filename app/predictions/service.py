@@ -1,4 +1,4 @@
-"""Prediction use case: align input genes to a predictor's panel, predict, keep the result."""
+"""Prediction use case: align input genes to a predictor's panel by gene key, impute, predict, keep the result."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict, InvalidInput
+from app.predictions.imputation import CoverageGate, ridge_impute
 from app.predictions.schemas import PredictionCreate
 from app.predictors import service as predictors
 from app.storage import ArtifactStore
 from models import checkpoint
 from models.conformal import UNCERTAIN, set_labels
+from models.gene_table import gene_table_version, resolve_gene_keys
 from models.genes import AlignmentReport, align_to_panel
+from models.imputation import observed_genes
 from models.ood import gene_drift
 from models.preprocessing import Preprocessor
 from models.uncertainty import SampleUncertainty, Uncertainty
@@ -143,32 +146,62 @@ def predict(
         values, genes, sample_ids = inline_matrix(request)
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
     try:
-        aligned, report = align_to_panel(values, genes, loaded.preprocessor.genes)
+        aligned, report = align_to_panel(values, genes, loaded.preprocessor.genes, resolver=resolve_gene_keys)
     except ValueError as exc:
         raise InvalidInput(f"genes: {exc}") from exc
-    if report.coverage < settings.min_gene_coverage:
-        raise InvalidInput(
-            f"input covers {report.coverage:.1%} of the predictor's {report.n_panel} panel genes "
-            f"({report.n_found} found); at least {settings.min_gene_coverage:.0%} is required. "
-            f"Missing genes include: {', '.join(report.missing[:10])}"
-        )
-    x = loaded.preprocessor.transform(aligned)
+    warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)
+    x = _model_inputs(session, store, settings, predictor, loaded, aligned, request.imputation)
     flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile
     out = loaded.uncertainty.predict(loaded.model, x, coverage=request.coverage, ood_percentile=flag_at)
     results = _sample_results(sample_ids, loaded.classes, out)
+    version = gene_table_version()
     prediction = orm.Prediction(
         lab_id=caller.lab_id,
         predictor_id=predictor.id,
         cohort_id=request.cohort_id,
         n_samples=len(sample_ids),
-        coverage=report.to_dict(),
+        coverage=coverage_report(report, request.imputation, warning, version),
         results=results,
-        uncertainty=_uncertainty_summary(loaded, out, results, request.coverage, flag_at, report),
+        uncertainty=_uncertainty_summary(loaded, out, results, request.coverage, flag_at, report, request.imputation),
         drift=_drift(loaded, x, aligned, out) if len(sample_ids) >= 2 else None,
+        gene_table_version=version,
     )
     session.add(prediction)
     session.commit()
     return prediction
+
+
+def _model_inputs(
+    session: Session,
+    store: ArtifactStore,
+    settings: Settings,
+    predictor: orm.Predictor,
+    loaded: LoadedPredictor,
+    aligned: np.ndarray,
+    imputation: str,
+) -> np.ndarray:
+    """Preprocess the aligned input; missing genes get the training mean (z-score 0) or ridge predictions."""
+    x = loaded.preprocessor.transform(aligned)
+    if imputation != "ridge":
+        return x
+    observed = observed_genes(aligned)
+    if observed.all():
+        return x
+    cohort = cohorts.get(session, predictor.cohort_id, lab_id=predictor.lab_id)
+    return ridge_impute(
+        x, observed, settings=settings, store=store, predictor=predictor, cohort=cohort, pre=loaded.preprocessor
+    )
+
+
+def coverage_report(report: AlignmentReport, imputation: str, warning: str | None, version: str) -> dict[str, Any]:
+    """The stored coverage report: the alignment's counts, what was imputed and how, and the warning."""
+    return {
+        **report.to_dict(),
+        "imputed": report.n_missing,
+        "imputation": imputation,
+        "warning": warning,
+        "gene_table_version": version,
+    }
 
 
 def _sample_results(sample_ids: list[str], classes: list[str], out: SampleUncertainty) -> list[dict[str, Any]]:
@@ -200,6 +233,7 @@ def _uncertainty_summary(
     coverage: float,
     flag_at: float,
     report: AlignmentReport,
+    imputation: str = "mean",
 ) -> dict[str, Any]:
     """The prediction-level record of how sets and flags were made, with their shares and caveats."""
     state, notes = loaded.uncertainty, []
@@ -212,7 +246,8 @@ def _uncertainty_summary(
             "calibration split can guarantee: every label is in every set"
         )
     if report.n_missing:
-        notes.append(f"{report.n_missing} panel genes were imputed with the training mean; sets and OOD scores "
+        how = "by ridge regression on the observed genes" if imputation == "ridge" else "with the training mean"
+        notes.append(f"{report.n_missing} panel genes were imputed {how}; sets and OOD scores "
                      "assume complete input and may be optimistic")
     if state.ood is None:
         notes.append("the predictor has no OOD scorer")

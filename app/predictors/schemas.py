@@ -74,6 +74,9 @@ class PredictorRead(BaseModel):
     environment: dict[str, Any] = Field(description="Library versions the predictor was fitted with.")
     loss_curve: list[float]
     artifact_sha256: str | None
+    gene_table_version: str | None = Field(
+        default=None, description="Gene table snapshot its panel's names are matched with (None: older)."
+    )
     created_at: datetime
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.db import orm
 from models import checkpoint
+from models.gene_table import resolve_gene_keys
 from models.genes import align_to_panel
 from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
 from worker.context import JobContext, Recorder
@@ -24,7 +25,9 @@ def _pretrained(
         encoder, preprocessor, info = checkpoint.encoder_from_payload(
             checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256))
         )
-        aligned, report = align_to_panel(data.matrix.values[rows], data.matrix.genes, preprocessor.genes)
+        aligned, report = align_to_panel(
+            data.matrix.values[rows], data.matrix.genes, preprocessor.genes, resolver=resolve_gene_keys
+        )
         note = f"{info['method']} encoder {encoder_id}; cohort covers {report.coverage:.1%} of its panel"
         if cohort_id == data.cohort_id:
             note += "; pretrained on this cohort, so its pretraining (without labels) saw the test samples"

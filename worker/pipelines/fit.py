@@ -32,6 +32,7 @@ from models.evaluation import (
     split_train_test,
     validation_split,
 )
+from models.gene_table import gene_table_version, resolve_gene_keys
 from models.genes import align_to_panel
 from models.preprocessing import Preprocessor
 from models.uncertainty import (
@@ -119,7 +120,7 @@ def _fit_head(
     key, sha256 = spec.encoder_key
     artifact = ctx.store.get_bytes(key, sha256=sha256)
     encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(artifact))
-    aligned, report = align_to_panel(values[rows_train], genes, preprocessor.genes)
+    aligned, report = align_to_panel(values[rows_train], genes, preprocessor.genes, resolver=resolve_gene_keys)
     if report.coverage < 0.5:
         raise InvalidInput(f"cohort covers only {report.coverage:.1%} of the encoder's gene panel")
     x = preprocessor.transform(aligned)
@@ -144,8 +145,9 @@ def _fit_head(
 
 
 def _inputs(data: CohortData, rows: np.ndarray, preprocessor: Preprocessor) -> np.ndarray:
-    """Cohort rows aligned to the predictor's panel and preprocessed."""
-    aligned, _ = align_to_panel(data.matrix.values[rows], data.matrix.genes, preprocessor.genes)
+    """Cohort rows aligned to the predictor's panel by gene key and preprocessed (missing genes: training mean)."""
+    matrix = data.matrix
+    aligned, _ = align_to_panel(matrix.values[rows], matrix.genes, preprocessor.genes, resolver=resolve_gene_keys)
     return preprocessor.transform(aligned)
 
 
@@ -226,6 +228,7 @@ def run(ctx: JobContext) -> Recorder:
     }
     key = f"predictors/{spec.predictor_id}/{new_id()}.pt"
     sha256 = ctx.store.put_bytes(key, checkpoint.dumps(payload))
+    version = gene_table_version()
 
     def record(session: Session) -> None:
         row = session.get_one(orm.Predictor, spec.predictor_id)
@@ -234,5 +237,6 @@ def run(ctx: JobContext) -> Recorder:
         row.calibration, row.environment = calibration_summary, environment()
         row.loss_curve = [float(v) for v in losses]
         row.artifact_key, row.artifact_sha256 = key, sha256
+        row.gene_table_version = version
 
     return record

@@ -1,4 +1,9 @@
-"""Pretraining job: fit preprocessing on the cohort, train the SSL method, store the encoder artifact."""
+"""Pretraining job: fit preprocessing on the cohort, train the SSL method, store the encoder artifact.
+
+The encoder's gene panel is its cohort's stored gene list; fitting and prediction later match other inputs to
+it by canonical gene key (``models.gene_table``). Continued pretraining of an encoder on a second cohort is
+not implemented, so no alignment happens here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.db import orm
 from app.db.base import new_id
 from models import checkpoint
+from models.gene_table import gene_table_version
 from models.methods import METHODS
 from models.preprocessing import Preprocessor
 from worker import checkpoints
@@ -41,6 +47,7 @@ def run(ctx: JobContext) -> Recorder:
     payload = checkpoint.encoder_payload(ssl.encoder, preprocessor, method=method, params=params)
     key = f"encoders/{encoder_id}/{new_id()}.pt"
     sha256 = ctx.store.put_bytes(key, checkpoint.dumps(payload))
+    version = gene_table_version()
 
     def record(session: Session) -> None:
         row = session.get_one(orm.Encoder, encoder_id)
@@ -49,6 +56,7 @@ def run(ctx: JobContext) -> Recorder:
         row.loss_curve = [float(v) for v in losses]
         checkpoints.discard_on_commit(session, ctx)
         row.n_genes = len(preprocessor.genes)
+        row.gene_table_version = version
         row.preprocessing = {
             "log1p": preprocessor.log1p,
             "requested_log1p": ctx.params["log1p"],

@@ -1,0 +1,145 @@
+"""Missing panel genes of a prediction's input: the coverage gate, its warning, and ridge imputation.
+
+Mean imputation (the default) is the preprocessor's own: a missing gene's z-score is 0, the mean of the data
+the preprocessing was fitted on (the predictor's training split for logistic regression, the encoder's
+pretraining cohort for encoder heads), on the model's input scale. Ridge imputation
+(:class:`models.imputation.RidgeImputer`) predicts the missing z-scores from the observed ones over the
+predictor's training samples, read from its cohort; its solution per set of observed genes is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from app.cohorts import parsing
+from app.config import Settings
+from app.db import orm
+from app.errors import InvalidInput
+from app.storage import ArtifactStore
+from models.gene_table import resolve_gene_keys
+from models.genes import AlignmentReport, align_to_panel
+from models.imputation import RidgeImputer, RidgeSolution
+from models.preprocessing import Preprocessor
+
+RESULTS = "bench/RESULTS.md, 'Gene coverage and imputation'"
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _put(items: OrderedDict[K, V], key: K, value: V, size: int) -> None:
+    """Insert as most recently used; drop the least recently used beyond ``size``."""
+    items[key] = value
+    items.move_to_end(key)
+    while len(items) > size:
+        items.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class CoverageGate:
+    """Refuse below ``refuse``, warn below ``warn`` (shares of the panel found in the input)."""
+
+    refuse: float
+    warn: float
+
+    @classmethod
+    def for_imputation(cls, settings: Settings, imputation: str) -> CoverageGate:
+        if imputation == "ridge":
+            return cls(settings.ridge_min_gene_coverage, settings.ridge_warn_gene_coverage)
+        return cls(settings.min_gene_coverage, settings.warn_gene_coverage)
+
+    def check(self, report: AlignmentReport, imputation: str) -> str | None:
+        """Raise InvalidInput below the refusal level; return the warning below the warning level, else None."""
+        described = (
+            f"input covers {report.coverage:.1%} of the predictor's {report.n_panel} panel genes "
+            f"({report.n_found} found, {report.n_matched_by_conversion} of them under another identifier)"
+        )
+        if report.coverage < self.refuse:
+            raise InvalidInput(
+                f"{described}; at least {self.refuse:.0%} is required with {imputation} imputation. "
+                f"Missing genes include: {', '.join(report.missing[:10])}"
+            )
+        if report.coverage >= self.warn:
+            return None
+        advice = " or ask for imputation 'ridge'" if imputation == "mean" else ""
+        return (
+            f"{described}, below {self.warn:.0%}: {report.n_missing} genes were imputed ({imputation}) and "
+            f"accuracy may be lower than the predictor's test metrics ({RESULTS}: with mean imputation a hard "
+            f"task lost 6 points of balanced accuracy at 90 % coverage and 17 at 70 %). Send more of the panel's "
+            f"genes{advice}."
+        )
+
+
+class RidgeCache:
+    """Ridge imputers per predictor artifact and their solutions per set of observed genes, LRU, bounded."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._imputers: OrderedDict[str, RidgeImputer] = OrderedDict()
+        self._solutions: OrderedDict[tuple[str, str], RidgeSolution] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def imputer(self, key: str, fit: Callable[[], RidgeImputer]) -> RidgeImputer:
+        with self._lock:
+            if key in self._imputers:
+                self._imputers.move_to_end(key)
+                return self._imputers[key]
+        imputer = fit()
+        with self._lock:
+            _put(self._imputers, key, imputer, max(1, self.size))
+        return imputer
+
+    def solution(self, key: str, imputer: RidgeImputer, observed: np.ndarray) -> RidgeSolution:
+        item = (key, hashlib.sha256(np.packbits(observed).tobytes()).hexdigest())
+        with self._lock:
+            if item in self._solutions:
+                self._solutions.move_to_end(item)
+                return self._solutions[item]
+        solution = imputer.solve(observed)
+        with self._lock:
+            _put(self._solutions, item, solution, self.size)
+        return solution
+
+
+_cache: RidgeCache | None = None
+
+
+def get_ridge_cache(settings: Settings) -> RidgeCache:
+    global _cache
+    if _cache is None or _cache.size != settings.imputer_cache_size:
+        _cache = RidgeCache(settings.imputer_cache_size)
+    return _cache
+
+
+def training_inputs(
+    store: ArtifactStore, predictor: orm.Predictor, cohort: orm.Cohort, pre: Preprocessor
+) -> np.ndarray:
+    """The predictor's training samples on the model's input scale, aligned to its panel by gene key."""
+    matrix = parsing.read_matrix(store.local_path(cohort.storage_key))
+    wanted = set(predictor.split.get("train_sample_ids") or matrix.sample_ids)
+    rows = np.array([i for i, s in enumerate(matrix.sample_ids) if s in wanted], dtype=np.int64)
+    aligned, _ = align_to_panel(matrix.values[rows], matrix.genes, pre.genes, resolver=resolve_gene_keys)
+    return pre.transform(aligned)
+
+
+def ridge_impute(
+    x: np.ndarray,
+    observed: np.ndarray,
+    *,
+    settings: Settings,
+    store: ArtifactStore,
+    predictor: orm.Predictor,
+    cohort: orm.Cohort,
+    pre: Preprocessor,
+) -> np.ndarray:
+    """Replace the unobserved columns of ``x`` (model scale, ``(M, G)``) by ridge predictions from the observed."""
+    cache = get_ridge_cache(settings)
+    key = f"{predictor.artifact_sha256}:{cohort.checksum}"
+    imputer = cache.imputer(key, lambda: RidgeImputer().fit(training_inputs(store, predictor, cohort, pre)))
+    return imputer.transform(x, observed, solution=cache.solution(key, imputer, observed))
