@@ -1,0 +1,177 @@
+"""Gene identifiers end to end (issue 9): uploads resolve names to gene keys, predictors accept other ids.
+
+A predictor fitted on tissue_symbols (gene symbols) predicts its held-out samples identically when their
+columns are renamed to versioned Ensembl ids and shuffled; missing genes are imputed and reported; too few
+are refused; the gene table version is recorded with every cohort, encoder, predictor and prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from models.gene_table import default_table, gene_table_version, resolve_genes
+from tests.app.test_full_loop import COHORT, start, upload
+from tests.conftest import wait_for_job
+
+EXPRESSION = pd.read_parquet(COHORT / "expression.parquet")
+
+
+def ensembl_names(symbols: list[str]) -> dict[str, str]:
+    """A versioned Ensembl id (``ENSG...\\.5``) for each symbol whose gene has one that resolves back to it."""
+    table = default_table()
+    by_key: dict[str, str] = {}
+    for ens, keys in sorted(table._ensembl.items()):
+        if len(keys) == 1:
+            by_key.setdefault(keys[0], ens)
+    renamed = {}
+    for resolution in resolve_genes(symbols):
+        ens = by_key.get(resolution.key)
+        if ens is not None and resolution.resolved:
+            renamed[resolution.name] = f"{ens}.5"
+    return renamed
+
+
+def fit(client: TestClient, cohort_id: str, head: str, encoder_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"cohort_id": cohort_id, "label_column": "tissue", "head": head, "seed": 1}
+    if encoder_id is not None:
+        body["encoder_id"] = encoder_id
+    accepted = start(client, "/predictors", body)
+    job = wait_for_job(client, accepted["job"]["id"])
+    assert job["state"] == "succeeded", job["error"]
+    return client.get(f"/predictors/{accepted['predictor']['id']}").json()
+
+
+def predict(client: TestClient, predictor_id: str, frame: pd.DataFrame, **options: Any) -> Any:
+    body = {
+        "genes": list(frame.columns),
+        "samples": [{"sample_id": s, "values": frame.loc[s].tolist()} for s in frame.index],
+        **options,
+    }
+    return client.post(f"/predictors/{predictor_id}/predictions", json=body)
+
+
+def probabilities(prediction: dict[str, Any]) -> np.ndarray:
+    return np.array([list(r["probabilities"].values()) for r in prediction["results"]])
+
+
+@pytest.fixture
+def cohort(client: TestClient) -> dict[str, Any]:
+    return upload(client)
+
+
+@pytest.fixture
+def predictor(client: TestClient, cohort: dict[str, Any]) -> dict[str, Any]:
+    return fit(client, cohort["id"], "logistic_regression")
+
+
+def test_upload_reports_resolution_and_stores_keys(cohort: dict[str, Any], settings: Settings) -> None:
+    report = cohort["gene_resolution"]
+    # tissue_symbols names 9 genes by previous symbols (SEPT10, H2AFY, RARS ...) and one by its LOC id.
+    assert report["rules"] == {"symbol": 490, "alias": 9, "loc_id": 1}
+    assert report["n_columns"] == 500 and report["n_resolved"] == 500
+    assert report["n_ambiguous"] == 0 and report["n_unresolved"] == 0
+    assert report["merged"]["n_groups"] == 0 and report["merged"]["policy"] == "refuse"
+    assert report["version"] == cohort["gene_table_version"] == gene_table_version()
+
+    from app.db import orm
+    from app.db.session import session_factory
+
+    with session_factory()() as session:
+        stored = session.get_one(orm.Cohort, cohort["id"]).gene_keys
+    expected = resolve_genes(list(EXPRESSION.columns))
+    assert stored["keys"] == [r.key for r in expected] and stored["rules"] == [r.rule for r in expected]
+
+
+def test_previous_symbols_ambiguous_and_unresolved_names_are_reported(client: TestClient) -> None:
+    header = "sample_id,SEPT9,SEPTIN9,MARCH1,TP53,NOT_A_GENE_XYZ,1007_s_at,A1B"
+    text = f"{header}\ns1,1,2,3,4,5,6,7\ns2,10,20,30,40,50,60,70\n"
+    response = client.post("/cohorts", files={"expression": ("m.csv", text.encode())}, data={"duplicate_genes": "mean"})
+
+    assert response.status_code == 201, response.text
+    cohort = response.json()
+    report = cohort["gene_resolution"]
+    assert report["rules"] == {"symbol": 2, "alias": 2, "probe": 1, "ambiguous": 1, "unresolved": 1}
+    assert report["ambiguous"] == [
+        {"name": "A1B", "candidates": [{"key": "1", "symbol": "A1BG"}, {"key": "6641", "symbol": "SNTB1"}]}
+    ]
+    assert report["unresolved"] == ["NOT_A_GENE_XYZ"] and report["n_unresolved"] == 1
+    assert report["merged"] == {
+        "policy": "mean", "n_groups": 1, "n_genes_merged": 2, "groups": {"SEPTIN9": ["SEPT9", "SEPTIN9"]}
+    }
+    assert cohort["genes_preview"] == ["SEPTIN9", "MARCH1", "TP53", "NOT_A_GENE_XYZ", "1007_s_at", "A1B"]
+    assert cohort["n_genes"] == 6
+
+
+@pytest.mark.slow
+def test_symbols_and_ensembl_ids_predict_identically(
+    client: TestClient, cohort: dict[str, Any], predictor: dict[str, Any]
+) -> None:
+    test_ids = predictor["split"]["test_sample_ids"]
+    held_out = EXPRESSION.loc[test_ids]
+    renamed = ensembl_names(list(held_out.columns))
+    assert len(renamed) > 450  # nearly every gene has an Ensembl id
+    shuffled = held_out.rename(columns=renamed)
+    shuffled = shuffled[np.random.default_rng(0).permutation(shuffled.columns)]
+
+    by_symbol = predict(client, predictor["id"], held_out)
+    by_ensembl = predict(client, predictor["id"], shuffled)
+
+    assert by_symbol.status_code == by_ensembl.status_code == 201, by_ensembl.text
+    a, b = by_symbol.json(), by_ensembl.json()
+    assert [r["label"] for r in a["results"]] == [r["label"] for r in b["results"]]
+    np.testing.assert_allclose(probabilities(a), probabilities(b), rtol=0, atol=1e-12)
+    coverage = b["coverage"]
+    assert coverage["coverage"] == 1.0 and coverage["imputed"] == 0 and coverage["warning"] is None
+    assert coverage["n_matched_by_conversion"] == len(renamed)
+    assert coverage["n_matched_directly"] == 500 - len(renamed)
+    assert a["coverage"]["n_matched_directly"] == 500 and a["coverage"]["n_matched_by_conversion"] == 0
+    assert b["gene_table_version"] == predictor["gene_table_version"] == gene_table_version()
+
+
+@pytest.mark.slow
+def test_missing_genes_are_imputed_reported_and_gated(client: TestClient, predictor: dict[str, Any]) -> None:
+    held_out = EXPRESSION.loc[predictor["split"]["test_sample_ids"]]
+    rng = np.random.default_rng(1)
+    dropped = rng.choice(held_out.columns, 150, replace=False)  # 30 % of the panel
+
+    mean = predict(client, predictor["id"], held_out.drop(columns=dropped))
+    assert mean.status_code == 201, mean.text
+    coverage = mean.json()["coverage"]
+    assert coverage["imputed"] == coverage["n_missing"] == 150 and coverage["imputation"] == "mean"
+    assert coverage["coverage"] == pytest.approx(0.7)
+    assert "70.0%" in coverage["warning"] and "ridge" in coverage["warning"]
+
+    ridge = predict(client, predictor["id"], held_out.drop(columns=dropped), imputation="ridge")
+    assert ridge.status_code == 201, ridge.text
+    assert ridge.json()["coverage"]["imputation"] == "ridge" and ridge.json()["coverage"]["imputed"] == 150
+    labels = pd.read_csv(COHORT / "labels.csv", dtype=str).set_index("sample_id")["tissue"]
+    correct = np.mean([r["top_label"] == labels[r["sample_id"]] for r in ridge.json()["results"]])
+    assert correct >= 0.9
+
+    too_few = predict(client, predictor["id"], held_out.drop(columns=rng.choice(held_out.columns, 300, replace=False)))
+    assert too_few.status_code == 422
+    assert "input covers 40.0% of the predictor's 500 panel genes" in too_few.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_linear_probe_on_encoder_accepts_ensembl_ids(client: TestClient, cohort: dict[str, Any]) -> None:
+    accepted = start(client, "/encoders", {"cohort_id": cohort["id"], "method": "scarf", "params": {"epochs": 3}})
+    assert wait_for_job(client, accepted["job"]["id"])["state"] == "succeeded"
+    encoder = client.get(f"/encoders/{accepted['encoder']['id']}").json()
+    assert encoder["gene_table_version"] == gene_table_version()
+    probe = fit(client, cohort["id"], "linear_probe", encoder["id"])
+    held_out = EXPRESSION.loc[probe["split"]["test_sample_ids"][:10]]
+    renamed = ensembl_names(list(held_out.columns))
+
+    a = predict(client, probe["id"], held_out).json()
+    b = predict(client, probe["id"], held_out.rename(columns=renamed).iloc[:, ::-1]).json()
+
+    assert [r["label"] for r in a["results"]] == [r["label"] for r in b["results"]]
+    np.testing.assert_allclose(probabilities(a), probabilities(b), rtol=0, atol=1e-6)
+    assert b["coverage"]["n_matched_by_conversion"] == len(renamed)
