@@ -275,6 +275,7 @@ def test_cohort_encoder_and_predictor_pages(pages: TestClient, lab_a: LabKey) ->
 
     cohort_page = pages.get(f"/admin/cohorts/{cohort['id']}").text
     assert "189 samples × 500 genes" in cohort_page and 'data-column="tissue"' in cohort_page
+    assert "of 500 columns resolved with gene table" in cohort_page
     assert re.search(r"<td>kidney</td><td class=\"num\">39</td>", cohort_page)
     assert "tissues" in pages.get("/admin/cohorts").text
 
