@@ -10,7 +10,7 @@ from typing import ClassVar, cast
 import torch
 from torch import nn
 
-from models.corruption import vime_corruption
+from models.corruption import marginal_corruption
 from models.device import batch_slices
 from models.heads import ProjectionHead
 from models.losses import byol_loss
@@ -159,7 +159,7 @@ class Byol(SSLMethod[ByolParams]):
         self, batch: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Symmetric BYOL loss between the clean and the corrupted view of ``batch`` ``(B, G)``."""
-        corrupted = vime_corruption(batch, self.params.corruption_rate, generator=generator).x_tilde
+        corrupted, _ = marginal_corruption(batch, self.params.corruption_rate, generator=generator)
         projector, predictor = self.heads["projector"], self.heads["predictor"]
         p1 = predictor(projector(self.encoder(batch)))
         p2 = predictor(projector(self.encoder(corrupted)))

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from models.corruption import corruption_mask, feature_bounds, marginal_replacement, uniform_replacement
+from models.corruption import feature_bounds, marginal_corruption, uniform_corruption
 from models.heads import ProjectionHead
 from models.losses import nt_xent
 from models.methods.base import MethodParams, SSLMethod
@@ -66,10 +66,10 @@ class Scarf(SSLMethod[ScarfParams]):
 
     def corrupt(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Return the corrupted view of ``batch`` ``(B, G)``."""
-        mask = corruption_mask(batch.shape, self.params.corruption_rate, generator=generator, device=batch.device)
+        rate = self.params.corruption_rate
         if self.params.replacement == "uniform":
-            return uniform_replacement(batch, mask, self._low, self._high, generator=generator)
-        return marginal_replacement(batch, mask, generator=generator, source=self._data)
+            return uniform_corruption(batch, rate, self._low, self._high, generator=generator)
+        return marginal_corruption(batch, rate, generator=generator, source=self._data)[0]
 
     def training_step(
         self, batch: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None

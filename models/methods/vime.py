@@ -53,11 +53,12 @@ class VimeParams(MethodParams):
 class Vime(SSLMethod[VimeParams]):
     """VIME-self pretraining.
 
-    For a batch x ``(B, G)``: ``m ~ Bernoulli(p_m)``, ``x~ = m * x_bar + (1 - m) * x`` (``x_bar``: every
-    gene's column permuted across samples), ``h = f(x~)``; the mask decoder ``s_m`` predicts m (logits)
-    and the feature decoder ``s_r`` reconstructs x; ``loss = BCE(s_m(h), m) + alpha * MSE(s_r(h), x)``
-    (Yoon et al. 2020, Eq. 4); RMSprop. With ``corruption="fixed"`` the corrupted training set is drawn
-    once in :meth:`setup` and each batch looks up its rows.
+    For a batch x ``(B, G)``: ``m ~ Bernoulli(p_m)``, ``x~ = m * x_bar + (1 - m) * x`` (``x_bar_ij``:
+    gene j's value in another sample of the batch, drawn per entry), ``h = f(x~)``; the mask decoder
+    ``s_m`` predicts m (logits) and the feature decoder ``s_r`` reconstructs x;
+    ``loss = BCE(s_m(h), m) + alpha * MSE(s_r(h), x)`` (Yoon et al. 2020, Eq. 4); RMSprop. With
+    ``corruption="fixed"`` the corrupted training set is drawn once in :meth:`setup` and each batch looks
+    up its rows.
     """
 
     name: ClassVar[str] = "vime"
