@@ -76,14 +76,26 @@ def _cli_key(session: Any, user: Any, name: str) -> tuple[str, str]:
 
 
 def bootstrap_local_admin() -> str | None:
-    """On the embedded default's first start (no lab yet), make lab ``local`` and print its admin key."""
+    """Print an admin key when nobody could log in otherwise (embedded default).
+
+    On the first start (no lab yet) this makes lab ``local`` and its admin; after an upgrade that moved
+    older rows into lab ``default``, it gives that lab's keyless admin a first key. Otherwise it does nothing.
+    """
     from app.auth import service
     from app.db.session import session_factory
 
     with session_factory()() as session:
-        if service.count_labs(session):
-            return None
-    return create_lab("local", "admin")
+        if not service.count_labs(session):
+            orphan = None
+        else:
+            orphan = service.keyless_admin(session, lab_name="default")
+            if orphan is None:
+                return None
+            _, token = _cli_key(session, orphan, "first key after the upgrade to labs")
+    if orphan is None:
+        return create_lab("local", "admin")
+    _print_key("default", orphan.name, token)
+    return token
 
 
 def serve(host: str, port: int) -> None:

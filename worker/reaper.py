@@ -28,6 +28,7 @@ from app.jobs import service as jobs
 log = logging.getLogger(__name__)
 
 LOST = "worker lost"
+RETRIED = jobs.RETRIED_BY
 
 
 @dataclass
@@ -39,8 +40,11 @@ class Sweep:
 
 
 def _losses(session: Session, job_id: str) -> int:
-    """How often this job's worker was lost before."""
-    query = select(func.count()).where(orm.JobEvent.job_id == job_id, orm.JobEvent.message.like(f"{LOST}%"))
+    """How often this job's worker was lost since the job was queued by its user (created or retried)."""
+    events = orm.JobEvent.job_id == job_id
+    retried = select(func.max(orm.JobEvent.id)).where(events, orm.JobEvent.message.like(f"{RETRIED}%"))
+    since = session.scalar(retried) or 0
+    query = select(func.count()).where(events, orm.JobEvent.id > since, orm.JobEvent.message.like(f"{LOST}%"))
     return int(session.scalar(query) or 0)
 
 

@@ -130,6 +130,15 @@ def count_labs(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(orm.Lab)) or 0
 
 
+def keyless_admin(session: Session, *, lab_name: str) -> orm.User | None:
+    """An admin of lab ``lab_name`` when the lab has no API key at all (nobody can log in to it)."""
+    lab = session.scalar(select(orm.Lab).where(orm.Lab.name == lab_name))
+    if lab is None or session.scalar(select(orm.ApiKey.id).where(orm.ApiKey.lab_id == lab.id).limit(1)):
+        return None
+    admins = select(orm.User).where(orm.User.lab_id == lab.id, orm.User.role == orm.Role.ADMIN)
+    return session.scalars(admins.order_by(orm.User.created_at)).first()
+
+
 def get_lab_by_name(session: Session, name: str) -> orm.Lab:
     lab = session.scalar(select(orm.Lab).where(orm.Lab.name == name))
     if lab is None:

@@ -59,9 +59,11 @@ def dependents(session: Session, cohort: orm.Cohort) -> Dependents:
         or_(orm.Predictor.cohort_id == cohort.id, orm.Predictor.encoder_id.in_(encoder_ids)),
     )))
     predictor_ids = [p.id for p in predictors]
-    evaluations = list(session.scalars(
-        select(orm.Evaluation).where(orm.Evaluation.lab_id == lab, orm.Evaluation.cohort_id == cohort.id)
-    ))
+    # An evaluation on another cohort may use an encoder trained on this one (its config names it).
+    evaluations = [
+        e for e in session.scalars(select(orm.Evaluation).where(orm.Evaluation.lab_id == lab))
+        if e.cohort_id == cohort.id or set(e.config.get("encoder_ids", [])) & set(encoder_ids)
+    ]
     predictions = list(session.scalars(select(orm.Prediction).where(
         orm.Prediction.lab_id == lab,
         or_(orm.Prediction.cohort_id == cohort.id, orm.Prediction.predictor_id.in_(predictor_ids)),

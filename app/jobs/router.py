@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from app.auth.deps import CallerDep
 from app.db.orm import JobKind, JobState
 from app.deps import DispatcherDep, SessionDep
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobRead
+from app.ratelimit import RATE_LIMITED, rate_limited
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -48,7 +49,9 @@ def cancel_job(job_id: str, session: SessionDep, caller: CallerDep, dispatcher: 
     return JobDetail.model_validate(job)
 
 
-@router.post("/{job_id}/retry", response_model=JobDetail)
+@router.post(
+    "/{job_id}/retry", response_model=JobDetail, dependencies=[Depends(rate_limited("train"))], responses=RATE_LIMITED
+)
 def retry_job(job_id: str, session: SessionDep, caller: CallerDep, dispatcher: DispatcherDep) -> JobDetail:
     """Queue a failed or cancelled job again (your own; admins any of the lab's); it resumes from its checkpoint."""
     job = service.retry(session, caller, job_id)

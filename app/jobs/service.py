@@ -27,6 +27,9 @@ ALLOWED: dict[State, frozenset[State]] = {
 }
 
 
+RETRIED_BY = "retried by"  # the event that starts a job's retry; the reaper counts lost workers from it
+
+
 class InvalidTransition(Conflict):
     pass
 
@@ -164,7 +167,9 @@ def retry(session: Session, caller: Caller, job_id: str) -> orm.Job:
     _own_or_admin(caller, job, "retrying")
     if job.state not in (State.FAILED, State.CANCELLED):
         raise Conflict(f"job {job.id} is {job.state.value}; only failed or cancelled jobs can be retried")
-    add_event(session, job, f"retried by {caller.user_name}", to_state=State.QUEUED)
+    if target(session, job) is None or session.get(orm.Cohort, job.params.get("cohort_id", "")) is None:
+        raise Conflict(f"job {job.id} cannot be retried: its cohort or the row it makes was deleted")
+    add_event(session, job, f"{RETRIED_BY} {caller.user_name}", to_state=State.QUEUED)
     previous = job.state.value
     job.state, job.error, job.cancel_requested = State.QUEUED, None, False
     job.started_at = job.finished_at = job.heartbeat_at = job.dispatched_at = None
@@ -175,12 +180,16 @@ def retry(session: Session, caller: Caller, job_id: str) -> orm.Job:
     return job
 
 
+def target(session: Session, job: orm.Job) -> orm.Encoder | orm.Predictor | orm.Evaluation | None:
+    """The encoder, predictor or evaluation a job makes, if it (still) exists."""
+    encoder = session.scalar(select(orm.Encoder).where(orm.Encoder.job_id == job.id))
+    predictor = session.scalar(select(orm.Predictor).where(orm.Predictor.job_id == job.id))
+    evaluation = session.scalar(select(orm.Evaluation).where(orm.Evaluation.job_id == job.id))
+    return encoder or predictor or evaluation
+
+
 def mark_target(session: Session, job: orm.Job, status: orm.ArtifactStatus) -> None:
     """Give the encoder, predictor or evaluation a job produces the job's final status."""
-    for row in (
-        session.scalar(select(orm.Encoder).where(orm.Encoder.job_id == job.id)),
-        session.scalar(select(orm.Predictor).where(orm.Predictor.job_id == job.id)),
-        session.scalar(select(orm.Evaluation).where(orm.Evaluation.job_id == job.id)),
-    ):
-        if row is not None:
-            row.status = status
+    row = target(session, job)
+    if row is not None:
+        row.status = status

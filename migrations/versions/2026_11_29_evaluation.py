@@ -6,17 +6,15 @@ Create Date: 2026-11-29 18:50:32.776107
 
 """
 from collections.abc import Sequence
-from typing import Union
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '0637b2832155'
-down_revision: Union[str, Sequence[str], None] = 'c0d61e7e4d43'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = 'c0d61e7e4d43'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -103,7 +103,11 @@ def upgrade() -> None:
 
 
 def _adopt_existing_rows() -> None:
-    """Rows made before labs existed go to a lab named "default"; its admin is made with `exprssl admin`."""
+    """Rows made before labs existed go to a lab named "default", with a user "admin" (role admin, no key yet).
+
+    `exprssl serve` prints a key for that admin at its next start (embedded default); otherwise
+    `exprssl admin create-key --lab default --user admin` makes one.
+    """
     bind = op.get_bind()
     if not any(bind.execute(sa.text(f'SELECT 1 FROM {table} LIMIT 1')).first() for table in DATA_TABLES):
         return
@@ -111,6 +115,11 @@ def _adopt_existing_rows() -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
     bind.execute(sa.text('INSERT INTO lab (id, name, created_at) VALUES (:id, :name, :at)'),
                  {'id': lab_id, 'name': 'default', 'at': now})
+    bind.execute(
+        sa.text('INSERT INTO app_user (id, lab_id, name, role, disabled, created_at) '
+                'VALUES (:id, :lab_id, :name, :role, :disabled, :at)'),
+        {'id': uuid.uuid4().hex, 'lab_id': lab_id, 'name': 'admin', 'role': 'admin', 'disabled': False, 'at': now},
+    )
     for table in DATA_TABLES:
         bind.execute(sa.text(f'UPDATE {table} SET lab_id = :lab_id'), {'lab_id': lab_id})
 

@@ -265,3 +265,28 @@ def test_audit_log_records_who_did_what(client: TestClient, lab_a: LabKey) -> No
     # Another lab's audit log holds none of it.
     other = client.get("/audit", headers=make_lab("lab-b").headers).json()
     assert sorted(e["action"] for e in other) == ["key.create", "lab.create"]
+
+
+def test_lab_b_cannot_use_lab_a_objects_named_inside_its_own_requests(
+    client: TestClient, lab_objects: LabObjects
+) -> None:
+    lab_b = make_lab("lab-b", "mallory")
+    client.headers.update(lab_b.headers)
+    own_cohort = upload(client)
+    own = start(client, "/predictors", {"cohort_id": own_cohort["id"], "label_column": "tissue",
+                                        "head": "logistic_regression"})
+    assert wait_for_job(client, own["job"]["id"])["state"] == "succeeded"
+    a = lab_objects.ids
+    requests = [
+        ("/predictors", {"cohort_id": own_cohort["id"], "label_column": "tissue", "head": "linear_probe",
+                         "encoder_id": a["encoder_id"]}, f"encoder {a['encoder_id']}"),
+        ("/evaluations", {"cohort_id": own_cohort["id"], "label_column": "tissue", "heads": ["linear_probe"],
+                          "encoder_ids": [a["encoder_id"]]}, f"encoder {a['encoder_id']}"),
+        (f"/predictors/{own['predictor']['id']}/predictions", {"cohort_id": a["cohort_id"]},
+         f"cohort {a['cohort_id']}"),
+    ]
+    for path, body, named in requests:
+        response = client.post(path, json=body)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["error"]["message"] == f"{named} not found"
+    assert [j["id"] for j in client.get("/jobs").json()] == [own["job"]["id"]]  # nothing else was queued

@@ -127,8 +127,20 @@ def test_another_labs_rows_are_404_pages(pages: TestClient, lab_a: LabKey) -> No
     assert response.status_code == 404 and "Not found" in response.text
     assert pages.post(f"/admin/jobs/{other}/cancel").status_code == 404
     assert job_state(other) is orm.JobState.QUEUED
-    for path in ("cohorts", "encoders", "predictors"):
-        assert pages.get(f"/admin/{path}/{other}").status_code == 404
+    # Lab B's cohort, encoder and predictor (and the plots drawn from them) are 404 pages for lab A.
+    pages.headers.update(lab_b.headers)
+    cohort = upload(pages)
+    fit = pages.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "tissue",
+                                          "head": "logistic_regression"}).json()
+    pretrain = pages.post("/encoders", json={"cohort_id": cohort["id"], "params": {"epochs": 1, "batch_size": 64}})
+    for job in (fit["job"], pretrain.json()["job"]):
+        assert wait_for_job(pages, job["id"])["state"] == "succeeded"
+    del pages.headers["Authorization"]
+    for path in (f"cohorts/{cohort['id']}", f"encoders/{pretrain.json()['encoder']['id']}",
+                 f"predictors/{fit['predictor']['id']}", f"predictors/{fit['predictor']['id']}/label-efficiency.svg"):
+        response = pages.get(f"/admin/{path}")
+        assert response.status_code == 404, (path, response.text[:200])
+    assert cohort["id"] not in pages.get("/admin/cohorts").text
     # Lab B's own admin sees it; lab A's list does not show it.
     assert other not in pages.get("/admin/jobs").text
     login(pages, lab_b.key)

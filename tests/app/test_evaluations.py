@@ -106,5 +106,6 @@ def test_methods_list_the_papers_defaults(client: TestClient) -> None:
     assert set(methods) == {"scarf", "vime", "byol"}
     assert (methods["scarf"]["epochs"], methods["scarf"]["lr"], methods["scarf"]["batch_size"]) == (1000, 1e-4, 256)
     assert (methods["vime"]["epochs"], methods["vime"]["alpha"], methods["vime"]["batch_size"]) == (500, 2.0, 32)
-    assert (methods["byol"]["epochs"], methods["byol"]["tau"], methods["byol"]["projector_hidden_dim"]) == (50, 0.9, 4096)
+    byol = methods["byol"]
+    assert (byol["epochs"], byol["tau"], byol["projector_hidden_dim"]) == (50, 0.9, 4096)
     assert all(m["corruption_rate"] == 0.3 for m in methods.values())

@@ -8,10 +8,12 @@ from fastapi.testclient import TestClient
 from app import cli
 from app.auth import service as auth
 from app.config import Settings, get_settings
+from app.db import orm
 from app.db.session import session_factory
+from app.jobs import service as jobs
 from tests.app.test_access import add_member, inline_body
 from tests.app.test_full_loop import COHORT, start, upload
-from tests.conftest import wait_for_job
+from tests.conftest import lab_caller, wait_for_job
 
 
 def fitted(client: TestClient, cohort_id: object) -> dict[str, object]:
@@ -44,8 +46,45 @@ def test_deleting_a_cohort_with_models_is_refused_unless_an_admin_forces_it(
         assert client.get(path).status_code == 404, path
     left = {p for p in artifacts.rglob("*") if p.is_file()}
     gone = {p.relative_to(artifacts).parts[0] for p in files_before - left}
-    assert gone == {"cohorts", "predictors"} and not any(p.parts[-2:][0] == "cohorts" for p in left)
+    assert gone == {"cohorts", "predictors"}
+    assert not any("cohorts" in p.relative_to(artifacts).parts for p in left)  # the stored matrix went too
     assert client.get(f"/jobs/{predictor['job_id']}").json()["state"] == "succeeded"  # the history stays
+
+
+def test_an_evaluation_using_the_cohorts_encoder_elsewhere_is_lineage_too(client: TestClient) -> None:
+    cohort = upload(client)
+    other = client.post("/cohorts", files={"expression": ("other.csv", other_cohort_csv())}, data={"name": "other"})
+    assert other.status_code == 201, other.text
+    accepted = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 1, "batch_size": 64}})
+    assert wait_for_job(client, accepted["job"]["id"])["state"] == "succeeded"
+    encoder_id = accepted["encoder"]["id"]
+    with session_factory()() as session:
+        caller = lab_caller()
+        job = jobs.create_job(session, caller, orm.JobKind.EVALUATE, {"cohort_id": other.json()["id"]})
+        jobs.transition(session, job, orm.JobState.FAILED, message="stopped for the test")
+        evaluation = orm.Evaluation(lab_id=caller.lab_id, name="uses E", cohort_id=other.json()["id"], job_id=job.id,
+                                    label_column="tissue", config={"encoder_ids": [encoder_id]})
+        session.add(evaluation)
+        session.commit()
+        evaluation_id, job_id = evaluation.id, job.id
+    refused = client.delete(f"/cohorts/{cohort['id']}")
+    assert refused.status_code == 409 and f"evaluation {evaluation_id} (uses E)" in refused.json()["error"]["message"]
+    assert client.delete(f"/cohorts/{cohort['id']}?force=true").status_code == 204
+    assert client.get(f"/evaluations/{evaluation_id}").status_code == 404
+    assert client.get(f"/cohorts/{other.json()['id']}").status_code == 200  # the other cohort itself stays
+    # Neither job can be retried: what they would make is gone.
+    for gone in (job_id, accepted["job"]["id"]):
+        with session_factory()() as session:
+            session.get_one(orm.Job, gone).state = orm.JobState.FAILED
+            session.commit()
+        response = client.post(f"/jobs/{gone}/retry")
+        assert response.status_code == 409 and "was deleted" in response.json()["error"]["message"]
+
+
+def other_cohort_csv() -> str:
+    import pandas as pd
+
+    return pd.read_parquet(COHORT / "expression.parquet").iloc[:40].to_csv()
 
 
 def test_an_identical_upload_keeps_the_shared_matrix_when_the_first_is_deleted(client: TestClient) -> None:
@@ -140,3 +179,31 @@ def test_first_start_of_the_embedded_default_prints_one_admin_key(
     with session_factory()() as session:
         caller = auth.authenticate(session, token)
     assert (caller.lab_name, caller.user_name, caller.is_admin) == ("local", "admin", True)
+
+
+def test_rows_from_before_labs_are_reachable_after_the_upgrade(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from app.main import create_app
+
+    database = settings.data_dir / "exprssl.db"
+    database.unlink()
+    config = cli.alembic_config(settings.resolved_database_url)
+    command.upgrade(config, "9b4e2f6a1c37")  # the last revision without labs
+    engine = create_engine(settings.resolved_database_url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO job (id, kind, state, params, progress, attempts, cancel_requested, created_at) "
+            "VALUES ('oldjob', 'evaluate', 'succeeded', '{}', '{}', 1, 0, '2026-01-01 00:00:00')"
+        ))
+    engine.dispose()
+    command.upgrade(config, "head")
+    token = cli.bootstrap_local_admin()  # what `exprssl serve` does at its next start
+    assert token is not None and token in capsys.readouterr().out
+    assert cli.bootstrap_local_admin() is None
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {token}"}) as client:
+        assert client.get("/me").json()["lab_name"] == "default"
+        assert [job["id"] for job in client.get("/jobs").json()] == ["oldjob"]

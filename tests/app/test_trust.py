@@ -127,7 +127,8 @@ def test_model_card_as_json_and_markdown(client: TestClient) -> None:
         summary = [{"model": m, "fraction": f, "n_seeds": 3, "n_train": 10.0,
                     "accuracy": {"mean": 0.9, "std": 0.01}, "balanced_accuracy": {"mean": 0.88, "std": 0.02}}
                    for m in ("logistic_regression", "mlp_scratch") for f in (0.1, 1.0)]
-        session.add(orm.Evaluation(lab_id=lab_id, name="le", cohort_id=cohort["id"], job_id=job.id, label_column="tissue",
+        session.add(orm.Evaluation(lab_id=lab_id, name="le", cohort_id=cohort["id"], job_id=job.id,
+                                   label_column="tissue",
                                    status=orm.ArtifactStatus.READY, config={"n_seeds": 3}, summary=summary,
                                    label_savings={"reference": "mlp_scratch"}))
         session.commit()

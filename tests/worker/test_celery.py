@@ -10,9 +10,9 @@ from app.db import orm
 from app.db.session import session_factory
 from app.jobs import service as jobs
 from app.storage import get_store
+from tests.conftest import lab_caller
 from worker.celery_app import create_celery
 from worker.dispatch import CeleryDispatcher, InProcessDispatcher, make_dispatcher
-from tests.conftest import lab_caller
 
 
 def test_celery_app_acks_late_prefetches_one_and_outlasts_long_runs(settings: Settings) -> None:

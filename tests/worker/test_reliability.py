@@ -19,11 +19,11 @@ from app.encoders.schemas import EncoderCreate
 from app.jobs import service as jobs
 from app.storage import get_store
 from tests.app.test_full_loop import upload
+from tests.conftest import lab_caller
 from worker import reaper
 from worker.context import JobContext
 from worker.heartbeat import beat
 from worker.runner import run_job
-from tests.conftest import lab_caller
 
 
 class NoDispatch:
@@ -40,7 +40,9 @@ def pretrain_job(client: TestClient, **params: object) -> tuple[str, str]:
     cohort = upload(client)
     request = EncoderCreate(cohort_id=cohort["id"], params={"batch_size": 64, **params})
     with session_factory()() as session:
-        encoder = encoders.start_pretraining(session=session, caller=lab_caller(), dispatcher=NoDispatch(), request=request)
+        encoder = encoders.start_pretraining(
+            session=session, caller=lab_caller(), dispatcher=NoDispatch(), request=request
+        )
         return encoder.job_id, encoder.id
 
 
@@ -179,6 +181,19 @@ def test_reaper_requeues_lost_jobs_up_to_the_retry_limit_then_fails_them(
     job = job_row(lost)
     assert job.state is orm.JobState.FAILED
     assert job.error.startswith("worker lost 2 times; last: gone:2 sent no heartbeat")  # type: ignore[union-attr]
+
+    # A user's retry starts the count afresh: the next lost worker re-queues the job again.
+    with session_factory()() as session:
+        job = session.get_one(orm.Job, lost)
+        jobs.add_event(session, job, f"{jobs.RETRIED_BY} alice", to_state=orm.JobState.QUEUED)
+        job.state = orm.JobState.QUEUED
+        session.commit()
+    with session_factory()() as session:
+        assert jobs.claim(session, lost, worker_id="gone:3") is not None
+        session.get_one(orm.Job, lost).heartbeat_at = utcnow() - timedelta(hours=1)
+        session.commit()
+    result, _ = sweep_now(settings)
+    assert result.requeued == [lost] and job_row(lost).state is orm.JobState.QUEUED
 
 
 def test_reaper_cancels_a_lost_job_whose_cancellation_was_requested(client: TestClient, settings: Settings) -> None:

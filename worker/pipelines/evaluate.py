@@ -12,7 +12,7 @@ from models.gene_table import resolve_gene_keys
 from models.genes import align_to_panel
 from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
 from worker.context import JobContext, Recorder
-from worker.pipelines.common import CohortData, load_cohort
+from worker.pipelines.common import ArtifactIntegrityError, CohortData, load_cohort
 from worker.pipelines.fit import labelled_set
 
 
@@ -45,6 +45,9 @@ def run(ctx: JobContext) -> Recorder:
             (e.id, e.artifact_key or "", e.artifact_sha256 or "", e.cohort_id)
             for e in session.scalars(select(orm.Encoder).where(orm.Encoder.id.in_(config["encoder_ids"])))
         ]
+    missing = sorted(set(config["encoder_ids"]) - {row[0] for row in encoder_rows})
+    if missing:
+        raise ArtifactIntegrityError(f"encoder(s) {', '.join(missing)} of this evaluation were deleted")
     data = load_cohort(ctx, cohort_id)
     labelled = labelled_set(data, label_column)
     unlabelled = np.setdiff1d(np.arange(len(data.matrix.sample_ids)), labelled.rows)
