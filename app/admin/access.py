@@ -55,6 +55,8 @@ PageCaller = Annotated[Caller, Depends(page_caller)]
 
 def check_origin(request: Request) -> None:
     """Forbidden when a request carries an Origin header naming another host than this app's (CSRF)."""
+    if request.headers.get("sec-fetch-site") == "cross-site":  # browsers send it even without Origin
+        raise Forbidden("cross-site form post refused (Sec-Fetch-Site: cross-site)")
     origin = request.headers.get("origin")
     if origin is None:
         return

@@ -400,5 +400,9 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
     auth.record(session, caller, "cohort.delete", cohort, removed)
     session.commit()
     for key in keys:
-        store.delete(key)  # after the commit: a failed commit must not lose files
+        # After the commit, so that a failed commit loses no file; an identical upload may have taken the
+        # matrix meanwhile, so look again before deleting it.
+        if key == cohort.storage_key and repository.storage_shared(session, cohort):
+            continue
+        store.delete(key)
     return keys

@@ -177,6 +177,9 @@ def test_cross_site_posts_are_refused(pages: TestClient) -> None:
         response = pages.post(f"/admin/jobs/{job_id}/cancel", headers={"Origin": origin})
         assert response.status_code == 403 and "cross-site" in response.text
     assert pages.post("/admin/logout", headers={"Origin": "http://evil.example"}).status_code == 403
+    # A browser that sends no Origin still says where the post came from.
+    response = pages.post(f"/admin/jobs/{job_id}/cancel", headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 403 and "Sec-Fetch-Site" in response.text
     assert job_state(job_id) is orm.JobState.QUEUED
     response = pages.post(f"/admin/jobs/{job_id}/cancel", headers={"Origin": "http://testserver"})
     assert response.status_code == 200 and job_state(job_id) is orm.JobState.CANCELLED
