@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from app.admin.service import EfficiencyPoint
+from app.predictors.card import format_number
 
 FLASH_COOKIE = "exprssl_flash"
 COOKIE_PATH = "/admin"
@@ -29,20 +30,12 @@ def _datetime(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _number(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-templates.env.filters.update(dt=_datetime, num=_number, pretty=_pretty_json)
+templates.env.filters.update(dt=_datetime, num=format_number, pretty=_pretty_json)
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,8 @@ def build_card(*, session: Session, predictor: orm.Predictor, min_gene_coverage:
     )
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_number(value: Any, digits: int = 3) -> str:
+    """A metric for people: ``n/a`` for None, floats to ``digits`` decimals."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -153,7 +154,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(format_number(v) for v in row) + " |" for row in rows]
 
 
 def _metric_lines(card: ModelCard) -> list[str]:
@@ -169,7 +170,7 @@ def _calibration_lines(card: ModelCard) -> list[str]:
     test = card.calibration.get("test")
     if not test:
         return ["No calibration (fitted before calibration existed)."]
-    lines = [f"Temperature {_fmt(card.calibration.get('temperature'))}, fitted on "
+    lines = [f"Temperature {format_number(card.calibration.get('temperature'))}, fitted on "
              f"{card.calibration.get('n_calibration')} calibration samples; on the test split:", ""]
     rows = [[k, test.get(f"{k}_before"), test.get(f"{k}_after")] for k in ("ece", "brier", "nll")]
     return lines + _table(["", "before", "after"], rows)
@@ -217,7 +218,7 @@ def render_markdown(card: ModelCard) -> str:
     else:
         pre = encoder.pretraining_cohort
         lines.append(f"`{encoder.id}` ({encoder.method} v{encoder.version}, seed {encoder.seed}), final loss "
-                     f"{_fmt(encoder.final_loss)}; pretrained on "
+                     f"{format_number(encoder.final_loss)}; pretrained on "
                      + (f"`{pre.id}` ({pre.name}, {pre.n_samples} samples, checksum `{pre.checksum}`)" if pre else "?")
                      + ".")
         lines.append("Hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in encoder.params.items()) + ".")
@@ -231,8 +232,9 @@ def render_markdown(card: ModelCard) -> str:
     lines += ["", "## Out-of-distribution detection", "",
               "No OOD scorer." if not ood else
               f"Mahalanobis score in the {ood.get('space')} space ({ood.get('dim')} dimensions, shrinkage "
-              f"{_fmt(ood.get('shrinkage'))}), {ood.get('n_reference')} reference samples; test samples flagged at "
-              f"the {_fmt(ood.get('percentile'), 0)}th percentile: {_fmt(ood.get('test_flag_rate'))}."]
+              f"{format_number(ood.get('shrinkage'))}), {ood.get('n_reference')} reference samples; "
+              f"test samples flagged at the {format_number(ood.get('percentile'), 0)}th percentile: "
+              f"{format_number(ood.get('test_flag_rate'))}."]
     lines += ["", "## Label efficiency", ""] + _evaluation_lines(card)
     lines += ["", "## Libraries", "", ", ".join(f"{k} {v}" for k, v in card.libraries.items()) or "unknown"]
     lines += ["", "## Limits", ""] + [f"- {limit}" for limit in card.limits]
