@@ -31,6 +31,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.service import admin_headers  # noqa: E402 - after the path insert
+
 
 def wait_for(client: httpx.Client, path: str, timeout: float = 600.0) -> dict:
     deadline = time.monotonic() + timeout
@@ -62,7 +64,9 @@ def request_body(frame: pd.DataFrame, size: int) -> bytes:
 
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "EXPRSSL_DATA_DIR": str(data_dir), "EXPRSSL_PORT": str(port)}
+    # The rate limit is not what is measured here.
+    env = {**os.environ, "EXPRSSL_DATA_DIR": str(data_dir), "EXPRSSL_PORT": str(port),
+           "EXPRSSL_RATE_LIMIT_PREDICT": "1000000/minute"}
     return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -81,7 +85,9 @@ def train_predictor(client: httpx.Client, frame: pd.DataFrame, labels: pd.DataFr
     return str(predictor["predictor"]["id"])
 
 
-def http_latencies(url: str, path: str, body: bytes, concurrency: int, requests: int) -> tuple[list[float], float]:
+def http_latencies(
+    url: str, path: str, body: bytes, concurrency: int, requests: int, auth: dict[str, str]
+) -> tuple[list[float], float]:
     def one(client: httpx.Client) -> float:
         started = time.perf_counter()
         response = client.post(path, content=body, headers={"content-type": "application/json"})
@@ -90,7 +96,7 @@ def http_latencies(url: str, path: str, body: bytes, concurrency: int, requests:
             raise RuntimeError(response.text[:300])
         return elapsed
 
-    clients = [httpx.Client(base_url=url, timeout=120) for _ in range(concurrency)]
+    clients = [httpx.Client(base_url=url, timeout=120, headers=auth) for _ in range(concurrency)]
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         latencies = list(pool.map(lambda i: one(clients[i % concurrency]), range(requests)))
@@ -139,10 +145,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
+        auth = admin_headers(data_dir)
         server = start_server(data_dir, args.port)
         url = f"http://127.0.0.1:{args.port}"
         try:
-            with httpx.Client(base_url=url, timeout=120) as client:
+            with httpx.Client(base_url=url, timeout=120, headers=auth) as client:
                 deadline = time.monotonic() + 120
                 while True:
                     try:
@@ -163,9 +170,9 @@ def main() -> None:
             print("|---|---|---|---|---|---|")
             for size in args.sizes:
                 body = request_body(frame, size)
-                http_latencies(url, path, body, 1, 2)  # warm the predictor cache
-                single, _ = http_latencies(url, path, body, 1, args.requests)
-                loaded, rps = http_latencies(url, path, body, n, args.requests)
+                http_latencies(url, path, body, 1, 2, auth)  # warm the predictor cache
+                single, _ = http_latencies(url, path, body, 1, args.requests, auth)
+                loaded, rps = http_latencies(url, path, body, n, args.requests, auth)
                 bare = bare_seconds(data_dir, predictor_id, body, repeats=max(5, args.requests // 4)) * 1000
                 p50_single = float(np.percentile(single, 50)) * 1000
                 p50, p95 = np.percentile(loaded, [50, 95]) * 1000

@@ -36,6 +36,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.service import admin_headers  # noqa: E402 - after the path insert
+
 CHUNK = 8 << 20
 ROW_GROUP = 1000  # rows per Parquet row group / per TSV write
 
@@ -91,6 +95,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "EXPRSSL_DATA_DIR": str(data_dir),
         "EXPRSSL_PORT": str(port),
         "EXPRSSL_MAX_UPLOAD_BYTES": str(64 * 1024**3),
+        "EXPRSSL_RATE_LIMIT_UPLOAD": "1000/minute",
         "EXPRSSL_TORCH_THREADS": "1",
     }
     env.pop("EXPRSSL_BROKER_URL", None)
@@ -129,7 +134,7 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
-def upload(url: str, path: Path) -> dict[str, object]:
+def upload(url: str, path: Path, auth: dict[str, str]) -> dict[str, object]:
     """POST ``path`` as the expression file of a multipart request streamed from disk; time it."""
     boundary = "exprssl-bench-boundary"
     head = (
@@ -150,6 +155,7 @@ def upload(url: str, path: Path) -> dict[str, object]:
         sent["at"] = time.perf_counter()
 
     headers = {
+        **auth,
         "content-type": f"multipart/form-data; boundary={boundary}",
         "content-length": str(len(head) + path.stat().st_size + len(tail)),
     }
@@ -242,6 +248,7 @@ def main() -> int:
     print(f"wrote {', '.join(f'{p.name} {gb(p.stat().st_size)}' for p in paths.values())} "
           f"in {time.perf_counter() - start:.0f} s")
 
+    auth = admin_headers(data_dir)
     server = start_server(data_dir, args.port)
     url = f"http://127.0.0.1:{args.port}"
     results = []
@@ -250,7 +257,7 @@ def main() -> int:
         for fmt, path in paths.items():
             idle = memory(server.pid)
             reset = reset_peak(server.pid)
-            figures = upload(url, path)
+            figures = upload(url, path, auth)
             peak = memory(server.pid)["VmHWM"]
             cohort = figures["cohort"]
             size = path.stat().st_size
@@ -281,7 +288,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    stored = list((data_dir / "artifacts" / "cohorts").glob("*.arrow"))
+    stored = list((data_dir / "artifacts" / "cohorts").rglob("*.arrow")  # cohorts/<lab id>/<checksum>.arrow)
     print(f"stored matrices: {len(stored)} ({', '.join(gb(p.stat().st_size) for p in stored)})")
     ok = all(r["server_peak"] < 3 * dense for r in results)
     print(("PASS" if ok else "FAIL") + f": server peak under 3x the dense float32 matrix ({gb(3 * dense)})")

@@ -1,0 +1,25 @@
+"""What the HTTP benchmarks share: an API key for the server they start on a temporary data folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def admin_headers(data_dir: Path) -> dict[str, str]:
+    """Create lab ``bench`` in ``data_dir``'s registry (as ``exprssl admin create-lab`` does); its key's header.
+
+    Run before the server starts, so that the server's first start finds a lab and creates no other.
+    """
+    env = {**os.environ, "EXPRSSL_DATA_DIR": str(data_dir)}
+    env.pop("EXPRSSL_DATABASE_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "admin", "create-lab", "bench", "--admin", "bench"],
+        env=env, cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    key = next(word for word in out.split() if word.startswith("exs_"))
+    return {"Authorization": f"Bearer {key}"}
