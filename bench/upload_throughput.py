@@ -288,7 +288,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    stored = list((data_dir / "artifacts" / "cohorts").rglob("*.arrow")  # cohorts/<lab id>/<checksum>.arrow)
+    stored = list((data_dir / "artifacts" / "cohorts").rglob("*.arrow"))  # cohorts/<lab id>/<checksum>.arrow
     print(f"stored matrices: {len(stored)} ({', '.join(gb(p.stat().st_size) for p in stored)})")
     ok = all(r["server_peak"] < 3 * dense for r in results)
     print(("PASS" if ok else "FAIL") + f": server peak under 3x the dense float32 matrix ({gb(3 * dense)})")
