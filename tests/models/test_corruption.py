@@ -195,3 +195,20 @@ def test_large_cpu_draws_are_the_same_on_any_thread_count() -> None:
         torch.set_num_threads(previous)
     assert all(torch.equal(u, v) for u, v in zip(one, two, strict=True))
     assert abs(one[1].float().mean().item() - 0.3) < 0.005  # the split draws are still Bernoulli(0.3)
+
+
+def test_large_cpu_draws_are_uniform_on_24_bit_steps_and_reproducible() -> None:
+    from models.corruption import _rand
+
+    shape, cpu = (512, 4096), torch.device("cpu")  # 2**21 entries: the threaded numpy path
+    u = _rand(shape, generator=torch.Generator().manual_seed(3), device=cpu)
+    assert u.dtype == torch.float32 and u.shape == shape
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    assert torch.equal(u * 2**24, (u * 2**24).floor())  # multiples of 2**-24, as torch.rand's are
+    counts = torch.histc(u, bins=16, min=0.0, max=1.0)
+    expected = u.numel() / 16
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 50.0  # 15 degrees of freedom: p < 1e-5 beyond 50
+    assert abs(float(u.mean()) - 0.5) < 0.002 and abs(float(u.var()) - 1 / 12) < 0.001
+    assert torch.equal(u, _rand(shape, generator=torch.Generator().manual_seed(3), device=cpu))
+    assert not torch.equal(u, _rand(shape, generator=torch.Generator().manual_seed(4), device=cpu))
