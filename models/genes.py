@@ -259,6 +259,18 @@ def match_keys(
     return gene_keys, panel_keys
 
 
+def _same_names(genes: Sequence[str], panel: Sequence[str]) -> bool:
+    """Whether ``genes`` is ``panel``, name for name in the same order, without repeated names."""
+    return len(genes) == len(panel) and list(genes) == list(panel) and len(set(panel)) == len(panel)
+
+
+def _identity_report(n_panel: int) -> AlignmentReport:
+    return AlignmentReport(
+        n_panel=n_panel, n_found=n_panel, n_missing=0, n_extra=0, coverage=1.0 if n_panel else 0.0,
+        missing=[], extra=[], n_matched_directly=n_panel, n_matched_by_conversion=0, conversions=[],
+    )
+
+
 def align_to_panel(
     values: np.ndarray,
     genes: Sequence[str],
@@ -290,6 +302,8 @@ def align_to_panel(
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[1] != len(genes):
         raise ValueError(f"values must have shape (n_samples, {len(genes)}) to match genes, got {values.shape}")
+    if _same_names(genes, panel):  # the usual case, a cohort like the training one: nothing to resolve
+        return np.array(values, dtype=np.float32), _identity_report(len(panel))
     gene_keys, panel_keys = match_keys(genes, panel, resolver)
     source = _index_keys(gene_keys, genes, "input")
     _index_keys(panel_keys, panel, "panel")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -58,3 +59,19 @@ def test_align_to_panel_rejects_duplicates_after_normalisation() -> None:
 def test_align_to_panel_rejects_shape_mismatch() -> None:
     with pytest.raises(ValueError, match="shape"):
         align_to_panel(np.zeros((2, 3)), ["A", "B"], ["A"])
+
+
+def test_an_input_named_exactly_like_the_panel_is_matched_without_resolving() -> None:
+    panel = ["TP53", "SEPT9", "ENSG00000141510.5"]
+    values = np.arange(6, dtype=np.float64).reshape(2, 3)
+
+    def refuse(names: Sequence[str]) -> list[str]:
+        raise AssertionError("the resolver must not be called for identical names")
+
+    aligned, report = align_to_panel(values, list(panel), panel, resolver=refuse)
+    assert aligned.dtype == np.float32 and np.array_equal(aligned, values) and aligned is not values
+    counts = (report.n_found, report.n_matched_directly, report.n_matched_by_conversion, report.coverage)
+    assert counts == (3, 3, 0, 1.0)
+    # Any other order goes through the resolver, and gives the same numbers.
+    shuffled, again = align_to_panel(values[:, ::-1], panel[::-1], panel)
+    assert np.array_equal(shuffled, aligned) and again.n_found == 3
