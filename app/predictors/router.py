@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from pydantic import ValidationError
 
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
-from app.predictions.schemas import PredictionCreate, PredictionRead
+from app.predictions.schemas import PredictionCreate, PredictionRead, create_request_body
 from app.predictors import card, service
 from app.predictors.schemas import ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
 from app.ratelimit import RATE_LIMITED, rate_limited
@@ -81,16 +83,30 @@ def get_card(
     return model_card
 
 
+async def prediction_request(request: Request) -> PredictionCreate:
+    """The JSON body parsed and validated in one pass by pydantic-core.
+
+    FastAPI's own body handling (``json.loads``, then validation) takes several times longer on an inline
+    matrix: 100 samples x 2,000 genes cost 60 ms that way against 10 ms here. Errors keep FastAPI's 422 body.
+    """
+    try:
+        return PredictionCreate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
+
+
 @router.post(
     "/{predictor_id}/predictions",
     status_code=status.HTTP_201_CREATED,
     response_model=PredictionRead,
     dependencies=[Depends(rate_limited("predict"))],
     responses=RATE_LIMITED,
+    openapi_extra={"requestBody": create_request_body()},
 )
 def predict(
     predictor_id: str,
-    request: PredictionCreate,
+    request: Annotated[PredictionCreate, Depends(prediction_request)],
     session: SessionDep,
     caller: CallerDep,
     store: StoreDep,
