@@ -316,6 +316,29 @@ def create_user(
     return _flash_redirect("/admin/users", "ok", f"User {user.name} ({user.role.value}) created.")
 
 
+@router.post("/users/{user_id}")
+def update_user(
+    user_id: str,
+    session: SessionDep,
+    caller: PageCaller,
+    role: Annotated[str, Form()] = "",
+    disabled: Annotated[str, Form()] = "",
+) -> Response:
+    """Change a user's role, or disable or enable them (admins; a disabled user's keys stop at once)."""
+    caller.require_admin("changing users")
+    flags = {"yes": True, "no": False}
+    if disabled and disabled not in flags:
+        return _flash_redirect("/admin/users", "error", f"disabled must be yes or no, got {disabled!r}")
+    try:
+        user = auth.update_user(
+            session, caller, user_id, role=_choice(orm.Role, role, "role"), disabled=flags.get(disabled)
+        )
+    except (Conflict, InvalidInput) as exc:
+        return _flash_redirect("/admin/users", "error", exc.message)
+    state = "disabled" if user.disabled else "enabled"
+    return _flash_redirect("/admin/users", "ok", f"User {user.name} is now {user.role.value}, {state}.")
+
+
 @router.post("/keys")
 def create_key(
     request: Request,

@@ -15,6 +15,7 @@ from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortUploadForm, 
 from app.db import orm
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import ErrorBody
+from app.predictions.imputation import get_ridge_cache
 from app.predictions.service import get_cache
 from app.ratelimit import rate_limited
 
@@ -128,9 +129,11 @@ def delete_cohort(
                                              "evaluations and predictions made from it.")] = False,
 ) -> None:
     """Delete a cohort. Refused (409, naming them) while models or predictions were made from it, unless forced."""
+    checksum = repository.get(session, cohort_id, lab_id=caller.lab_id).checksum
     removed = service.delete_cohort(session=session, store=store, caller=caller, cohort_id=cohort_id, force=force)
     for key in removed:
         get_cache(settings).discard(key)
+    get_ridge_cache(settings).discard_cohort(checksum)  # imputers fitted on its samples
 
 
 @router.get("/{cohort_id}/samples", response_model=list[CohortSampleRead])

@@ -95,6 +95,14 @@ class RidgeCache:
             _put(self._imputers, key, imputer, max(1, self.size))
         return imputer
 
+    def discard_cohort(self, checksum: str) -> None:
+        """Drop what was fitted on a cohort's matrix (its keys end with the matrix checksum)."""
+        with self._lock:
+            for key in [k for k in self._imputers if k.endswith(f":{checksum}")]:
+                del self._imputers[key]
+            for item in [k for k in self._solutions if k[0].endswith(f":{checksum}")]:
+                del self._solutions[item]
+
     def solution(self, key: str, imputer: RidgeImputer, observed: np.ndarray) -> RidgeSolution:
         item = (key, hashlib.sha256(np.packbits(observed).tobytes()).hexdigest())
         with self._lock:

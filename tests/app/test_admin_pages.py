@@ -337,6 +337,29 @@ def test_users_page_creates_users_and_keys_and_revokes(pages: TestClient) -> Non
     assert all(f'data-action="{a}"' in audit for a in ("user.create", "key.create", "key.revoke"))
 
 
+def test_users_page_changes_roles_and_disables_users(pages: TestClient, lab_a: LabKey) -> None:
+    member, token = add_member(lab_a)
+    promoted = pages.post(f"/admin/users/{member.user_id}", data={"role": "admin"})
+    assert promoted.status_code == 200 and f"User {member.user_name} is now admin, enabled." in promoted.text
+    disabled = pages.post(f"/admin/users/{member.user_id}", data={"disabled": "yes"})
+    assert "is now admin, disabled." in disabled.text
+    with session_factory()() as session:
+        user = session.get_one(orm.User, member.user_id)
+        assert (user.role, user.disabled) == (orm.Role.ADMIN, True)
+    # A disabled user's key stops at once, on the pages as on the REST API.
+    assert pages.post("/admin/login", data={"api_key": token}).status_code == 401
+    assert pages.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    pages.post(f"/admin/users/{member.user_id}", data={"disabled": "no"})
+    assert pages.get("/me", headers={"Authorization": f"Bearer {token}"}).json()["role"] == "admin"
+    # Nobody changes their own role; nonsense values are refused with a message.
+    own = pages.post(f"/admin/users/{lab_a.admin_id}", data={"role": "member"})
+    assert "cannot change their own role" in own.text
+    refused = pages.post(f"/admin/users/{member.user_id}", data={"role": "owner"})
+    assert "unknown value 'owner'" in html.unescape(refused.text)
+    refused = pages.post(f"/admin/users/{member.user_id}", data={"disabled": "maybe"})
+    assert "disabled must be yes or no" in html.unescape(refused.text)
+
+
 def test_loss_curve_svg_and_label_efficiency_svg() -> None:
     assert views.loss_curve_svg([]) is None and views.loss_curve_svg([float("nan")]) is None
     svg = str(views.loss_curve_svg([3.0, 2.0, 1.5]))

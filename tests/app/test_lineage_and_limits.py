@@ -207,3 +207,21 @@ def test_rows_from_before_labs_are_reachable_after_the_upgrade(
     with TestClient(create_app(), headers={"Authorization": f"Bearer {token}"}) as client:
         assert client.get("/me").json()["lab_name"] == "default"
         assert [job["id"] for job in client.get("/jobs").json()] == ["oldjob"]
+
+
+def test_deleting_a_cohort_drops_the_ridge_imputers_fitted_on_it() -> None:
+    from app.predictions.imputation import RidgeCache
+
+    fits: list[str] = []
+    cache = RidgeCache(4)
+
+    def fit(name: str) -> object:
+        fits.append(name)
+        return name
+
+    for key in ("p1:matrix-a", "p2:matrix-a", "p3:matrix-b"):
+        cache.imputer(key, lambda key=key: fit(key))  # type: ignore[misc]
+    cache.discard_cohort("matrix-a")
+    for key in ("p1:matrix-a", "p3:matrix-b"):
+        cache.imputer(key, lambda key=key: fit(key))  # type: ignore[misc]
+    assert fits == ["p1:matrix-a", "p2:matrix-a", "p3:matrix-b", "p1:matrix-a"]  # only matrix-a's was refitted
