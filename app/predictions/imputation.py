@@ -10,11 +10,8 @@ predictor's training samples, read from its cohort; its solution per set of obse
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
@@ -22,6 +19,7 @@ from app.cohorts import parsing
 from app.config import Settings
 from app.db import orm
 from app.errors import InvalidInput
+from app.predictions.lru import LruCache
 from app.storage import ArtifactStore
 from models.gene_table import resolve_gene_keys
 from models.genes import AlignmentReport, align_to_panel
@@ -29,16 +27,6 @@ from models.imputation import RidgeImputer, RidgeSolution
 from models.preprocessing import Preprocessor
 
 RESULTS = "bench/RESULTS.md, 'Gene coverage and imputation'"
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def _put(items: OrderedDict[K, V], key: K, value: V, size: int) -> None:
-    """Insert as most recently used; drop the least recently used beyond ``size``."""
-    items[key] = value
-    items.move_to_end(key)
-    while len(items) > size:
-        items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -81,38 +69,20 @@ class RidgeCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._imputers: OrderedDict[str, RidgeImputer] = OrderedDict()
-        self._solutions: OrderedDict[tuple[str, str], RidgeSolution] = OrderedDict()
-        self._lock = threading.Lock()
+        self._imputers: LruCache[str, RidgeImputer] = LruCache(max(1, size))
+        self._solutions: LruCache[tuple[str, str], RidgeSolution] = LruCache(size)
 
     def imputer(self, key: str, fit: Callable[[], RidgeImputer]) -> RidgeImputer:
-        with self._lock:
-            if key in self._imputers:
-                self._imputers.move_to_end(key)
-                return self._imputers[key]
-        imputer = fit()
-        with self._lock:
-            _put(self._imputers, key, imputer, max(1, self.size))
-        return imputer
+        return self._imputers.get(key, fit)
 
     def discard_cohort(self, checksum: str) -> None:
         """Drop what was fitted on a cohort's matrix (its keys end with the matrix checksum)."""
-        with self._lock:
-            for key in [k for k in self._imputers if k.endswith(f":{checksum}")]:
-                del self._imputers[key]
-            for item in [k for k in self._solutions if k[0].endswith(f":{checksum}")]:
-                del self._solutions[item]
+        self._imputers.discard(lambda key: key.endswith(f":{checksum}"))
+        self._solutions.discard(lambda item: item[0].endswith(f":{checksum}"))
 
     def solution(self, key: str, imputer: RidgeImputer, observed: np.ndarray) -> RidgeSolution:
         item = (key, hashlib.sha256(np.packbits(observed).tobytes()).hexdigest())
-        with self._lock:
-            if item in self._solutions:
-                self._solutions.move_to_end(item)
-                return self._solutions[item]
-        solution = imputer.solve(observed)
-        with self._lock:
-            _put(self._solutions, item, solution, self.size)
-        return solution
+        return self._solutions.get(item, lambda: imputer.solve(observed))
 
 
 _cache: RidgeCache | None = None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +15,7 @@ from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict, InvalidInput
 from app.predictions.imputation import CoverageGate, ridge_impute
+from app.predictions.lru import LruCache
 from app.predictions.schemas import PredictionCreate
 from app.predictors import service as predictors
 from app.storage import ArtifactStore
@@ -61,25 +60,13 @@ class PredictorCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str], LoadedPredictor] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: LruCache[tuple[str, str], LoadedPredictor] = LruCache(size)
 
     def get(self, store: ArtifactStore, key: str, sha256: str) -> LoadedPredictor:
-        with self._lock:
-            if (key, sha256) in self._items:
-                self._items.move_to_end((key, sha256))
-                return self._items[(key, sha256)]
-        loaded = load_predictor(store.get_bytes(key, sha256=sha256))
-        with self._lock:
-            self._items[(key, sha256)] = loaded
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return loaded
+        return self._items.get((key, sha256), lambda: load_predictor(store.get_bytes(key, sha256=sha256)))
 
     def discard(self, key: str) -> None:
-        with self._lock:
-            for item in [k for k in self._items if k[0] == key]:
-                del self._items[item]
+        self._items.discard(lambda item: item[0] == key)
 
 
 _cache: PredictorCache | None = None

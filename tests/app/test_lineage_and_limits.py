@@ -225,3 +225,20 @@ def test_deleting_a_cohort_drops_the_ridge_imputers_fitted_on_it() -> None:
     for key in ("p1:matrix-a", "p3:matrix-b"):
         cache.imputer(key, lambda key=key: fit(key))  # type: ignore[misc]
     assert fits == ["p1:matrix-a", "p2:matrix-a", "p3:matrix-b", "p1:matrix-a"]  # only matrix-a's was refitted
+
+
+def test_lru_cache_keeps_the_most_recently_used_and_drops_on_request() -> None:
+    from app.predictions.lru import LruCache
+
+    made: list[str] = []
+    cache: LruCache[str, str] = LruCache(2)
+
+    def get(key: str) -> str:
+        return cache.get(key, lambda: made.append(key) or key.upper())
+
+    assert [get("a"), get("b"), get("a"), get("c")] == ["A", "B", "A", "C"]  # "b" was least recently used
+    get("a"), get("b")
+    assert made == ["a", "b", "c", "b"]
+    cache.discard(lambda key: key == "a")
+    get("a")
+    assert made[-1] == "a" and LruCache(0).get("x", lambda: "made") == "made"
