@@ -20,7 +20,7 @@ from app.admin.access import AdminRoute, PageCaller, end_session, start_session
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
-from app.db import orm
+from app.db import orm, repository
 from app.deps import DispatcherDep, SessionDep
 from app.encoders import service as encoders
 from app.errors import Conflict, InvalidInput, Unauthorized
@@ -46,6 +46,12 @@ class Pager:
     total: int
     prev_url: str | None
     next_url: str | None
+    size: int = PAGE_SIZE
+
+    @property
+    def offset(self) -> int:
+        """Rows before this page."""
+        return (self.number - 1) * self.size
 
 
 def _page_url(request: Request, number: int) -> str:
@@ -58,7 +64,7 @@ def _pager(request: Request, number: int, total: int, size: int = PAGE_SIZE) -> 
     number = min(number, pages)
     prev_url = _page_url(request, number - 1) if number > 1 else None
     next_url = _page_url(request, number + 1) if number < pages else None
-    return Pager(number, pages, total, prev_url, next_url)
+    return Pager(number, pages, total, prev_url, next_url, size)
 
 
 def _redirect(path: str) -> Response:
@@ -143,7 +149,7 @@ def list_jobs(
     )
     pager = _pager(request, page, jobs.count_jobs(session, lab_id=caller.lab_id, where=where))
     rows = jobs.list_jobs(
-        session, lab_id=caller.lab_id, where=where, limit=PAGE_SIZE, offset=(pager.number - 1) * PAGE_SIZE
+        session, lab_id=caller.lab_id, where=where, limit=PAGE_SIZE, offset=pager.offset
     )
     context = {
         "caller": caller, "nav": "jobs", "jobs": rows, "pager": pager,
@@ -155,22 +161,18 @@ def list_jobs(
     return views.render(request, "jobs.html", context)
 
 
-def _can_act(caller: Caller, job: orm.Job) -> bool:
-    return caller.is_admin or job.created_by == caller.user_id
-
-
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request, session: SessionDep, caller: PageCaller) -> Response:
     """Show a job: parameters, state, progress, error, events, loss curve, and its cancel or retry button."""
     job = jobs.get_job(session, job_id, lab_id=caller.lab_id)
-    target = service.job_target(session, job)
+    target = jobs.target(session, job)
     curve = getattr(target, "loss_curve", None) or []
     context = {
         "caller": caller, "nav": "jobs", "job": job, "target": target,
         "target_type": None if target is None else target.__tablename__,
         "names": service.user_names(session, lab_id=caller.lab_id), "loss_svg": views.loss_curve_svg(curve),
-        "can_cancel": _can_act(caller, job) and job.state in (orm.JobState.QUEUED, orm.JobState.RUNNING),
-        "can_retry": _can_act(caller, job) and job.state in (orm.JobState.FAILED, orm.JobState.CANCELLED),
+        "can_cancel": jobs.may_act_on(caller, job) and job.state in (orm.JobState.QUEUED, orm.JobState.RUNNING),
+        "can_retry": jobs.may_act_on(caller, job) and job.state in (orm.JobState.FAILED, orm.JobState.CANCELLED),
     }
     return views.render(request, "job.html", context)
 
@@ -202,8 +204,8 @@ def retry_job(job_id: str, session: SessionDep, caller: PageCaller, dispatcher: 
 @router.get("/cohorts")
 def list_cohorts(request: Request, session: SessionDep, caller: PageCaller, page: PageNumber = 1) -> Response:
     """List the lab's cohorts, newest first."""
-    pager = _pager(request, page, service.count(session, orm.Cohort, lab_id=caller.lab_id))
-    rows = cohorts.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=(pager.number - 1) * PAGE_SIZE)
+    pager = _pager(request, page, repository.count(session, orm.Cohort, lab_id=caller.lab_id))
+    rows = cohorts.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
     return views.render(request, "cohorts.html", {"caller": caller, "nav": "cohorts", "cohorts": rows, "pager": pager})
 
 
@@ -219,8 +221,8 @@ def cohort_page(cohort_id: str, request: Request, session: SessionDep, caller: P
 @router.get("/encoders")
 def list_encoders(request: Request, session: SessionDep, caller: PageCaller, page: PageNumber = 1) -> Response:
     """List the lab's encoders, newest first."""
-    pager = _pager(request, page, service.count(session, orm.Encoder, lab_id=caller.lab_id))
-    rows = encoders.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=(pager.number - 1) * PAGE_SIZE)
+    pager = _pager(request, page, repository.count(session, orm.Encoder, lab_id=caller.lab_id))
+    rows = encoders.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
     context = {
         "caller": caller, "nav": "encoders", "encoders": rows, "pager": pager,
         "cohort_names": service.cohort_names(session, lab_id=caller.lab_id),
@@ -244,8 +246,8 @@ def encoder_page(encoder_id: str, request: Request, session: SessionDep, caller:
 @router.get("/predictors")
 def list_predictors(request: Request, session: SessionDep, caller: PageCaller, page: PageNumber = 1) -> Response:
     """List the lab's predictors, newest first."""
-    pager = _pager(request, page, service.count(session, orm.Predictor, lab_id=caller.lab_id))
-    rows = predictors.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=(pager.number - 1) * PAGE_SIZE)
+    pager = _pager(request, page, repository.count(session, orm.Predictor, lab_id=caller.lab_id))
+    rows = predictors.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
     context = {
         "caller": caller, "nav": "predictors", "predictors": rows, "pager": pager,
         "cohort_names": service.cohort_names(session, lab_id=caller.lab_id),

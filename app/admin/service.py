@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
-
-Target = orm.Encoder | orm.Predictor | orm.Evaluation
 
 
 @dataclass(frozen=True)
@@ -20,14 +18,6 @@ class EfficiencyPoint:
     fraction: float
     balanced_accuracy: float
     current: bool = False
-
-
-def job_target(session: Session, job: orm.Job) -> Target | None:
-    """The encoder, predictor or evaluation a job makes, if any."""
-    encoder = session.scalar(select(orm.Encoder).where(orm.Encoder.job_id == job.id))
-    predictor = session.scalar(select(orm.Predictor).where(orm.Predictor.job_id == job.id))
-    evaluation = session.scalar(select(orm.Evaluation).where(orm.Evaluation.job_id == job.id))
-    return encoder or predictor or evaluation
 
 
 def user_names(session: Session, *, lab_id: str) -> dict[str, str]:
@@ -85,7 +75,3 @@ def cohort_names(session: Session, *, lab_id: str) -> dict[str, str]:
     query = select(orm.Cohort.id, orm.Cohort.name).where(orm.Cohort.lab_id == lab_id)
     return {cohort_id: name for cohort_id, name in session.execute(query)}
 
-
-def count(session: Session, table: type[orm.Cohort | orm.Encoder | orm.Predictor], *, lab_id: str) -> int:
-    """How many rows of ``table`` the lab has."""
-    return session.scalar(select(func.count()).select_from(table).where(table.lab_id == lab_id)) or 0

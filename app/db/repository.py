@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from app.db import orm
@@ -39,3 +39,9 @@ def newest(
     """A page of lab ``lab_id``'s rows of ``table`` matching ``where``, newest first (ties broken by id)."""
     query = select(table).where(table.lab_id == lab_id, *where).order_by(table.created_at.desc(), table.id)
     return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def count(session: Session, table: type[Row], *, lab_id: str, where: Sequence[ColumnElement[bool]] = ()) -> int:
+    """How many of lab ``lab_id``'s rows of ``table`` match ``where`` (the total behind :func:`newest`'s pages)."""
+    query = select(func.count()).select_from(table).where(table.lab_id == lab_id, *where)
+    return session.scalar(query) or 0

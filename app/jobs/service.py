@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from app.auth import service as auth
@@ -128,12 +128,16 @@ def list_jobs(session: Session, *, lab_id: str, where: JobFilter, limit: int, of
 
 
 def count_jobs(session: Session, *, lab_id: str, where: JobFilter) -> int:
-    query = select(func.count()).select_from(orm.Job).where(orm.Job.lab_id == lab_id, *where.where())
-    return session.scalar(query) or 0
+    return repository.count(session, orm.Job, lab_id=lab_id, where=where.where())
+
+
+def may_act_on(caller: Caller, job: orm.Job) -> bool:
+    """Whether the caller may cancel or retry ``job``: their own, or any of the lab's for an admin."""
+    return caller.is_admin or job.created_by == caller.user_id
 
 
 def _own_or_admin(caller: Caller, job: orm.Job, action: str) -> None:
-    if job.created_by != caller.user_id:
+    if not may_act_on(caller, job):
         caller.require_admin(f"{action} another user's job")
 
 
