@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 
 import migrations
 from app.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from app.db import orm
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -51,28 +56,21 @@ def create_lab(name: str, admin: str) -> str:
 
 def create_key(lab: str, user: str, name: str) -> str:
     """A new API key for an existing user (for a lost admin key); return and print it."""
-    from sqlalchemy import select
-
     from app.auth import service
-    from app.db import orm
     from app.db.session import session_factory
 
     with session_factory()() as session:
-        found = service.get_lab_by_name(session, lab)
-        row = session.scalar(select(orm.User).where(orm.User.lab_id == found.id, orm.User.name == user))
-        if row is None:
-            raise SystemExit(f"lab {lab!r} has no user named {user!r}")
-        key_id, token = _cli_key(session, row, name)
+        token = _cli_key(session, service.get_user_by_name(session, lab_name=lab, user_name=user), name)
     _print_key(lab, user, token)
     return token
 
 
-def _cli_key(session: Any, user: Any, name: str) -> tuple[str, str]:
+def _cli_key(session: Session, user: orm.User, name: str) -> str:
+    """A new key for ``user``, made (and audited) as that user from the command line."""
     from app.auth import service
 
-    caller = service.Caller(user.lab_id, user.lab.name, user.id, user.name, user.role, "cli")
-    key, token = service.create_key(session, caller, user_id=user.id, name=name)
-    return key.id, token
+    _, token = service.create_key(session, service.Caller.of(user, "cli"), user_id=user.id, name=name)
+    return token
 
 
 def bootstrap_local_admin() -> str | None:
@@ -85,17 +83,14 @@ def bootstrap_local_admin() -> str | None:
     from app.db.session import session_factory
 
     with session_factory()() as session:
-        if not service.count_labs(session):
-            orphan = None
-        else:
-            orphan = service.keyless_admin(session, lab_name="default")
-            if orphan is None:
+        if service.count_labs(session):
+            admin = service.keyless_admin(session, lab_name="default")
+            if admin is None:
                 return None
-            _, token = _cli_key(session, orphan, "first key after the upgrade to labs")
-    if orphan is None:
-        return create_lab("local", "admin")
-    _print_key("default", orphan.name, token)
-    return token
+            token = _cli_key(session, admin, "first key after the upgrade to labs")
+            _print_key("default", admin.name, token)
+            return token
+    return create_lab("local", "admin")
 
 
 def serve(host: str, port: int) -> None:

@@ -80,7 +80,7 @@ def lab_caller(name: str = "lab-a") -> Caller:
         lab = session.scalars(select(orm.Lab).where(orm.Lab.name == name)).one()
         user = session.scalars(select(orm.User).where(orm.User.lab_id == lab.id).order_by(orm.User.created_at)).first()
         assert user is not None
-        return Caller(lab.id, lab.name, user.id, user.name, user.role, "test")
+        return Caller.of(user, "test")
 
 
 @pytest.fixture

@@ -36,6 +36,11 @@ class Caller:
     role: orm.Role
     key_id: str
 
+    @classmethod
+    def of(cls, user: orm.User, key_id: str) -> Caller:
+        """The caller acting as ``user`` with the key ``key_id`` (a key's id, or a tag such as "cli")."""
+        return cls(user.lab_id, user.lab.name, user.id, user.name, user.role, key_id)
+
     @property
     def is_admin(self) -> bool:
         return self.role is orm.Role.ADMIN
@@ -71,8 +76,7 @@ def authenticate(session: Session, token: str) -> Caller:
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         key.last_used_at = now
         session.commit()
-    user = key.user
-    return Caller(user.lab_id, user.lab.name, user.id, user.name, user.role, key.id)
+    return Caller.of(key.user, key.id)
 
 
 def record(
@@ -119,7 +123,7 @@ def create_lab(session: Session, *, name: str, admin_name: str) -> tuple[orm.Lab
     session.add(admin)
     session.flush()
     key, token = _add_key(session, admin, "first admin key")
-    caller = Caller(lab.id, lab.name, admin.id, admin.name, admin.role, key.id)
+    caller = Caller.of(admin, key.id)
     record(session, caller, "lab.create", lab, {"admin": admin.name})
     record(session, caller, "key.create", key, {"prefix": key.prefix, "user": admin.name})
     session.commit()
@@ -144,6 +148,15 @@ def get_lab_by_name(session: Session, name: str) -> orm.Lab:
     if lab is None:
         raise NotFound(f"lab {name!r} not found")
     return lab
+
+
+def get_user_by_name(session: Session, *, lab_name: str, user_name: str) -> orm.User:
+    """User ``user_name`` of lab ``lab_name``; NotFound names whichever is missing."""
+    lab = get_lab_by_name(session, lab_name)
+    user = session.scalar(select(orm.User).where(orm.User.lab_id == lab.id, orm.User.name == user_name))
+    if user is None:
+        raise NotFound(f"lab {lab_name!r} has no user named {user_name!r}")
+    return user
 
 
 def get_user(session: Session, caller: Caller, user_id: str) -> orm.User:
