@@ -48,7 +48,7 @@ def add_member(lab: LabKey, name: str = "bob") -> tuple[Caller, str]:
     with session_factory()() as session:
         user = auth.create_user(session, admin, name=name, role=orm.Role.MEMBER)
         key, token = auth.create_key(session, admin, user_id=user.id, name="k")
-        caller = Caller(lab.lab_id, admin.lab_name, user.id, user.name, user.role, key.id)
+        caller = Caller.of(user, key.id)
     return caller, token
 
 
