@@ -27,14 +27,7 @@ router = APIRouter(tags=["access"])
 @router.get("/me", response_model=MeRead)
 def me(caller: CallerDep) -> MeRead:
     """Show the lab, user, role and key a request is made as."""
-    return MeRead(
-        lab_id=caller.lab_id,
-        lab_name=caller.lab_name,
-        user_id=caller.user_id,
-        user_name=caller.user_name,
-        role=caller.role,
-        key_id=caller.key_id,
-    )
+    return MeRead.model_validate(caller, from_attributes=True)
 
 
 @router.get("/users", response_model=list[UserRead])
