@@ -129,11 +129,10 @@ def delete_cohort(
                                              "evaluations and predictions made from it.")] = False,
 ) -> None:
     """Delete a cohort. Refused (409, naming them) while models or predictions were made from it, unless forced."""
-    checksum = repository.get(session, cohort_id, lab_id=caller.lab_id).checksum
     removed = service.delete_cohort(session=session, store=store, caller=caller, cohort_id=cohort_id, force=force)
-    for key in removed:
+    for key in removed.artifact_keys:
         get_cache(settings).discard(key)
-    get_ridge_cache(settings).discard_cohort(checksum)  # imputers fitted on its samples
+    get_ridge_cache(settings).discard_cohort(removed.checksum)  # imputers fitted on its samples
 
 
 @router.get("/{cohort_id}/samples", response_model=list[CohortSampleRead])

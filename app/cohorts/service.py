@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 from sqlalchemy import select
@@ -360,12 +361,19 @@ def _names(rows: Sequence[orm.Encoder | orm.Predictor | orm.Evaluation | orm.Pre
     return ", ".join(f"{table} {row_id}" + (f" ({name})" if name else "") for table, row_id, name in named)
 
 
-def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, cohort_id: str, force: bool) -> list[str]:
+class Removed(NamedTuple):
+    """What a cohort deletion took away, for the caches of the API process to drop."""
+
+    artifact_keys: list[str]
+    checksum: str  # of the deleted cohort's matrix
+
+
+def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, cohort_id: str, force: bool) -> Removed:
     """Delete a cohort; with ``force`` (admins) also everything made from it. Commits.
 
     Refused while a job still reads it or makes one of its dependents, and, without ``force``, while any
     encoder, predictor, evaluation or prediction was made from it (the message names them: lineage is
-    kept). Returns the artifact keys removed, so that caches can drop them.
+    kept).
     """
     cohort = repository.get(session, cohort_id, lab_id=caller.lab_id)
     if cohort.created_by != caller.user_id:
@@ -405,4 +413,4 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
         if key == cohort.storage_key and repository.storage_shared(session, cohort):
             continue
         store.delete(key)
-    return keys
+    return Removed(keys, cohort.checksum)
