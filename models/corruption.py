@@ -6,6 +6,7 @@ corruption is reproducible for a given seed.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +52,14 @@ def _rand(
     if workers == 1:
         list(map(_fill_uniform, blocks, generators))
     else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(_fill_uniform, blocks, generators))
+        list(_rng_pool(workers).map(_fill_uniform, blocks, generators))
     return torch.from_numpy(out).view(tuple(shape)).to(device)
+
+
+@functools.cache
+def _rng_pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process: draws run on every batch, threads need not."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="exprssl-rng")
 
 
 _NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
