@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         description="Flag a predicted sample as out of distribution above this percentile of the training "
         "samples' OOD scores (a request may override it).",
     )
+    admin_session_hours: float = Field(
+        default=12.0, gt=0.0, le=24 * 30,
+        description="Lifetime of an admin-pages login; logging out, revoking its key or disabling its user ends "
+        "it sooner.",
+    )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest cohort upload (request body).")
     max_upload_samples: int = Field(default=100_000, gt=0, description="Most samples a cohort upload may hold.")
     max_upload_genes: int = Field(default=100_000, gt=0, description="Most genes a cohort upload may hold.")
@@ -69,6 +74,11 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=1, ge=1, description="In-process jobs run concurrently.")
     torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; all cores if unset.")
     predictor_cache_size: int = Field(default=16, ge=0)
+    inference_device: str = Field(
+        default="auto",
+        description="Where the API process runs predictions: auto (CUDA when present, else CPU), cpu, cuda or "
+        "cuda:<index>. Inference is float32 everywhere (calibration was fitted in float32).",
+    )
     progress_interval_s: float = Field(default=0.5, ge=0.0, description="Least time between progress writes.")
     # Distributed mode (Celery): a worker that stops heartbeating loses its job to the reaper.
     broker_visibility_timeout_s: int = Field(
@@ -93,6 +103,17 @@ class Settings(BaseSettings):
             parse(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a rate such as '10/minute' or '100/hour'") from exc
+        return value
+
+    @field_validator("inference_device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        from models.device import resolve_device
+
+        try:
+            resolve_device(value)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"{value!r}: {exc}") from exc
         return value
 
     @model_validator(mode="after")

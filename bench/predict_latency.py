@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -111,16 +112,19 @@ def bare_seconds(data_dir: Path, predictor_id: str, body: bytes, repeats: int) -
     os.environ["EXPRSSL_DATA_DIR"] = str(data_dir)
     from pydantic_core import from_json
 
+    from app.config import get_settings
     from app.db import orm
     from app.db.session import session_factory
     from app.predictions.service import load_predictor
     from app.storage import get_store
+    from models.device import resolve_device
     from models.genes import align_to_panel
 
     with session_factory()() as session:
         row = session.get_one(orm.Predictor, predictor_id)
         key, sha256 = row.artifact_key or "", row.artifact_sha256 or ""
-    loaded = load_predictor(get_store().get_bytes(key, sha256=sha256))
+    # On the server's inference device (EXPRSSL_INFERENCE_DEVICE, default: CUDA when present).
+    loaded = load_predictor(get_store().get_bytes(key, sha256=sha256), resolve_device(get_settings().inference_device))
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -164,8 +168,10 @@ def main() -> None:
                 frame, labels = synthetic_cohort(args.train_samples, args.genes)
                 predictor_id = train_predictor(client, frame, labels)
             path = f"/predictors/{predictor_id}/predictions"
+            device = "cuda" if torch.cuda.is_available() else "cpu"  # EXPRSSL_INFERENCE_DEVICE=auto
             print(f"{args.genes} genes, fine-tuned SCARF predictor, {args.concurrency} concurrent clients, "
-                  f"{args.requests} requests per size, uvicorn on 127.0.0.1\n")
+                  f"{args.requests} requests per size, uvicorn on 127.0.0.1, inference on {device}, "
+                  f"torch {torch.__version__}\n")
             n = args.concurrency
             print(f"| samples | p50, 1 client (ms) | p50 / p95, {n} clients (ms) | requests/s, {n} clients "
                   "| bare decode+forward+encode (ms) | p50 (1 client) / bare |")

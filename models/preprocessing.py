@@ -65,16 +65,29 @@ class Preprocessor:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, genes: Sequence[str], *, log1p: bool | None = None) -> Preprocessor:
+    def fit(
+        cls,
+        x: np.ndarray,
+        genes: Sequence[str],
+        *,
+        log1p: bool | None = None,
+        fallback: Preprocessor | None = None,
+    ) -> Preprocessor:
         """Fit per-gene statistics on training data.
 
         Args:
             x: Training matrix, shape ``(N, G)``; NaN entries are ignored.
             genes: Gene ids, length G.
             log1p: Apply ``log1p`` first; ``None`` auto-detects with :func:`looks_like_counts`.
+            fallback: Statistics for the genes ``x`` has no value of (a continued encoder's parent), with
+                the same genes; they are on the transformed (log) scale, which both sides share whether
+                or not each applies ``log1p``. Without it such genes get mean 0 and std 1.
 
         Returns:
             A fitted preprocessor.
+
+        Raises:
+            ValueError: On a shape mismatch, or a ``fallback`` of other genes.
         """
         arr = _as_2d_float(x)
         if arr.shape[1] != len(genes):
@@ -87,6 +100,11 @@ class Preprocessor:
         mean = np.nanmean(filled, axis=0)
         std = np.nanstd(filled, axis=0)
         std = np.where(std < _MIN_STD, 1.0, std)
+        if fallback is not None:
+            if list(fallback.genes) != [str(g) for g in genes]:
+                raise ValueError("fallback statistics must be of the same genes, in the same order")
+            mean = np.where(observed, mean, fallback.mean)
+            std = np.where(observed, std, fallback.std)
         return cls(
             genes=[str(g) for g in genes],
             log1p=use_log,

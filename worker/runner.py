@@ -65,6 +65,7 @@ def run_job(
         shutdown_event=shutdown_event or threading.Event(),
         progress_interval_s=settings.progress_interval_s,
         checkpoint_every_epochs=settings.checkpoint_every_epochs,
+        min_gene_coverage=settings.min_gene_coverage,
     )
     heartbeat = Heartbeat(
         session_factory, job_id, attempt, interval_s=settings.heartbeat_interval_s, on_lost=ctx.cancel_event.set

@@ -1,7 +1,10 @@
-"""Who is using the admin pages (an API key in a session cookie), and the checks every admin request passes.
+"""Who is using the admin pages (a server-side session opened with an API key), and the checks every admin
+request passes.
 
-The cookie holds the key itself, HttpOnly and SameSite=Strict, scoped to /admin. A form post whose Origin
-header names another host is refused (403) before the route runs, whatever the cookie.
+The cookie holds a random session token (the registry keeps its SHA-256 only), HttpOnly and
+SameSite=Strict, scoped to /admin; never the API key. The session expires after
+``EXPRSSL_ADMIN_SESSION_HOURS`` and ends at logout, or when its key is revoked or its user disabled. A form
+post whose Origin header names another host is refused (403) before the route runs, whatever the cookie.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ class LoginRequired(Exception):
     """No session cookie, or one whose key no longer authenticates."""
 
 
-def start_session(response: Response, token: str, *, secure: bool) -> None:
+def start_session(response: Response, token: str, *, secure: bool, max_age: int) -> None:
     response.set_cookie(
-        SESSION_COOKIE, token, path=views.COOKIE_PATH, httponly=True, samesite="strict", secure=secure
+        SESSION_COOKIE, token, path=views.COOKIE_PATH, httponly=True, samesite="strict", secure=secure,
+        max_age=max_age,
     )
 
 
@@ -40,12 +44,12 @@ def end_session(response: Response) -> None:
 
 
 def page_caller(request: Request, session: SessionDep) -> Caller:
-    """The user behind the session cookie's key; LoginRequired (a redirect to the login page) without one."""
+    """The user behind the session cookie; LoginRequired (a redirect to the login page) without a live one."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired
     try:
-        return auth.authenticate(session, token)
+        return auth.admin_session_caller(session, token)
     except Unauthorized as exc:
         raise LoginRequired from exc
 

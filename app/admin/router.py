@@ -16,12 +16,12 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from app.admin import service, views
-from app.admin.access import AdminRoute, PageCaller, end_session, start_session
+from app.admin.access import SESSION_COOKIE, AdminRoute, PageCaller, end_session, start_session
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.db import orm, repository
-from app.deps import DispatcherDep, SessionDep
+from app.deps import DispatcherDep, SessionDep, SettingsDep
 from app.encoders import service as encoders
 from app.errors import Conflict, InvalidInput, Unauthorized
 from app.evaluations import service as evaluations
@@ -107,20 +107,28 @@ def login_form(request: Request) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, session: SessionDep, api_key: Annotated[str, Form()] = "") -> Response:
-    """Log in with an API key: it is checked, then kept in an HttpOnly, SameSite=Strict cookie."""
+def login(
+    request: Request, session: SessionDep, settings: SettingsDep, api_key: Annotated[str, Form()] = ""
+) -> Response:
+    """Log in with an API key: it is checked, and a session acting with it is opened (the cookie holds the
+    session's token, never the key)."""
     try:
-        auth.authenticate(session, api_key.strip())
+        caller = auth.authenticate(session, api_key.strip())
     except Unauthorized as exc:
         return views.render(request, "login.html", {"caller": None, "error": exc.message}, status_code=401)
+    lifetime = timedelta(hours=settings.admin_session_hours)
+    token = auth.open_admin_session(session, caller, lifetime)
     response = _redirect("/admin/jobs")
-    start_session(response, api_key.strip(), secure=request.url.scheme == "https")
+    start_session(response, token, secure=request.url.scheme == "https", max_age=int(lifetime.total_seconds()))
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
-    """Log out: forget the session cookie."""
+def logout(request: Request, session: SessionDep) -> Response:
+    """Log out: end the session in the registry and forget the cookie."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        auth.close_admin_session(session, token)
     response = _redirect("/admin/login")
     end_session(response)
     return response
@@ -232,11 +240,14 @@ def list_encoders(request: Request, session: SessionDep, caller: PageCaller, pag
 
 @router.get("/encoders/{encoder_id}")
 def encoder_page(encoder_id: str, request: Request, session: SessionDep, caller: PageCaller) -> Response:
-    """Show an encoder: method, parameters, status, loss curve and the predictors fitted on it."""
+    """Show an encoder: method, parameters, status, loss curve, lineage and the predictors fitted on it."""
     encoder = encoders.get(session, encoder_id, lab_id=caller.lab_id)
+    parent_id = encoder.parent_encoder_id
     context = {
         "caller": caller, "nav": "encoders", "encoder": encoder,
         "cohort": cohorts.get(session, encoder.cohort_id, lab_id=caller.lab_id),
+        "parent": None if parent_id is None else encoders.get(session, parent_id, lab_id=caller.lab_id),
+        "children": service.continued_from(session, encoder),
         "loss_svg": views.loss_curve_svg(encoder.loss_curve),
         "predictors": service.predictors_on_encoder(session, encoder),
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.db import orm, repository
@@ -68,15 +68,65 @@ def authenticate(session: Session, token: str) -> Caller:
     key = session.scalar(select(orm.ApiKey).where(orm.ApiKey.prefix == parts[1]))
     if key is None or not hmac.compare_digest(key.secret_sha256, digest(token)):
         raise Unauthorized("unknown API key")
-    if key.revoked_at is not None:
-        raise Unauthorized(f"API key {key.prefix} was revoked at {key.revoked_at.isoformat()}")
-    if key.user.disabled:
-        raise Unauthorized(f"user {key.user.name} is disabled")
+    _check_active(key)
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         key.last_used_at = now
         session.commit()
     return Caller.of(key.user, key.id)
+
+
+def _check_active(key: orm.ApiKey) -> None:
+    """Unauthorized if ``key`` was revoked or its user disabled."""
+    if key.revoked_at is not None:
+        raise Unauthorized(f"API key {key.prefix} was revoked at {key.revoked_at.isoformat()}")
+    if key.user.disabled:
+        raise Unauthorized(f"user {key.user.name} is disabled")
+
+
+def _admin_session(session: Session, token: str) -> orm.AdminSession | None:
+    return session.scalar(select(orm.AdminSession).where(orm.AdminSession.token_sha256 == digest(token)))
+
+
+def open_admin_session(session: Session, caller: Caller, lifetime: timedelta) -> str:
+    """Open an admin-pages session acting with the caller's key; return its token (stored as SHA-256). Commits.
+
+    The key's expired sessions are dropped on the way.
+    """
+    now = utcnow()
+    expired = (orm.AdminSession.key_id == caller.key_id, orm.AdminSession.expires_at <= now)
+    session.execute(delete(orm.AdminSession).where(*expired))
+    token = secrets.token_urlsafe(32)
+    row = orm.AdminSession(key_id=caller.key_id, token_sha256=digest(token), created_at=now, expires_at=now + lifetime)
+    session.add(row)
+    session.flush()
+    record(session, caller, "admin.login", row, {"expires_at": row.expires_at.isoformat()})
+    session.commit()
+    return token
+
+
+def admin_session_caller(session: Session, token: str) -> Caller:
+    """The caller an admin-pages session acts as; Unauthorized when it is unknown, ended or expired, or its key
+    was revoked or its user disabled since."""
+    row = _admin_session(session, token)
+    if row is None:
+        raise Unauthorized("unknown or ended admin session")
+    if row.expires_at <= utcnow():
+        session.delete(row)
+        session.commit()
+        raise Unauthorized("admin session expired")
+    _check_active(row.key)
+    return Caller.of(row.key.user, row.key_id)
+
+
+def close_admin_session(session: Session, token: str) -> None:
+    """End an admin-pages session (logging out); an unknown token is ignored. Commits."""
+    row = _admin_session(session, token)
+    if row is None:
+        return
+    record(session, Caller.of(row.key.user, row.key_id), "admin.logout", row)
+    session.delete(row)
+    session.commit()
 
 
 def record(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import ColumnElement, insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import orm, repository
@@ -39,7 +39,7 @@ def samples(session: Session, cohort_id: str) -> list[orm.CohortSample]:
 class Dependents:
     """Everything derived from a cohort: models trained on it (and on those), studies and predictions."""
 
-    encoders: list[orm.Encoder]
+    encoders: list[orm.Encoder]  # parents before the encoders continued from them
     predictors: list[orm.Predictor]
     evaluations: list[orm.Evaluation]
     predictions: list[orm.Prediction]
@@ -49,10 +49,10 @@ class Dependents:
 
 
 def dependents(session: Session, cohort: orm.Cohort) -> Dependents:
-    """Rows of the cohort's lab that were made from it, directly or through an encoder trained on it."""
+    """Rows of the cohort's lab that were made from it, directly or through an encoder trained on it
+    (or continued from such an encoder)."""
     lab = cohort.lab_id
-    query = select(orm.Encoder).where(orm.Encoder.lab_id == lab, orm.Encoder.cohort_id == cohort.id)
-    encoders = list(session.scalars(query))
+    encoders = _encoders_from(session, lab, orm.Encoder.cohort_id == cohort.id)
     encoder_ids = [e.id for e in encoders]
     predictors = list(session.scalars(select(orm.Predictor).where(
         orm.Predictor.lab_id == lab,
@@ -69,6 +69,20 @@ def dependents(session: Session, cohort: orm.Cohort) -> Dependents:
         or_(orm.Prediction.cohort_id == cohort.id, orm.Prediction.predictor_id.in_(predictor_ids)),
     )))
     return Dependents(encoders, predictors, evaluations, predictions)
+
+
+def _encoders_from(session: Session, lab: str, trained_on: ColumnElement[bool]) -> list[orm.Encoder]:
+    """The lab's encoders matching ``trained_on`` and every encoder continued from them, parents first."""
+    found = list(session.scalars(select(orm.Encoder).where(orm.Encoder.lab_id == lab, trained_on)))
+    seen = {e.id for e in found}
+    frontier = list(seen)
+    while frontier:
+        query = select(orm.Encoder).where(orm.Encoder.lab_id == lab, orm.Encoder.parent_encoder_id.in_(frontier))
+        children = [e for e in session.scalars(query) if e.id not in seen]
+        found += children
+        frontier = [e.id for e in children]
+        seen.update(frontier)
+    return found
 
 
 def active_jobs(session: Session, cohort: orm.Cohort, job_ids: Sequence[str]) -> list[orm.Job]:

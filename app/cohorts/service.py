@@ -401,7 +401,8 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
     if not repository.storage_shared(session, cohort):
         keys.append(cohort.storage_key)
     removed = {"cohort": cohort.name, "force": force, "deleted": [f"{r.__tablename__} {r.id}" for r in found.rows()]}
-    for row in [*found.predictions, *found.evaluations, *found.predictors, *found.encoders]:
+    # Dependents before what they reference: continued encoders before their parents.
+    for row in [*found.predictions, *found.evaluations, *found.predictors, *reversed(found.encoders)]:
         session.delete(row)
         session.flush()
     session.delete(cohort)

@@ -91,6 +91,23 @@ class ApiKey(Base):
     user: Mapped[User] = relationship()
 
 
+class AdminSession(Base):
+    """A login to the admin pages: the cookie holds a random token, of which only the SHA-256 is stored.
+
+    It acts as the API key it was opened with, so revoking that key (or disabling its user) ends it too.
+    """
+
+    __tablename__ = "admin_session"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_key.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    key: Mapped[ApiKey] = relationship()
+
+
 class AuditEvent(Base):
     """Who did what to which object, when. Append-only; kept when the object is deleted."""
 
@@ -222,6 +239,8 @@ class Encoder(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
+    # Continued pretraining: the encoder whose weights and gene panel this one started from (None: scratch).
+    parent_encoder_id: Mapped[str | None] = mapped_column(ForeignKey("encoder.id"), index=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)
     status: Mapped[ArtifactStatus] = mapped_column(_enum(ArtifactStatus), default=ArtifactStatus.PENDING)
     n_genes: Mapped[int] = mapped_column(Integer)

@@ -15,17 +15,33 @@ class EncoderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cohort_id: str = Field(description="Cohort to pretrain on (its labels are not used).")
-    method: str = Field(default="scarf", description="SSL method: scarf, vime or byol.")
+    method: str | None = Field(
+        default=None,
+        description="SSL method: scarf, vime or byol. Default: scarf, or the parent's method with continue_from.",
+    )
     name: str | None = Field(default=None, max_length=200)
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Hyper-parameters; omitted ones take the paper's defaults, listed by GET /methods "
-        "(e.g. epochs, batch_size, lr, corruption_rate, hidden_dim, n_layers, dropout).",
+        "(e.g. epochs, batch_size, lr, corruption_rate, hidden_dim, n_layers, dropout). With continue_from, "
+        "omitted ones take the parent's values (its architecture always: hidden_dim and n_layers cannot change).",
     )
     log1p: Literal["auto", "yes", "no"] = Field(
         default="auto", description="log1p before standardising: auto applies it when values look like counts."
     )
     seed: int = Field(default=0, ge=0)
+    continue_from: str | None = Field(
+        default=None,
+        description="Continued pretraining: id of a ready encoder of the lab to start from. The new encoder keeps "
+        "its weights' architecture and its gene panel; the cohort's genes are matched to that panel by canonical "
+        "gene key (symbols, Ensembl or NCBI ids alike), panel genes the cohort lacks are filled with the mean, and "
+        "a cohort covering less of the panel than the prediction gate (EXPRSSL_MIN_GENE_COVERAGE) fails the job.",
+    )
+    standardise_on: Literal["cohort", "parent"] = Field(
+        default="cohort",
+        description="With continue_from: per-gene mean and standard deviation from this cohort (genes it lacks "
+        "keep the parent's), or the parent's statistics and log1p for every gene.",
+    )
 
 
 class EncoderRead(BaseModel):
@@ -37,6 +53,9 @@ class EncoderRead(BaseModel):
     params: dict[str, Any]
     seed: int
     cohort_id: str
+    parent_encoder_id: str | None = Field(
+        default=None, description="Encoder this one continued pretraining from (None: pretrained from scratch)."
+    )
     job_id: str
     status: ArtifactStatus
     n_genes: int = Field(description="Size of the gene panel.")

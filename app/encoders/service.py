@@ -14,7 +14,7 @@ from app.jobs import service as jobs
 from models.methods import METHODS
 from worker.dispatch import Dispatcher
 
-LOG1P = {"auto": None, "yes": True, "no": False}
+NAME_LENGTH = orm.Encoder.name.type.length or 200
 
 
 def validated_params(method: str, params: dict[str, object]) -> dict[str, object]:
@@ -27,31 +27,70 @@ def validated_params(method: str, params: dict[str, object]) -> dict[str, object
         raise InvalidInput(f"params: {exc}") from exc
 
 
+# Parameters that shape the encoder's weights: a continued encoder keeps its parent's.
+ARCHITECTURE = ("hidden_dim", "n_layers")
+
+
+def continued_params(method: str, requested: dict[str, object], parent: orm.Encoder) -> dict[str, object]:
+    """Hyper-parameters of an encoder continuing ``parent``: the request's, else the parent's (same method) or
+    the method's defaults, with the parent's architecture.
+
+    Raises:
+        InvalidInput: If the request changes the architecture, or on an invalid parameter.
+    """
+    changed = [k for k in ARCHITECTURE if k in requested and requested[k] != parent.params.get(k)]
+    if changed:
+        shown = ", ".join(f"{k}={requested[k]!r} (parent: {parent.params.get(k)!r})" for k in changed)
+        raise InvalidInput(
+            f"params: {shown}; continued pretraining keeps encoder {parent.id}'s architecture, leave them out"
+        )
+    base = dict(parent.params) if method == parent.method else {}
+    architecture = {k: parent.params[k] for k in ARCHITECTURE if k in parent.params}
+    return validated_params(method, {**base, **architecture, **requested})
+
+
+def _check_parent_log1p(request: EncoderCreate, parent: orm.Encoder) -> None:
+    """With the parent's statistics the parent's log1p applies; a request asking otherwise is refused."""
+    parent_log1p = parent.preprocessing.get("log1p")
+    if request.standardise_on == "parent" and request.log1p != "auto" and (request.log1p == "yes") != parent_log1p:
+        raise InvalidInput(
+            f"log1p={request.log1p!r} contradicts standardise_on='parent': encoder {parent.id} was pretrained "
+            f"with log1p {'applied' if parent_log1p else 'not applied'}; leave log1p as 'auto' or standardise "
+            "on the cohort"
+        )
+
+
 def start_pretraining(
     *, session: Session, caller: Caller, dispatcher: Dispatcher, request: EncoderCreate
 ) -> orm.Encoder:
-    """Register an encoder and queue the job that pretrains it."""
-    params = validated_params(request.method, request.params)
+    """Register an encoder and queue the job that pretrains it (from scratch, or continuing another)."""
+    parent = None if request.continue_from is None else get_ready(session, request.continue_from, lab_id=caller.lab_id)
+    method = request.method or (parent.method if parent is not None else "scarf")
+    if parent is None:
+        params = validated_params(method, request.params)
+    else:
+        params = continued_params(method, request.params, parent)
+        _check_parent_log1p(request, parent)
     cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
-    job = jobs.create_job(
-        session,
-        caller,
-        orm.JobKind.PRETRAIN,
-        {"cohort_id": cohort.id, "method": request.method, "log1p": request.log1p},
-    )
-    name = request.name or f"{request.method}-{cohort.name}"
+    job_params: dict[str, object] = {"cohort_id": cohort.id, "method": method, "log1p": request.log1p}
+    if parent is not None:
+        job_params |= {"continue_from": parent.id, "standardise_on": request.standardise_on}
+    job = jobs.create_job(session, caller, orm.JobKind.PRETRAIN, job_params)
+    default_name = f"{method}-{cohort.name}" if parent is None else f"{parent.name}+{cohort.name}"
+    name = request.name or default_name[:NAME_LENGTH]
     same_name = (orm.Encoder.lab_id == caller.lab_id, orm.Encoder.name == name)
     previous = session.scalar(select(func.max(orm.Encoder.version)).where(*same_name))
     encoder = orm.Encoder(
         lab_id=caller.lab_id,
         name=name,
         version=(previous or 0) + 1,
-        method=request.method,
+        method=method,
         params=params,
         seed=request.seed,
         cohort_id=cohort.id,
+        parent_encoder_id=None if parent is None else parent.id,
         job_id=job.id,
-        n_genes=cohort.n_genes,
+        n_genes=cohort.n_genes if parent is None else parent.n_genes,
         preprocessing={"log1p": request.log1p},
         loss_curve=[],
     )

@@ -148,6 +148,10 @@ class CoverageReport(BaseModel):
     imputation: str | None = Field(default=None, description="mean or ridge.")
     warning: str | None = Field(default=None, description="Set when coverage is under the warning level.")
     gene_table_version: str | None = Field(default=None, description="Gene table the names were resolved with.")
+    gene_table_note: str | None = Field(
+        default=None,
+        description="Set when the predictor was fitted under another gene table than the one resolving names now.",
+    )
 
 
 class PredictionRead(BaseModel):

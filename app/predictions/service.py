@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
@@ -21,6 +22,7 @@ from app.predictors import service as predictors
 from app.storage import ArtifactStore
 from models import checkpoint
 from models.conformal import UNCERTAIN, set_labels
+from models.device import resolve_device
 from models.gene_table import gene_table_version, resolve_gene_keys
 from models.genes import AlignmentReport, align_to_panel
 from models.imputation import observed_genes
@@ -42,8 +44,11 @@ class LoadedPredictor:
         return np.asarray(self.model.predict_proba(x))
 
 
-def load_predictor(data: bytes) -> LoadedPredictor:
+def load_predictor(data: bytes, device: torch.device | None = None) -> LoadedPredictor:
+    """Load a predictor artifact; an encoder-based model moves to ``device`` (default CPU)."""
     model, preprocessor, info = checkpoint.predictor_from_payload(checkpoint.loads(data))
+    if device is not None and isinstance(model, torch.nn.Module):
+        model.to(device)
     try:
         uncertainty = Uncertainty.from_dict(info.get("uncertainty"))
     except (ValueError, TypeError) as exc:
@@ -58,12 +63,13 @@ class PredictorCache:
     deleted predictor's entry simply ages out (or is dropped with ``discard``).
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, device: torch.device | None = None) -> None:
         self.size = size
+        self.device = device or torch.device("cpu")
         self._items: LruCache[tuple[str, str], LoadedPredictor] = LruCache(size)
 
     def get(self, store: ArtifactStore, key: str, sha256: str) -> LoadedPredictor:
-        return self._items.get((key, sha256), lambda: load_predictor(store.get_bytes(key, sha256=sha256)))
+        return self._items.get((key, sha256), lambda: load_predictor(store.get_bytes(key, sha256=sha256), self.device))
 
     def discard(self, key: str) -> None:
         self._items.discard(lambda item: item[0] == key)
@@ -74,8 +80,9 @@ _cache: PredictorCache | None = None
 
 def get_cache(settings: Settings) -> PredictorCache:
     global _cache
-    if _cache is None or _cache.size != settings.predictor_cache_size:
-        _cache = PredictorCache(settings.predictor_cache_size)
+    device = resolve_device(settings.inference_device)
+    if _cache is None or _cache.size != settings.predictor_cache_size or _cache.device != device:
+        _cache = PredictorCache(settings.predictor_cache_size, device)
     return _cache
 
 
@@ -147,7 +154,9 @@ def predict(
         predictor_id=predictor.id,
         cohort_id=request.cohort_id,
         n_samples=len(sample_ids),
-        coverage=coverage_report(report, request.imputation, warning, version),
+        coverage=coverage_report(
+            report, request.imputation, warning, version, fitted_with=predictor.gene_table_version
+        ),
         results=results,
         uncertainty=_uncertainty_summary(loaded, out, results, request.coverage, flag_at, report, request.imputation),
         drift=_drift(loaded, x, aligned, out) if len(sample_ids) >= 2 else None,
@@ -180,14 +189,24 @@ def _model_inputs(
     )
 
 
-def coverage_report(report: AlignmentReport, imputation: str, warning: str | None, version: str) -> dict[str, Any]:
-    """The stored coverage report: the alignment's counts, what was imputed and how, and the warning."""
+def coverage_report(
+    report: AlignmentReport, imputation: str, warning: str | None, version: str, *, fitted_with: str | None = None
+) -> dict[str, Any]:
+    """The stored coverage report: the alignment's counts, what was imputed and how, the warning, and a note
+    when the predictor was fitted under another gene table than the one resolving names now."""
+    note = None
+    if fitted_with is not None and fitted_with != version:
+        note = (
+            f"the predictor was fitted with gene table {fitted_with!r}; names are resolved now with {version!r}: "
+            "a gene whose symbol or identifiers changed between the two may match differently"
+        )
     return {
         **report.to_dict(),
         "imputed": report.n_missing,
         "imputation": imputation,
         "warning": warning,
         "gene_table_version": version,
+        "gene_table_note": note,
     }
 
 

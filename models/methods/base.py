@@ -160,10 +160,12 @@ class SSLMethod(ABC, Generic[P]):
         on_epoch_end: EpochCallback | None = None,
         start_epoch: int = 0,
         state: dict | None = None,
+        init_encoder: dict[str, torch.Tensor] | None = None,
     ) -> list[float]:
         """Pretrain on a preprocessed matrix.
 
-        A fresh run (``start_epoch == 0`` and no ``state``) re-initialises the weights from ``seed``. A run
+        A fresh run (``start_epoch == 0`` and no ``state``) re-initialises the weights from ``seed``, then,
+        with ``init_encoder``, loads those encoder weights (continued pretraining; the heads start fresh). A run
         with ``state`` (from :meth:`training_state`) restores model and optimiser and continues after the
         state's epoch; ``start_epoch > 0`` without ``state`` continues with the in-memory weights. Each
         epoch's randomness is seeded from ``(seed, epoch)``, so on CPU a resumed run reproduces an
@@ -174,7 +176,9 @@ class SSLMethod(ABC, Generic[P]):
             seed: Random seed.
             on_epoch_end: Called as ``on_epoch_end(epoch, loss)``; exceptions it raises propagate.
             start_epoch: Number of epochs already done (0 = fresh start, or take it from ``state``).
-            state: Output of :meth:`training_state` to resume from.
+            state: Output of :meth:`training_state` to resume from (it holds every weight, so
+                ``init_encoder`` is not used then).
+            init_encoder: An encoder's ``state_dict`` of this method's architecture to start from.
 
         Returns:
             Mean training loss of each epoch run (``params.epochs - start_epoch`` values).
@@ -183,6 +187,8 @@ class SSLMethod(ABC, Generic[P]):
         with seeded(seed, self.device):
             if state is None and start_epoch == 0:
                 self._build()
+                if init_encoder is not None:
+                    self.load_encoder_weights(init_encoder)
         start = self._resolve_start(start_epoch, state)
         self.setup(data, make_generator(_epoch_seed(seed, 0), self.device))  # epochs use seeds 1..E
         losses: list[float] = []
@@ -219,6 +225,21 @@ class SSLMethod(ABC, Generic[P]):
         if not np.isfinite(mean):
             raise FloatingPointError(f"{self.name}: training loss became non-finite ({mean})")
         return mean
+
+    def load_encoder_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Start the encoder from ``weights`` (a pretrained encoder's ``state_dict``, strict on keys and shapes).
+
+        Raises:
+            ValueError: If the weights are of another architecture (input width, hidden size or depth).
+        """
+        try:
+            self.encoder.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"encoder weights do not fit this {self.name} encoder: {exc}") from exc
+        self.on_encoder_loaded()
+
+    def on_encoder_loaded(self) -> None:  # noqa: B027 - optional hook
+        """Hook after :meth:`load_encoder_weights` (e.g. BYOL's target network copies the new weights)."""
 
     def training_state(self) -> dict[str, Any]:
         """Checkpoint for resuming: model and optimiser state dicts and the epoch count.

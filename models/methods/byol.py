@@ -140,6 +140,10 @@ class Byol(SSLMethod[ByolParams]):
         """The EMA target network."""
         return cast(TargetNetwork, self.heads["target"])
 
+    def on_encoder_loaded(self) -> None:
+        """The target encoder starts as a copy of the loaded online encoder, as at initialisation."""
+        self.target.encoder.load_state_dict(self.encoder.state_dict())
+
     def build_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
         """SGD with momentum over the online parameters only (the target is excluded)."""
         frozen = {id(t) for t in self.heads["target"].parameters()}

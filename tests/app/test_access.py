@@ -282,6 +282,7 @@ def test_lab_b_cannot_use_lab_a_objects_named_inside_its_own_requests(
                          "encoder_id": a["encoder_id"]}, f"encoder {a['encoder_id']}"),
         ("/evaluations", {"cohort_id": own_cohort["id"], "label_column": "tissue", "heads": ["linear_probe"],
                           "encoder_ids": [a["encoder_id"]]}, f"encoder {a['encoder_id']}"),
+        ("/encoders", {"cohort_id": own_cohort["id"], "continue_from": a["encoder_id"]}, f"encoder {a['encoder_id']}"),
         (f"/predictors/{own['predictor']['id']}/predictions", {"cohort_id": a["cohort_id"]},
          f"cohort {a['cohort_id']}"),
     ]

@@ -108,8 +108,53 @@ def test_login_cookie_logout(settings: Settings, lab_a: LabKey) -> None:
         # The cookie opens the admin pages only, not the REST API.
         assert client.get("/jobs").status_code == 401
 
+        # The cookie holds a session token, not the key; the registry keeps only the token's SHA-256.
+        token = client.cookies["exprssl_session"]
+        assert token != lab_a.key and lab_a.key.split("_")[2] not in token
+        with session_factory()() as session:
+            stored = session.scalars(select(orm.AdminSession)).one()
+            assert stored.token_sha256 == auth.digest(token) and token not in stored.token_sha256
+            assert timedelta(hours=11.9) < stored.expires_at - stored.created_at <= timedelta(hours=12)
+        assert "max-age=43200" in cookie
+
         assert client.post("/admin/logout", follow_redirects=False).status_code == 303
         assert client.get("/admin/jobs", follow_redirects=False).status_code == 303
+        # Logging out ended the session in the registry: the old cookie, replayed, opens nothing.
+        client.cookies.set("exprssl_session", token, path="/admin")
+        response = client.get("/admin/jobs", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/admin/login"
+        with session_factory()() as session:
+            assert session.scalars(select(orm.AdminSession)).all() == []
+            actions = [e.action for e in session.scalars(select(orm.AuditEvent).order_by(orm.AuditEvent.id))]
+        assert actions[-2:] == ["admin.login", "admin.logout"]
+
+
+def test_an_expired_session_goes_back_to_the_login_page(pages: TestClient) -> None:
+    assert pages.get("/admin/jobs", follow_redirects=False).status_code == 200
+    with session_factory()() as session:
+        stored = session.scalars(select(orm.AdminSession)).one()
+        stored.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        session.commit()
+
+    response = pages.get("/admin/jobs", follow_redirects=False)
+
+    assert response.status_code == 303 and response.headers["location"] == "/admin/login"
+    with session_factory()() as session:
+        assert session.scalars(select(orm.AdminSession)).all() == []  # dropped when found expired
+
+
+def test_a_disabled_user_is_logged_out(pages: TestClient, lab_a: LabKey) -> None:
+    member, key = add_member(lab_a)
+    login(pages, key)
+    assert pages.get("/admin/jobs", follow_redirects=False).status_code == 200
+    with session_factory()() as session:
+        user = session.get_one(orm.User, member.user_id)
+        user.disabled = True
+        session.commit()
+
+    response = pages.get("/admin/jobs", follow_redirects=False)
+
+    assert response.status_code == 303 and response.headers["location"] == "/admin/login"
 
 
 def test_revoked_key_ends_the_session(pages: TestClient, lab_a: LabKey) -> None:

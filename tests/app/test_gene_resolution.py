@@ -175,3 +175,20 @@ def test_linear_probe_on_encoder_accepts_ensembl_ids(client: TestClient, cohort:
     assert [r["label"] for r in a["results"]] == [r["label"] for r in b["results"]]
     np.testing.assert_allclose(probabilities(a), probabilities(b), rtol=0, atol=1e-6)
     assert b["coverage"]["n_matched_by_conversion"] == len(renamed)
+
+
+def test_a_predictor_fitted_under_another_gene_table_is_noted(client: TestClient, predictor: dict[str, Any]) -> None:
+    from app.db import orm
+    from app.db.session import session_factory
+
+    held_out = EXPRESSION.loc[predictor["split"]["test_sample_ids"][:3]]
+    same = predict(client, predictor["id"], held_out).json()["coverage"]
+    assert same["gene_table_note"] is None
+    with session_factory()() as session:
+        session.get_one(orm.Predictor, predictor["id"]).gene_table_version = "org.Hs.eg.db 3.15.0 (older)"
+        session.commit()
+
+    coverage = predict(client, predictor["id"], held_out).json()["coverage"]
+
+    assert "fitted with gene table 'org.Hs.eg.db 3.15.0 (older)'" in coverage["gene_table_note"]
+    assert repr(gene_table_version()) in coverage["gene_table_note"]

@@ -14,7 +14,7 @@ from app.db import orm
 
 TABLES = {
     "cohort", "cohort_sample", "job", "job_event", "encoder", "predictor", "prediction", "evaluation",
-    "lab", "app_user", "api_key", "audit_event",
+    "lab", "app_user", "api_key", "audit_event", "admin_session",
 }
 
 

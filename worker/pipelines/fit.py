@@ -121,8 +121,11 @@ def _fit_head(
     artifact = ctx.store.get_bytes(key, sha256=sha256)
     encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(artifact))
     aligned, report = align_to_panel(values[rows_train], genes, preprocessor.genes, resolver=resolve_gene_keys)
-    if report.coverage < 0.5:
-        raise InvalidInput(f"cohort covers only {report.coverage:.1%} of the encoder's gene panel")
+    if report.coverage < ctx.min_gene_coverage:
+        raise InvalidInput(
+            f"cohort {spec.cohort_id} covers only {report.coverage:.1%} of the encoder's {report.n_panel} genes; "
+            f"fitting needs at least {ctx.min_gene_coverage:.0%} (EXPRSSL_MIN_GENE_COVERAGE)"
+        )
     x = preprocessor.transform(aligned)
     y = labelled.y[train]
     groups = None if labelled.groups is None else labelled.groups[train]

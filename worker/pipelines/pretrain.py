@@ -1,24 +1,81 @@
 """Pretraining job: fit preprocessing on the cohort, train the SSL method, store the encoder artifact.
 
-The encoder's gene panel is its cohort's stored gene list; fitting and prediction later match other inputs to
-it by canonical gene key (``models.gene_table``). Continued pretraining of an encoder on a second cohort is
-not implemented, so no alignment happens here.
+From scratch, the encoder's gene panel is its cohort's stored gene list. Continued pretraining starts from
+a parent encoder's weights and keeps its panel: the cohort's columns are matched to the panel by canonical
+gene key (``models.gene_table``), panel genes the cohort lacks are filled with the mean, and a cohort
+covering less of the panel than the prediction gate is refused. Its standardisation comes from the cohort
+(genes it lacks keep the parent's statistics) or, on request, from the parent.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
 from app.db.base import new_id
+from app.errors import InvalidInput
+from app.storage import ArtifactIntegrityError
 from models import checkpoint
-from models.gene_table import gene_table_version
+from models.gene_table import gene_table_version, resolve_gene_keys
+from models.genes import align_to_panel
 from models.methods import METHODS
 from models.preprocessing import Preprocessor
 from worker import checkpoints
 from worker.context import JobContext, Recorder
-from worker.pipelines.common import load_cohort
+from worker.pipelines.common import CohortData, load_cohort
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The preprocessed training matrix, its preprocessing and, when continuing, where training starts."""
+
+    x: np.ndarray
+    preprocessor: Preprocessor
+    init_encoder: dict[str, torch.Tensor] | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)  # continued: parent, standardisation, alignment
+
+
+def _parent_artifact(ctx: JobContext, parent_id: str) -> tuple[str, str]:
+    """Storage key and checksum of the parent encoder's weights."""
+    with ctx.session_factory() as session:
+        parent = session.get(orm.Encoder, parent_id)
+        if parent is None:
+            raise ArtifactIntegrityError(f"encoder {parent_id}, which this pretraining continues, was deleted")
+        if parent.artifact_key is None or parent.artifact_sha256 is None:
+            raise InvalidInput(f"encoder {parent_id}, which this pretraining continues, has no stored weights")
+        return parent.artifact_key, parent.artifact_sha256
+
+
+def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Inputs:
+    """The cohort on the parent encoder's panel, standardised as the job asks, and the parent's weights."""
+    key, sha256 = _parent_artifact(ctx, parent_id)
+    encoder, parent_pre, _ = checkpoint.encoder_from_payload(checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256)))
+    matrix = data.matrix
+    aligned, report = align_to_panel(matrix.values, matrix.genes, parent_pre.genes, resolver=resolve_gene_keys)
+    if report.coverage < ctx.min_gene_coverage:
+        raise InvalidInput(
+            f"cohort {data.cohort_id} covers {report.coverage:.1%} of encoder {parent_id}'s {report.n_panel} genes "
+            f"({report.n_found} found); continued pretraining needs at least {ctx.min_gene_coverage:.0%} "
+            f"(EXPRSSL_MIN_GENE_COVERAGE). First missing: {', '.join(report.missing[:10])}"
+        )
+    if ctx.params.get("standardise_on") == "parent":
+        preprocessor = parent_pre
+        lineage: dict[str, Any] = {"standardise_on": "parent", "standardise": "the parent encoder's per-gene mean/std"}
+    else:
+        log1p = data.log1p(str(ctx.params["log1p"]))
+        preprocessor = Preprocessor.fit(aligned, parent_pre.genes, log1p=log1p, fallback=parent_pre)
+        lineage = {
+            "standardise_on": "cohort",
+            "standardise": "per-gene mean/std of this cohort; panel genes it lacks keep the parent encoder's",
+        }
+    lineage |= {"continued_from": parent_id, "alignment": report.to_dict()}
+    return Inputs(preprocessor.transform(aligned), preprocessor, encoder.state_dict(), lineage)
 
 
 def run(ctx: JobContext) -> Recorder:
@@ -26,10 +83,16 @@ def run(ctx: JobContext) -> Recorder:
     with ctx.session_factory() as session:
         encoder = session.scalars(select(orm.Encoder).where(orm.Encoder.job_id == ctx.job_id)).one()
         encoder_id, method, params, seed = encoder.id, encoder.method, dict(encoder.params), encoder.seed
-        cohort_id = encoder.cohort_id
+        cohort_id, parent_id = encoder.cohort_id, encoder.parent_encoder_id
     data = load_cohort(ctx, cohort_id)
-    preprocessor = Preprocessor.fit(data.matrix.values, data.matrix.genes, log1p=data.log1p(str(ctx.params["log1p"])))
-    x = preprocessor.transform(data.matrix.values)
+    if parent_id is None:
+        preprocessor = Preprocessor.fit(
+            data.matrix.values, data.matrix.genes, log1p=data.log1p(str(ctx.params["log1p"]))
+        )
+        inputs = Inputs(preprocessor.transform(data.matrix.values), preprocessor)
+    else:
+        inputs = continued_inputs(ctx, data, parent_id)
+    preprocessor = inputs.preprocessor
     method_cls = METHODS[method]
     ssl = method_cls(len(preprocessor.genes), method_cls.params_class.from_dict(params))
     total = int(params["epochs"])
@@ -43,11 +106,18 @@ def run(ctx: JobContext) -> Recorder:
         if every and epoch % every == 0 and epoch < total:
             checkpoints.save(ctx, attempt=resume.attempt, state=ssl.training_state(), losses=losses)
 
-    ssl.fit(x, seed=seed, on_epoch_end=on_epoch_end, state=resume.state)
+    ssl.fit(inputs.x, seed=seed, on_epoch_end=on_epoch_end, state=resume.state, init_encoder=inputs.init_encoder)
     payload = checkpoint.encoder_payload(ssl.encoder, preprocessor, method=method, params=params)
     key = f"encoders/{encoder_id}/{new_id()}.pt"
     sha256 = ctx.store.put_bytes(key, checkpoint.dumps(payload))
     version = gene_table_version()
+    summary: dict[str, Any] = {
+        "log1p": preprocessor.log1p,
+        "requested_log1p": ctx.params["log1p"],
+        "standardise": "per-gene mean/std of the pretraining cohort",
+        "n_samples": int(inputs.x.shape[0]),
+        **inputs.lineage,
+    }
 
     def record(session: Session) -> None:
         row = session.get_one(orm.Encoder, encoder_id)
@@ -57,11 +127,6 @@ def run(ctx: JobContext) -> Recorder:
         checkpoints.discard_on_commit(session, ctx)
         row.n_genes = len(preprocessor.genes)
         row.gene_table_version = version
-        row.preprocessing = {
-            "log1p": preprocessor.log1p,
-            "requested_log1p": ctx.params["log1p"],
-            "standardise": "per-gene mean/std of the pretraining cohort",
-            "n_samples": int(x.shape[0]),
-        }
+        row.preprocessing = summary
 
     return record

@@ -1,0 +1,233 @@
+"""Continued pretraining over the API: an encoder pretrained on tissue_symbols (gene symbols) goes on
+pretraining on a second cohort named by versioned Ensembl ids that lacks a fifth of its panel.
+
+The continued encoder keeps the parent's panel and architecture, starts from its weights, standardises on
+the new cohort (the genes it lacks keep the parent's statistics), reports how the cohort matched the panel,
+serves predictors on the new cohort, and is deleted with the parent's cohort (lineage).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.db import orm
+from app.db.session import session_factory
+from app.storage import get_store
+from models import checkpoint
+from models.methods import METHODS
+from models.preprocessing import Preprocessor
+from tests.app.test_admin_pages import login
+from tests.app.test_full_loop import COHORT, start, upload
+from tests.app.test_gene_resolution import EXPRESSION, ensembl_names
+from tests.conftest import LabKey, wait_for_job
+
+SMALL = {"epochs": 8, "hidden_dim": 64, "n_layers": 2, "batch_size": 64}
+N_DROPPED = 100  # of the 500 panel genes: coverage 80 %
+PLATFORM_SHIFT = 1.5
+
+
+def pretrain(
+    client: TestClient, body: dict[str, Any], *, succeed: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    accepted = start(client, "/encoders", body)
+    job = wait_for_job(client, accepted["job"]["id"])
+    if succeed:
+        assert job["state"] == "succeeded", job["error"]
+    return client.get(f"/encoders/{accepted['encoder']['id']}").json(), job
+
+
+def stored_encoder(encoder_id: str) -> tuple[torch.nn.Module, Preprocessor]:
+    """An encoder's stored weights and preprocessing, read back from the artifact store."""
+    with session_factory()() as session:
+        row = session.get_one(orm.Encoder, encoder_id)
+        key, sha256 = row.artifact_key, row.artifact_sha256
+    assert key is not None and sha256 is not None
+    payload = checkpoint.loads(get_store().get_bytes(key, sha256=sha256))
+    encoder, preprocessor, _ = checkpoint.encoder_from_payload(payload)
+    return encoder, preprocessor
+
+
+def weight_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """Largest absolute difference between two encoders' parameters."""
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    return max(float((p - q).detach().abs().max()) for p, q in pairs)
+
+
+def upload_frame(client: TestClient, frame: pd.DataFrame, name: str) -> dict[str, Any]:
+    labels = pd.read_csv(COHORT / "labels.csv")
+    files = {
+        "expression": ("second.csv", frame.rename_axis("sample_id").to_csv().encode()),
+        "labels": ("labels.csv", labels.to_csv(index=False).encode()),
+    }
+    response = client.post("/cohorts", files=files, data={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def parent(client: TestClient) -> dict[str, Any]:
+    cohort = upload(client)
+    encoder, _ = pretrain(client, {"cohort_id": cohort["id"], "method": "scarf", "params": SMALL, "seed": 1})
+    return encoder
+
+
+def second_cohort(columns: list[str]) -> tuple[pd.DataFrame, set[str], int]:
+    """tissue_symbols as from another platform: every value 1.5 higher (log scale), on Ensembl ids (versioned,
+    shuffled), without ``N_DROPPED`` of its genes.
+
+    Returns:
+        The frame, the symbols dropped, and how many of the kept columns were renamed.
+    """
+    rng = np.random.default_rng(7)
+    dropped = set(rng.choice(columns, size=N_DROPPED, replace=False).tolist())
+    kept = [c for c in columns if c not in dropped]
+    renamed = ensembl_names(kept)
+    frame = (EXPRESSION[kept] + PLATFORM_SHIFT).rename(columns=renamed)
+    frame = frame[rng.permutation(frame.columns)]
+    return frame, dropped, len(renamed)
+
+
+@pytest.mark.slow
+def test_continued_encoder_keeps_the_panel_and_starts_from_the_parent(
+    client: TestClient, parent: dict[str, Any]
+) -> None:
+    frame, dropped, n_renamed = second_cohort(list(EXPRESSION.columns))
+    cohort = upload_frame(client, frame, "tissues-ensembl")
+    assert cohort["gene_id_type"] == "ensembl" and cohort["n_genes"] == 400
+
+    # A learning rate of almost 0: the trained encoder's weights are still the ones it started from.
+    still = {"epochs": 2, "lr": 1e-10}
+    child, job = pretrain(client, {"cohort_id": cohort["id"], "continue_from": parent["id"], "params": still})
+    scratch, _ = pretrain(client, {"cohort_id": cohort["id"], "params": {**SMALL, **still}})
+
+    assert child["parent_encoder_id"] == parent["id"] and scratch["parent_encoder_id"] is None
+    assert child["method"] == "scarf" and child["name"] == "scarf-tissues+tissues-ensembl"
+    # The parent's panel and architecture; the other parameters are the parent's unless the request says.
+    assert child["n_genes"] == 500 and scratch["n_genes"] == 400
+    assert child["params"] == {**parent["params"], **still}
+    assert job["params"]["continue_from"] == parent["id"]
+    pre = child["preprocessing"]
+    assert pre["continued_from"] == parent["id"] and pre["standardise_on"] == "cohort"
+    alignment = pre["alignment"]
+    assert (alignment["n_panel"], alignment["n_found"], alignment["n_missing"]) == (500, 400, 100)
+    assert alignment["coverage"] == pytest.approx(0.8)
+    assert alignment["n_matched_by_conversion"] == n_renamed and n_renamed > 380
+    assert set(alignment["missing"]) <= dropped and len(alignment["missing"]) == 50  # the report's first 50
+    # Started from the parent's weights, not from a fresh initialisation.
+    parent_net, parent_pre = stored_encoder(parent["id"])
+    child_net, child_pre = stored_encoder(child["id"])
+    assert weight_gap(child_net, parent_net) < 1e-6
+    # Standardised on the second cohort; the genes it lacks keep the parent's statistics.
+    assert child_pre.genes == parent_pre.genes == list(EXPRESSION.columns)
+    lacking = np.isin(child_pre.genes, sorted(dropped))
+    np.testing.assert_array_equal(child_pre.mean[lacking], parent_pre.mean[lacking])
+    np.testing.assert_allclose(child_pre.mean[~lacking], parent_pre.mean[~lacking] + PLATFORM_SHIFT, rtol=1e-5)
+    np.testing.assert_allclose(child_pre.std, parent_pre.std, rtol=1e-4)
+
+    # The continued encoder serves predictors on either naming.
+    body = {"cohort_id": cohort["id"], "encoder_id": child["id"], "label_column": "tissue", "head": "linear_probe"}
+    accepted = start(client, "/predictors", body)
+    fitted = wait_for_job(client, accepted["job"]["id"])
+    assert fitted["state"] == "succeeded", fitted["error"]
+    predictor = client.get(f"/predictors/{accepted['predictor']['id']}").json()
+    assert predictor["metrics"]["balanced_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_standardising_on_the_parent_keeps_its_statistics(client: TestClient, parent: dict[str, Any]) -> None:
+    frame, _, _ = second_cohort(list(EXPRESSION.columns))
+    cohort = upload_frame(client, frame, "tissues-ensembl")
+
+    child, _ = pretrain(client, {
+        "cohort_id": cohort["id"], "continue_from": parent["id"], "standardise_on": "parent",
+        "method": "byol", "params": {"epochs": 1, "batch_size": 64},
+    })
+
+    assert child["preprocessing"]["standardise_on"] == "parent"
+    assert child["preprocessing"]["log1p"] is parent["preprocessing"]["log1p"] is False
+    child_pre, parent_pre = stored_encoder(child["id"])[1], stored_encoder(parent["id"])[1]
+    np.testing.assert_array_equal(child_pre.mean, parent_pre.mean)
+    np.testing.assert_array_equal(child_pre.std, parent_pre.std)
+    # Another method may continue: it takes its own defaults, with the parent's architecture.
+    defaults = METHODS["byol"].params_class().to_dict()
+    assert child["method"] == "byol"
+    assert child["params"] == {**defaults, "hidden_dim": 64, "n_layers": 2, "epochs": 1, "batch_size": 64}
+
+
+def test_requests_that_cannot_continue_are_refused(client: TestClient, parent: dict[str, Any]) -> None:
+    cohort_id = parent["cohort_id"]
+
+    def post(**body: Any) -> Any:
+        return client.post("/encoders", json={"cohort_id": cohort_id, "continue_from": parent["id"], **body})
+
+    response = post(params={"hidden_dim": 128, "epochs": 2})
+    assert response.status_code == 422
+    assert "hidden_dim=128 (parent: 64)" in response.json()["error"]["message"]
+    response = post(standardise_on="parent", log1p="yes")
+    assert response.status_code == 422 and "log1p" in response.json()["error"]["message"]
+    assert post(continue_from="0" * 32).status_code == 404
+    # Another lab's encoder: tests/app/test_access.py (lab A ids in lab B's requests).
+
+
+def test_a_cohort_covering_too_little_of_the_panel_fails_the_job(
+    client: TestClient, parent: dict[str, Any]
+) -> None:
+    columns = list(EXPRESSION.columns)
+    frame = EXPRESSION[columns[:200]]  # 40 % of the panel, under the 50 % gate
+    cohort = upload_frame(client, frame, "narrow")
+
+    child, job = pretrain(client, {"cohort_id": cohort["id"], "continue_from": parent["id"]}, succeed=False)
+
+    assert job["state"] == "failed" and child["status"] == "failed"
+    assert f"covers 40.0% of encoder {parent['id']}'s 500 genes" in job["error"]
+    assert "EXPRSSL_MIN_GENE_COVERAGE" in job["error"]
+
+
+def test_an_unfinished_parent_is_refused(client: TestClient) -> None:
+    cohort = upload(client)
+    accepted = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 500}})
+    pending = accepted["encoder"]["id"]
+
+    response = client.post("/encoders", json={"cohort_id": cohort["id"], "continue_from": pending})
+
+    assert response.status_code == 409 and f"encoder {pending} is" in response.json()["error"]["message"]
+    assert client.post(f"/jobs/{accepted['job']['id']}/cancel").status_code == 200
+    wait_for_job(client, accepted["job"]["id"])
+
+
+@pytest.mark.slow
+def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
+    client: TestClient, parent: dict[str, Any], lab_a: LabKey
+) -> None:
+    frame, _, _ = second_cohort(list(EXPRESSION.columns))
+    cohort = upload_frame(client, frame, "tissues-ensembl")
+    child, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
+    grandchild, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": child["id"], "params": {"epochs": 1}})
+
+    # The admin pages show the lineage both ways.
+    pages = TestClient(client.app)
+    login(pages, lab_a.key)
+    page = pages.get(f"/admin/encoders/{child['id']}").text
+    parent_link = re.search(r'id="encoder-parent"><a href="/admin/encoders/(\w+)">', page)
+    assert parent_link is not None and parent_link.group(1) == parent["id"]
+    assert "400 of its 500 panel genes in this cohort" in page
+    assert f'id="encoder-children"><a href="/admin/encoders/{grandchild["id"]}">' in page
+
+    refused = client.delete(f"/cohorts/{parent['cohort_id']}")
+    assert refused.status_code == 409
+    for encoder in (parent, child, grandchild):
+        assert encoder["id"] in refused.json()["error"]["message"]
+
+    # An admin's forced delete takes the encoders continued from the parent too, even those trained on the
+    # second cohort, which stays.
+    assert client.delete(f"/cohorts/{parent['cohort_id']}", params={"force": "true"}).status_code == 204
+    for encoder in (parent, child, grandchild):
+        assert client.get(f"/encoders/{encoder['id']}").status_code == 404
+    assert client.get(f"/cohorts/{cohort['id']}").status_code == 200
