@@ -231,3 +231,33 @@ def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
     for encoder in (parent, child, grandchild):
         assert client.get(f"/encoders/{encoder['id']}").status_code == 404
     assert client.get(f"/cohorts/{cohort['id']}").status_code == 200
+
+
+@pytest.mark.slow
+def test_an_evaluation_says_when_an_ancestors_pretraining_saw_the_cohort(
+    client: TestClient, parent: dict[str, Any]
+) -> None:
+    frame, _, _ = second_cohort(list(EXPRESSION.columns))
+    second = upload_frame(client, frame, "tissues-ensembl")
+    child, _ = pretrain(client, {"cohort_id": second["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
+    same_matrix = upload(client)  # an identical upload of the parent's cohort: another id, the same samples
+
+    def notes(cohort_id: str) -> dict[str, str]:
+        body = {
+            "cohort_id": cohort_id, "label_column": "tissue", "methods": [], "encoder_ids": [parent["id"], child["id"]],
+            "heads": ["linear_probe"], "baselines": ["logistic_regression"], "fractions": [1.0], "n_seeds": 1,
+            "head_params": {"max_epochs": 3},
+        }
+        accepted = start(client, "/evaluations", body)
+        job = wait_for_job(client, accepted["job"]["id"])
+        assert job["state"] == "succeeded", job["error"]
+        return client.get(f"/evaluations/{accepted['evaluation']['id']}").json()["timings"]["notes"]
+
+    on_first = notes(parent["cohort_id"])
+    assert "; pretrained on this cohort, so its pretraining" in on_first[f"encoder:{parent['id']}"]
+    assert f"; continued from encoder {parent['id']}, pretrained on this cohort" in on_first[f"encoder:{child['id']}"]
+    on_copy = notes(same_matrix["id"])
+    assert f"pretrained on cohort {parent['cohort_id']}, the same matrix" in on_copy[f"encoder:{parent['id']}"]
+    on_second = notes(second["id"])
+    assert "; pretrained on this cohort" in on_second[f"encoder:{child['id']}"]
+    assert "saw the test samples" not in on_second[f"encoder:{parent['id']}"]

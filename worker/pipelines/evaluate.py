@@ -16,12 +16,28 @@ from worker.pipelines.common import ArtifactIntegrityError, CohortData, load_coh
 from worker.pipelines.fit import labelled_set
 
 
+def _pretraining_overlap(session: Session, encoder: orm.Encoder, cohort: orm.Cohort) -> str | None:
+    """Why the encoder's pretraining saw ``cohort``'s samples, or None: it, or an encoder it continued from,
+    was pretrained on this cohort or on an identical upload of its matrix."""
+    step: orm.Encoder | None = encoder
+    continued = False
+    while step is not None:
+        trained_on = session.get(orm.Cohort, step.cohort_id)
+        if step.cohort_id == cohort.id or (trained_on is not None and trained_on.checksum == cohort.checksum):
+            where = "this cohort" if step.cohort_id == cohort.id else f"cohort {step.cohort_id}, the same matrix"
+            who = f"continued from encoder {step.id}, pretrained" if continued else "pretrained"
+            return f"{who} on {where}, so its pretraining (without labels) saw the test samples"
+        step = None if step.parent_encoder_id is None else session.get(orm.Encoder, step.parent_encoder_id)
+        continued = True
+    return None
+
+
 def _pretrained(
-    ctx: JobContext, data: CohortData, rows: np.ndarray, encoders: list[tuple[str, str, str, str]]
+    ctx: JobContext, data: CohortData, rows: np.ndarray, encoders: list[tuple[str, str, str, str | None]]
 ) -> dict[str, PretrainedEncoder]:
     """Registry encoders with the labelled samples in their own panel and preprocessing."""
     loaded = {}
-    for encoder_id, key, sha256, cohort_id in encoders:
+    for encoder_id, key, sha256, overlap in encoders:
         encoder, preprocessor, info = checkpoint.encoder_from_payload(
             checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256))
         )
@@ -29,8 +45,8 @@ def _pretrained(
             data.matrix.values[rows], data.matrix.genes, preprocessor.genes, resolver=resolve_gene_keys
         )
         note = f"{info['method']} encoder {encoder_id}; cohort covers {report.coverage:.1%} of its panel"
-        if cohort_id == data.cohort_id:
-            note += "; pretrained on this cohort, so its pretraining (without labels) saw the test samples"
+        if overlap is not None:
+            note += f"; {overlap}"
         loaded[f"encoder:{encoder_id}"] = PretrainedEncoder(encoder, preprocessor.transform(aligned), note)
     return loaded
 
@@ -41,8 +57,11 @@ def run(ctx: JobContext) -> Recorder:
         evaluation = session.scalars(select(orm.Evaluation).where(orm.Evaluation.job_id == ctx.job_id)).one()
         evaluation_id, cohort_id = evaluation.id, evaluation.cohort_id
         label_column, config = evaluation.label_column, dict(evaluation.config)
+        cohort = session.get(orm.Cohort, cohort_id)
+        if cohort is None:
+            raise ArtifactIntegrityError(f"cohort {cohort_id} of this evaluation was deleted")
         encoder_rows = [
-            (e.id, e.artifact_key or "", e.artifact_sha256 or "", e.cohort_id)
+            (e.id, e.artifact_key or "", e.artifact_sha256 or "", _pretraining_overlap(session, e, cohort))
             for e in session.scalars(select(orm.Encoder).where(orm.Encoder.id.in_(config["encoder_ids"])))
         ]
     missing = sorted(set(config["encoder_ids"]) - {row[0] for row in encoder_rows})
