@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
+from app.encoders import service as encoders
 from app.predictors.schemas import CohortFacts, EncoderFacts, EvaluationFacts, Head, ModelCard
 
 INTENDED_USE = (
@@ -37,6 +38,7 @@ def _encoder(session: Session, encoder_id: str | None) -> EncoderFacts | None:
         version=encoder.version, n_genes=encoder.n_genes,
         final_loss=float(encoder.loss_curve[-1]) if encoder.loss_curve else None,
         artifact_sha256=encoder.artifact_sha256, pretraining_cohort=_cohort(session, encoder.cohort_id),
+        parent_encoder_id=encoder.parent_encoder_id,
     )
 
 
@@ -79,7 +81,10 @@ def _class_counts(session: Session, predictor: orm.Predictor) -> dict[str, int]:
     return {str(k): int(v) for k, v in (column.get("classes") or {}).items()}
 
 
-def _limits(predictor: orm.Predictor, cohort: CohortFacts, min_gene_coverage: float) -> list[str]:
+def _limits(
+    predictor: orm.Predictor, cohort: CohortFacts, min_gene_coverage: float, overlap: str | None = None
+) -> list[str]:
+    """The card's limits; ``overlap`` says how the encoder's pretraining saw the test samples, if it did."""
     split, calibration = predictor.split, predictor.calibration
     limits = [
         f"Measured on {split.get('n_test', '?')} held-out samples of one cohort ({cohort.name}, "
@@ -112,6 +117,8 @@ def _limits(predictor: orm.Predictor, cohort: CohortFacts, min_gene_coverage: fl
             + ("a fine-tuned encoder draws its own training samples together, so expect more than nominal."
                if ood.get("space") == "embedding" else "novel subtypes of a trained class are rarely flagged.")
         )
+    if overlap is not None:
+        limits.append(f"The encoder was {overlap}: the test metrics may be optimistic for new cohorts.")
     if split.get("grouped_by") is None:
         limits.append("Samples were split individually (no group column): repeated samples of one patient, if any, "
                       "may sit on both sides and flatter the metrics.")
@@ -123,6 +130,9 @@ def build_card(*, session: Session, predictor: orm.Predictor, min_gene_coverage:
     cohort = _cohort(session, predictor.cohort_id)
     assert cohort is not None  # a foreign key
     encoder = _encoder(session, predictor.encoder_id)
+    encoder_row = None if predictor.encoder_id is None else session.get(orm.Encoder, predictor.encoder_id)
+    training_cohort = session.get_one(orm.Cohort, predictor.cohort_id)
+    overlap = None if encoder_row is None else encoders.pretraining_overlap(session, encoder_row, training_cohort)
     split = {k: v for k, v in predictor.split.items() if not k.endswith("_sample_ids") and k != "gene_panel"}
     calibration = dict(predictor.calibration)
     return ModelCard(
@@ -139,7 +149,7 @@ def build_card(*, session: Session, predictor: orm.Predictor, min_gene_coverage:
                      if k in calibration},
         prediction_sets=calibration.get("conformal"), out_of_distribution=calibration.get("ood"),
         evaluation=_evaluation(session, predictor, None if encoder is None else encoder.method),
-        libraries=dict(predictor.environment), limits=_limits(predictor, cohort, min_gene_coverage),
+        libraries=dict(predictor.environment), limits=_limits(predictor, cohort, min_gene_coverage, overlap),
     )
 
 

@@ -114,6 +114,9 @@ class EncoderFacts(BaseModel):
     final_loss: float | None = Field(description="Last epoch's pretraining loss.")
     artifact_sha256: str | None = Field(description="sha256 of the weights artifact.")
     pretraining_cohort: CohortFacts | None = Field(description="The cohort it was pretrained on.")
+    parent_encoder_id: str | None = Field(
+        default=None, description="The encoder its pretraining continued (None: pretrained from scratch)."
+    )
 
 
 class EvaluationFacts(BaseModel):

@@ -138,6 +138,9 @@ def test_continued_encoder_keeps_the_panel_and_starts_from_the_parent(
     assert fitted["state"] == "succeeded", fitted["error"]
     predictor = client.get(f"/predictors/{accepted['predictor']['id']}").json()
     assert predictor["metrics"]["balanced_accuracy"] > 0.9
+    card = client.get(f"/predictors/{predictor['id']}/card").json()
+    assert card["encoder"]["parent_encoder_id"] == parent["id"]
+    assert any(limit.startswith("The encoder was pretrained on this cohort") for limit in card["limits"])
 
 
 @pytest.mark.slow

@@ -161,6 +161,9 @@ def test_encoder_predictors_score_ood_in_the_embedding(client: TestClient) -> No
     assert predictor["calibration"]["ood"]["space"] == "embedding" and predictor["calibration"]["ood"]["dim"] == 256
     card = client.get(f"/predictors/{predictor['id']}/card").json()
     assert card["encoder"]["method"] == "scarf" and card["encoder"]["pretraining_cohort"]["id"] == cohort["id"]
+    assert card["encoder"]["parent_encoder_id"] is None
+    assert "The encoder was pretrained on this cohort, so its pretraining (without labels) saw the test samples: the " \
+        "test metrics may be optimistic for new cohorts." in card["limits"]
     expression = pd.read_parquet(COHORT / "expression.parquet").iloc[:4]
     body = {"genes": list(expression.columns),
             "samples": [{"sample_id": s, "values": row.tolist()} for s, row in expression.iterrows()]}

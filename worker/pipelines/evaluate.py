@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
+from app.encoders import service as encoders
 from models import checkpoint
 from models.gene_table import resolve_gene_keys
 from models.genes import align_to_panel
@@ -14,22 +15,6 @@ from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
 from worker.context import JobContext, Recorder
 from worker.pipelines.common import ArtifactIntegrityError, CohortData, load_cohort
 from worker.pipelines.fit import labelled_set
-
-
-def _pretraining_overlap(session: Session, encoder: orm.Encoder, cohort: orm.Cohort) -> str | None:
-    """Why the encoder's pretraining saw ``cohort``'s samples, or None: it, or an encoder it continued from,
-    was pretrained on this cohort or on an identical upload of its matrix."""
-    step: orm.Encoder | None = encoder
-    continued = False
-    while step is not None:
-        trained_on = session.get(orm.Cohort, step.cohort_id)
-        if step.cohort_id == cohort.id or (trained_on is not None and trained_on.checksum == cohort.checksum):
-            where = "this cohort" if step.cohort_id == cohort.id else f"cohort {step.cohort_id}, the same matrix"
-            who = f"continued from encoder {step.id}, pretrained" if continued else "pretrained"
-            return f"{who} on {where}, so its pretraining (without labels) saw the test samples"
-        step = None if step.parent_encoder_id is None else session.get(orm.Encoder, step.parent_encoder_id)
-        continued = True
-    return None
 
 
 def _pretrained(
@@ -61,7 +46,7 @@ def run(ctx: JobContext) -> Recorder:
         if cohort is None:
             raise ArtifactIntegrityError(f"cohort {cohort_id} of this evaluation was deleted")
         encoder_rows = [
-            (e.id, e.artifact_key or "", e.artifact_sha256 or "", _pretraining_overlap(session, e, cohort))
+            (e.id, e.artifact_key or "", e.artifact_sha256 or "", encoders.pretraining_overlap(session, e, cohort))
             for e in session.scalars(select(orm.Encoder).where(orm.Encoder.id.in_(config["encoder_ids"])))
         ]
     missing = sorted(set(config["encoder_ids"]) - {row[0] for row in encoder_rows})
