@@ -39,7 +39,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from models.genes import GENE_ID_PATTERNS, GENE_ID_SHARE, gene_id_kind, normalise_gene_id
+import numpy as np
+
+from models.genes import (
+    GENE_ID_PATTERNS,
+    GENE_ID_SHARE,
+    AlignmentReport,
+    align_to_panel,
+    gene_id_kind,
+    normalise_gene_id,
+)
 
 TABLE_FILE = "human_genes.tsv.gz"
 RULES = (
@@ -344,6 +353,15 @@ def resolve_genes(
 def resolve_gene_keys(names: Sequence[str], /) -> list[str]:
     """Canonical keys with the shipped table: a drop-in :class:`models.genes.GeneIdResolver`."""
     return default_table().keys(names)
+
+
+def align_by_gene_key(
+    values: np.ndarray, genes: Sequence[str], panel: Sequence[str]
+) -> tuple[np.ndarray, AlignmentReport]:
+    """:func:`models.genes.align_to_panel` matching names by the shipped table's keys, so that symbols,
+    previous symbols, Ensembl and NCBI ids of one gene meet: the alignment every fit, pretraining,
+    evaluation and prediction uses."""
+    return align_to_panel(values, genes, panel, resolver=resolve_gene_keys)
 
 
 def summarise_resolutions(resolutions: Iterable[Resolution]) -> dict[str, int]:

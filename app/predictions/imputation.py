@@ -21,8 +21,8 @@ from app.db import orm
 from app.errors import InvalidInput
 from app.predictions.lru import LruCache
 from app.storage import ArtifactStore
-from models.gene_table import resolve_gene_keys
-from models.genes import AlignmentReport, align_to_panel
+from models.gene_table import align_by_gene_key
+from models.genes import AlignmentReport
 from models.imputation import RidgeImputer, RidgeSolution
 from models.preprocessing import Preprocessor
 
@@ -102,7 +102,7 @@ def training_inputs(
     matrix = parsing.read_matrix(store.local_path(cohort.storage_key))
     wanted = set(predictor.split.get("train_sample_ids") or matrix.sample_ids)
     rows = np.array([i for i, s in enumerate(matrix.sample_ids) if s in wanted], dtype=np.int64)
-    aligned, _ = align_to_panel(matrix.values[rows], matrix.genes, pre.genes, resolver=resolve_gene_keys)
+    aligned, _ = align_by_gene_key(matrix.values[rows], matrix.genes, pre.genes)
     return pre.transform(aligned)
 
 

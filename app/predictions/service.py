@@ -23,8 +23,8 @@ from app.storage import ArtifactStore
 from models import checkpoint
 from models.conformal import UNCERTAIN, set_labels
 from models.device import resolve_device
-from models.gene_table import gene_table_version, resolve_gene_keys
-from models.genes import AlignmentReport, align_to_panel
+from models.gene_table import align_by_gene_key, gene_table_version
+from models.genes import AlignmentReport
 from models.imputation import observed_genes
 from models.ood import gene_drift
 from models.preprocessing import Preprocessor
@@ -140,7 +140,7 @@ def predict(
         values, genes, sample_ids = inline_matrix(request)
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
     try:
-        aligned, report = align_to_panel(values, genes, loaded.preprocessor.genes, resolver=resolve_gene_keys)
+        aligned, report = align_by_gene_key(values, genes, loaded.preprocessor.genes)
     except ValueError as exc:
         raise InvalidInput(f"genes: {exc}") from exc
     warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)

@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 from app.db import orm
 from app.encoders import service as encoders
 from models import checkpoint
-from models.gene_table import resolve_gene_keys
-from models.genes import align_to_panel
+from models.gene_table import align_by_gene_key
 from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
 from worker.context import JobContext, Recorder
 from worker.pipelines.common import ArtifactIntegrityError, CohortData, load_cohort
@@ -26,9 +25,7 @@ def _pretrained(
         encoder, preprocessor, info = checkpoint.encoder_from_payload(
             checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256))
         )
-        aligned, report = align_to_panel(
-            data.matrix.values[rows], data.matrix.genes, preprocessor.genes, resolver=resolve_gene_keys
-        )
+        aligned, report = align_by_gene_key(data.matrix.values[rows], data.matrix.genes, preprocessor.genes)
         note = f"{info['method']} encoder {encoder_id}; cohort covers {report.coverage:.1%} of its panel"
         if overlap is not None:
             note += f"; {overlap}"

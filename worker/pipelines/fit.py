@@ -32,8 +32,7 @@ from models.evaluation import (
     split_train_test,
     validation_split,
 )
-from models.gene_table import gene_table_version, resolve_gene_keys
-from models.genes import align_to_panel
+from models.gene_table import align_by_gene_key, gene_table_version
 from models.preprocessing import Preprocessor
 from models.uncertainty import (
     CALIBRATION_SHARE,
@@ -120,7 +119,7 @@ def _fit_head(
     key, sha256 = spec.encoder_key
     artifact = ctx.store.get_bytes(key, sha256=sha256)
     encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(artifact))
-    aligned, report = align_to_panel(values[rows_train], genes, preprocessor.genes, resolver=resolve_gene_keys)
+    aligned, report = align_by_gene_key(values[rows_train], genes, preprocessor.genes)
     if report.coverage < ctx.min_gene_coverage:
         raise InvalidInput(
             f"cohort {spec.cohort_id} covers only {report.coverage:.1%} of the encoder's {report.n_panel} genes; "
@@ -150,7 +149,7 @@ def _fit_head(
 def _inputs(data: CohortData, rows: np.ndarray, preprocessor: Preprocessor) -> np.ndarray:
     """Cohort rows aligned to the predictor's panel by gene key and preprocessed (missing genes: training mean)."""
     matrix = data.matrix
-    aligned, _ = align_to_panel(matrix.values[rows], matrix.genes, preprocessor.genes, resolver=resolve_gene_keys)
+    aligned, _ = align_by_gene_key(matrix.values[rows], matrix.genes, preprocessor.genes)
     return preprocessor.transform(aligned)
 
 

@@ -22,8 +22,7 @@ from app.db.base import new_id
 from app.errors import InvalidInput
 from app.storage import ArtifactIntegrityError
 from models import checkpoint
-from models.gene_table import gene_table_version, resolve_gene_keys
-from models.genes import align_to_panel
+from models.gene_table import align_by_gene_key, gene_table_version
 from models.methods import METHODS
 from models.preprocessing import Preprocessor
 from worker import checkpoints
@@ -57,7 +56,7 @@ def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Input
     key, sha256 = _parent_artifact(ctx, parent_id)
     encoder, parent_pre, _ = checkpoint.encoder_from_payload(checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256)))
     matrix = data.matrix
-    aligned, report = align_to_panel(matrix.values, matrix.genes, parent_pre.genes, resolver=resolve_gene_keys)
+    aligned, report = align_by_gene_key(matrix.values, matrix.genes, parent_pre.genes)
     if report.coverage < ctx.min_gene_coverage:
         raise InvalidInput(
             f"cohort {data.cohort_id} covers {report.coverage:.1%} of encoder {parent_id}'s {report.n_panel} genes "
