@@ -52,17 +52,35 @@ class IngestOptions:
     duplicate_genes: str | None = None  # refuse | sum | mean; None: the server's setting
 
 
+@dataclass(frozen=True)
+class ResolvedColumns:
+    """Each column name's resolution with the shipped gene table, and the Ensembl alternates among them."""
+
+    resolutions: list[Resolution]
+    alternates: dict[str, list[str]]  # see ensembl_alternates
+
+    @classmethod
+    def of(cls, names: Sequence[str]) -> ResolvedColumns:
+        resolutions = resolve_genes(names)
+        return cls(resolutions, ensembl_alternates(resolutions))
+
+    @property
+    def keys(self) -> list[str]:
+        """Match key of each column: the canonical key, or its own Ensembl id for an Ensembl alternate."""
+        return [normalise_gene_id(r.name) if r.key in self.alternates else r.key for r in self.resolutions]
+
+
 def harmonise(
-    matrix: ExpressionMatrix, policy: str, resolutions: Sequence[Resolution] | None = None
+    matrix: ExpressionMatrix, policy: str, resolved: ResolvedColumns | None = None
 ) -> tuple[ExpressionMatrix, GeneHarmonisation]:
     """Refuse, sum or average columns that resolve to the same gene (``policy``: refuse | sum | mean).
 
-    Names are resolved with the shipped gene table (``resolutions``, computed when None): version suffixes,
+    Names are resolved with the shipped gene table (``resolved``, computed when None): version suffixes,
     case, previous symbols, aliases, Ensembl and NCBI ids of one gene give one key. A merged column is named
     by its gene's current symbol (or its key when the symbol is not unique).
     """
-    resolutions = resolutions if resolutions is not None else resolve_genes(matrix.genes)
-    harmonised = harmonise_keys(matrix.genes, column_keys(resolutions))
+    resolved = resolved if resolved is not None else ResolvedColumns.of(matrix.genes)
+    harmonised = harmonise_keys(matrix.genes, resolved.keys)
     if not harmonised.duplicates:
         return matrix, harmonised
     labels = _merged_labels(harmonised.duplicates)
@@ -98,12 +116,6 @@ def ensembl_alternates(resolutions: Sequence[Resolution]) -> dict[str, list[str]
     return alternates
 
 
-def column_keys(resolutions: Sequence[Resolution]) -> list[str]:
-    """Match key of each column: the canonical key, or its own Ensembl id for an Ensembl alternate."""
-    alternates = ensembl_alternates(resolutions)
-    return [normalise_gene_id(r.name) if r.key in alternates else r.key for r in resolutions]
-
-
 def _merged_labels(duplicates: dict[str, list[str]]) -> dict[str, str]:
     """Name of each merged key: its gene's current symbol where that symbol resolves back to it, else the key."""
     table = default_table()
@@ -114,12 +126,12 @@ def _merged_labels(duplicates: dict[str, list[str]]) -> dict[str, str]:
     return labels
 
 
-def resolution_report(
-    resolutions: Sequence[Resolution], harmonised: GeneHarmonisation, policy: str
-) -> dict[str, object]:
-    """Counts per rule, ambiguous names with candidates, unresolved names (first 50 each) and merged columns."""
+def resolution_report(resolved: ResolvedColumns, merged: dict[str, object]) -> dict[str, object]:
+    """Counts per rule, ambiguous names with candidates, unresolved names (first 50 each), merged columns
+    (``merged``, from :func:`merge_report`) and Ensembl alternates."""
     table = default_table()
-    alternates = {table.symbol(k) or k: names for k, names in ensembl_alternates(resolutions).items()}
+    resolutions = resolved.resolutions
+    alternates = {table.symbol(k) or k: names for k, names in resolved.alternates.items()}
     ambiguous = [r for r in resolutions if r.ambiguous]
     unresolved = [r.name for r in resolutions if r.rule == "unresolved"]
     return {
@@ -134,7 +146,7 @@ def resolution_report(
         ],
         "n_unresolved": len(unresolved),
         "unresolved": unresolved[:_REPORTED],
-        "merged": _merge_report(harmonised, policy),
+        "merged": merged,
         "ensembl_alternates": {
             "n_groups": len(alternates),
             "groups": dict(list(alternates.items())[:_REPORTED]),
@@ -144,7 +156,8 @@ def resolution_report(
     }
 
 
-def _merge_report(harmonised: GeneHarmonisation, policy: str) -> dict[str, object]:
+def merge_report(harmonised: GeneHarmonisation, policy: str) -> dict[str, object]:
+    """Columns merged because they name one gene, with the policy used."""
     return {
         "policy": policy,
         "n_groups": len(harmonised.duplicates),
@@ -236,8 +249,8 @@ def create_cohort(
     check_size(parsed.matrix, settings, expression.filename)
     policy = options.duplicate_genes or settings.duplicate_genes
     gene_ids = summarise_gene_ids(parsed.matrix.genes)
-    resolutions = resolve_genes(parsed.matrix.genes)
-    matrix, harmonised = harmonise(parsed.matrix, policy, resolutions)
+    resolved = ResolvedColumns.of(parsed.matrix.genes)
+    matrix, harmonised = harmonise(parsed.matrix, policy, resolved)
     parsed = replace(parsed, matrix=matrix)  # drop the unmerged matrix as soon as it is merged
     label_table, label_source = _labels(labels, parsed, matrix.sample_ids, group_column)
     _check_id_lengths(matrix.sample_ids, label_table, group_column)
@@ -250,8 +263,9 @@ def create_cohort(
     if label_table is not None:
         label_summary = summarise_labels(label_table.drop(columns=[group_column] if group_column else []))
     rows = _sample_rows(matrix.sample_ids, label_table, group_column)
-    report = _ingest_report(parsed, gene_ids, harmonised, policy, label_source, expression.path)
-    report["gene_resolution"] = resolution_report(resolutions, harmonised, policy)
+    merged = merge_report(harmonised, policy)
+    report = _ingest_report(parsed, gene_ids, merged, label_source, expression.path)
+    report["gene_resolution"] = resolution_report(resolved, merged)
     report["values"] = {"kind": value_kind, "source": value_source, **_value_report(summary, matrix)}
     cohort = orm.Cohort(
         lab_id=caller.lab_id,
@@ -273,7 +287,7 @@ def create_cohort(
         genes_preview=list(matrix.genes[:20]),
         ingest=report,
         gene_table_version=gene_table_version(),
-        gene_keys=gene_keys(resolutions, harmonised),
+        gene_keys=gene_keys(resolved.resolutions, harmonised),
     )
     session.add(cohort)
     session.flush()
@@ -304,8 +318,7 @@ def _labels(
 def _ingest_report(
     parsed: ParsedExpression,
     gene_ids: GeneIdSummary,
-    harmonised: GeneHarmonisation,
-    policy: str,
+    merged: dict[str, object],
     label_source: str | None,
     path: Path,
 ) -> dict[str, object]:
@@ -316,7 +329,7 @@ def _ingest_report(
         "orientation_source": "detected" if parsed.orientation_detected else "declared",
         "skipped_columns": parsed.skipped_columns[:_REPORTED],
         "gene_ids": gene_ids.to_dict(),
-        "duplicate_genes": _merge_report(harmonised, policy),
+        "duplicate_genes": merged,  # the same as gene_resolution.merged, kept where clients first found it
         "labels": label_source,
     }
 
