@@ -6,7 +6,9 @@ import math
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
+from fastapi import Depends, status
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -56,3 +58,13 @@ def rate_limited(bucket: str) -> Callable[[CallerDep, SettingsDep], None]:
         hit(settings, bucket, caller.user_id)
 
     return dependency
+
+
+def job_start_route() -> dict[str, Any]:
+    """Route options shared by the endpoints that queue a training job (pretraining, fitting, evaluation):
+    202 Accepted, counted against the caller's "train" limit, with its 429 documented."""
+    return {
+        "status_code": status.HTTP_202_ACCEPTED,
+        "dependencies": [Depends(rate_limited("train"))],
+        "responses": RATE_LIMITED,
+    }

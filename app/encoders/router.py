@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query
 
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep
@@ -12,7 +12,7 @@ from app.encoders import service
 from app.encoders.schemas import EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
-from app.ratelimit import RATE_LIMITED, rate_limited
+from app.ratelimit import job_start_route
 from models.methods import METHODS
 
 router = APIRouter(prefix="/encoders", tags=["encoders"])
@@ -25,13 +25,7 @@ def list_methods() -> list[MethodRead]:
     return [MethodRead(name=name, defaults=cls.params_class().to_dict()) for name, cls in sorted(METHODS.items())]
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=EncoderAccepted,
-    dependencies=[Depends(rate_limited("train"))],
-    responses=RATE_LIMITED,
-)
+@router.post("", response_model=EncoderAccepted, **job_start_route())
 def create_encoder(
     request: EncoderCreate, session: SessionDep, caller: CallerDep, dispatcher: DispatcherDep
 ) -> EncoderAccepted:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response
 
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep
@@ -12,18 +12,12 @@ from app.evaluations import service
 from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
-from app.ratelimit import RATE_LIMITED, rate_limited
+from app.ratelimit import job_start_route
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"])
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=EvaluationAccepted,
-    dependencies=[Depends(rate_limited("train"))],
-    responses=RATE_LIMITED,
-)
+@router.post("", response_model=EvaluationAccepted, **job_start_route())
 def create_evaluation(
     request: EvaluationCreate, session: SessionDep, caller: CallerDep, dispatcher: DispatcherDep
 ) -> EvaluationAccepted:

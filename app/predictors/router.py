@@ -17,18 +17,12 @@ from app.predictions import service as predictions
 from app.predictions.schemas import PredictionCreate, PredictionRead, create_request_body
 from app.predictors import card, service
 from app.predictors.schemas import ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
-from app.ratelimit import RATE_LIMITED, rate_limited
+from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
 
 router = APIRouter(prefix="/predictors", tags=["predictors"])
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=PredictorAccepted,
-    dependencies=[Depends(rate_limited("train"))],
-    responses=RATE_LIMITED,
-)
+@router.post("", response_model=PredictorAccepted, **job_start_route())
 def create_predictor(
     request: PredictorCreate, session: SessionDep, caller: CallerDep, dispatcher: DispatcherDep
 ) -> PredictorAccepted:
