@@ -9,6 +9,7 @@ serves predictors on the new cohort, and is deleted with the parent's cohort (li
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,28 +79,32 @@ def parent(client: TestClient) -> dict[str, Any]:
     return encoder
 
 
-def second_cohort(columns: list[str]) -> tuple[pd.DataFrame, set[str], int]:
-    """tissue_symbols as from another platform: every value 1.5 higher (log scale), on Ensembl ids (versioned,
-    shuffled), without ``N_DROPPED`` of its genes.
+@dataclass(frozen=True)
+class Second:
+    cohort: dict[str, Any]
+    dropped: set[str]  # panel genes it lacks
+    n_renamed: int  # kept columns named by an Ensembl id
 
-    Returns:
-        The frame, the symbols dropped, and how many of the kept columns were renamed.
-    """
+
+@pytest.fixture
+def second(client: TestClient) -> Second:
+    """tissue_symbols as from another platform, uploaded: every value 1.5 higher (log scale), on Ensembl ids
+    (versioned, shuffled), without ``N_DROPPED`` of its genes."""
+    columns = list(EXPRESSION.columns)
     rng = np.random.default_rng(7)
     dropped = set(rng.choice(columns, size=N_DROPPED, replace=False).tolist())
     kept = [c for c in columns if c not in dropped]
     renamed = ensembl_names(kept)
     frame = (EXPRESSION[kept] + PLATFORM_SHIFT).rename(columns=renamed)
     frame = frame[rng.permutation(frame.columns)]
-    return frame, dropped, len(renamed)
+    return Second(upload_frame(client, frame, "tissues-ensembl"), dropped, len(renamed))
 
 
 @pytest.mark.slow
 def test_continued_encoder_keeps_the_panel_and_starts_from_the_parent(
-    client: TestClient, parent: dict[str, Any]
+    client: TestClient, parent: dict[str, Any], second: Second
 ) -> None:
-    frame, dropped, n_renamed = second_cohort(list(EXPRESSION.columns))
-    cohort = upload_frame(client, frame, "tissues-ensembl")
+    cohort, dropped, n_renamed = second.cohort, second.dropped, second.n_renamed
     assert cohort["gene_id_type"] == "ensembl" and cohort["n_genes"] == 400
 
     # A learning rate of almost 0: the trained encoder's weights are still the ones it started from.
@@ -144,9 +149,10 @@ def test_continued_encoder_keeps_the_panel_and_starts_from_the_parent(
 
 
 @pytest.mark.slow
-def test_standardising_on_the_parent_keeps_its_statistics(client: TestClient, parent: dict[str, Any]) -> None:
-    frame, _, _ = second_cohort(list(EXPRESSION.columns))
-    cohort = upload_frame(client, frame, "tissues-ensembl")
+def test_standardising_on_the_parent_keeps_its_statistics(
+    client: TestClient, parent: dict[str, Any], second: Second
+) -> None:
+    cohort = second.cohort
 
     child, _ = pretrain(client, {
         "cohort_id": cohort["id"], "continue_from": parent["id"], "standardise_on": "parent",
@@ -207,10 +213,9 @@ def test_an_unfinished_parent_is_refused(client: TestClient) -> None:
 
 @pytest.mark.slow
 def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
-    client: TestClient, parent: dict[str, Any], lab_a: LabKey
+    client: TestClient, parent: dict[str, Any], second: Second, lab_a: LabKey
 ) -> None:
-    frame, _, _ = second_cohort(list(EXPRESSION.columns))
-    cohort = upload_frame(client, frame, "tissues-ensembl")
+    cohort = second.cohort
     child, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
     grandchild, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": child["id"], "params": {"epochs": 1}})
 
@@ -238,11 +243,11 @@ def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
 
 @pytest.mark.slow
 def test_an_evaluation_says_when_an_ancestors_pretraining_saw_the_cohort(
-    client: TestClient, parent: dict[str, Any]
+    client: TestClient, parent: dict[str, Any], second: Second
 ) -> None:
-    frame, _, _ = second_cohort(list(EXPRESSION.columns))
-    second = upload_frame(client, frame, "tissues-ensembl")
-    child, _ = pretrain(client, {"cohort_id": second["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
+    child, _ = pretrain(
+        client, {"cohort_id": second.cohort["id"], "continue_from": parent["id"], "params": {"epochs": 1}}
+    )
     same_matrix = upload(client)  # an identical upload of the parent's cohort: another id, the same samples
 
     def notes(cohort_id: str) -> dict[str, str]:
@@ -261,6 +266,6 @@ def test_an_evaluation_says_when_an_ancestors_pretraining_saw_the_cohort(
     assert f"; continued from encoder {parent['id']}, pretrained on this cohort" in on_first[f"encoder:{child['id']}"]
     on_copy = notes(same_matrix["id"])
     assert f"pretrained on cohort {parent['cohort_id']}, the same matrix" in on_copy[f"encoder:{parent['id']}"]
-    on_second = notes(second["id"])
+    on_second = notes(second.cohort["id"])
     assert "; pretrained on this cohort" in on_second[f"encoder:{child['id']}"]
     assert "saw the test samples" not in on_second[f"encoder:{parent['id']}"]
