@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
-from sqlalchemy import DateTime
+from sqlalchemy import Connection, DateTime
 
 from app.config import get_settings
 from app.db import orm
@@ -32,6 +32,14 @@ def _compare_type(ctx: Any, inspected: Any, metadata: Any, inspected_type: Any, 
     return None
 
 
+def _check_foreign_keys(connection: Connection) -> None:
+    """SQLite migrations run without foreign-key enforcement (see make_engine): check every key afterwards."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        shown = "; ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in broken[:10])
+        raise RuntimeError(f"migration left {len(broken)} broken foreign key(s): {shown}")
+
+
 def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
@@ -47,9 +55,11 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    engine = make_engine(_url())
+    engine = make_engine(_url(), foreign_keys=False)
     with engine.connect() as connection:
         _configure(connection=connection)
         with context.begin_transaction():
             context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            _check_foreign_keys(connection)
     engine.dispose()

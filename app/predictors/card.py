@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
-from app.encoders import service as encoders
+from app.encoders.lineage import pretraining_overlap
 from app.predictors.schemas import CohortFacts, EncoderFacts, EvaluationFacts, Head, ModelCard
 
 INTENDED_USE = (
@@ -132,7 +132,7 @@ def build_card(*, session: Session, predictor: orm.Predictor, min_gene_coverage:
     encoder = _encoder(session, predictor.encoder_id)
     encoder_row = None if predictor.encoder_id is None else session.get(orm.Encoder, predictor.encoder_id)
     training_cohort = session.get_one(orm.Cohort, predictor.cohort_id)
-    overlap = None if encoder_row is None else encoders.pretraining_overlap(session, encoder_row, training_cohort)
+    overlap = None if encoder_row is None else pretraining_overlap(session, encoder_row, training_cohort)
     split = {k: v for k, v in predictor.split.items() if not k.endswith("_sample_ids") and k != "gene_panel"}
     calibration = dict(predictor.calibration)
     return ModelCard(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
-from app.encoders import service as encoders
+from app.encoders.lineage import pretraining_overlap
 from models import checkpoint
 from models.gene_table import align_by_gene_key
 from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
@@ -43,7 +43,7 @@ def run(ctx: JobContext) -> Recorder:
         if cohort is None:
             raise ArtifactIntegrityError(f"cohort {cohort_id} of this evaluation was deleted")
         encoder_rows = [
-            (e.id, e.artifact_key or "", e.artifact_sha256 or "", encoders.pretraining_overlap(session, e, cohort))
+            (e.id, e.artifact_key or "", e.artifact_sha256 or "", pretraining_overlap(session, e, cohort))
             for e in session.scalars(select(orm.Encoder).where(orm.Encoder.id.in_(config["encoder_ids"])))
         ]
     missing = sorted(set(config["encoder_ids"]) - {row[0] for row in encoder_rows})
