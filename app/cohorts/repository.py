@@ -72,7 +72,8 @@ def dependents(session: Session, cohort: orm.Cohort) -> Dependents:
 
 
 def _encoders_from(session: Session, lab: str, trained_on: ColumnElement[bool]) -> list[orm.Encoder]:
-    """The lab's encoders matching ``trained_on`` and every encoder continued from them, parents first."""
+    """The lab's encoders matching ``trained_on`` and every encoder continued from them, each after its parent
+    (a chain may leave the cohort and come back to it, so the query's order is not enough)."""
     found = list(session.scalars(select(orm.Encoder).where(orm.Encoder.lab_id == lab, trained_on)))
     seen = {e.id for e in found}
     frontier = list(seen)
@@ -82,7 +83,13 @@ def _encoders_from(session: Session, lab: str, trained_on: ColumnElement[bool]) 
         found += children
         frontier = [e.id for e in children]
         seen.update(frontier)
-    return found
+    parents = {e.id: e.parent_encoder_id for e in found}
+
+    def depth(encoder_id: str) -> int:
+        parent = parents[encoder_id]
+        return 0 if parent is None or parent not in parents else 1 + depth(parent)
+
+    return sorted(found, key=lambda e: (depth(e.id), e.created_at, e.id))
 
 
 def active_jobs(session: Session, cohort: orm.Cohort, job_ids: Sequence[str]) -> list[orm.Job]:

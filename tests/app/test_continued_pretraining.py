@@ -215,9 +215,11 @@ def test_an_unfinished_parent_is_refused(client: TestClient) -> None:
 def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
     client: TestClient, parent: dict[str, Any], second: Second, lab_a: LabKey
 ) -> None:
-    cohort = second.cohort
+    # A chain that leaves the parent's cohort and comes back: parent (first cohort) -> child (second cohort)
+    # -> grandchild (first cohort again).
+    cohort, first_id = second.cohort, parent["cohort_id"]
     child, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
-    grandchild, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": child["id"], "params": {"epochs": 1}})
+    grandchild, _ = pretrain(client, {"cohort_id": first_id, "continue_from": child["id"], "params": {"epochs": 1}})
 
     # The admin pages show the lineage both ways.
     pages = TestClient(client.app)
@@ -228,15 +230,23 @@ def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
     assert "400 of its 500 panel genes in this cohort" in page
     assert f'id="encoder-children"><a href="/admin/encoders/{grandchild["id"]}">' in page
 
-    refused = client.delete(f"/cohorts/{parent['cohort_id']}")
+    refused = client.delete(f"/cohorts/{first_id}")
     assert refused.status_code == 409
     for encoder in (parent, child, grandchild):
         assert encoder["id"] in refused.json()["error"]["message"]
+    # A continued pretraining still running on the second cohort keeps the first one, forced or not.
+    running = start(client, "/encoders", {"cohort_id": cohort["id"], "continue_from": parent["id"],
+                                          "params": {"epochs": 500}})
+    busy = client.delete(f"/cohorts/{first_id}", params={"force": "true"})
+    assert busy.status_code == 409 and running["job"]["id"] in busy.json()["error"]["message"]
+    assert client.post(f"/jobs/{running['job']['id']}/cancel").status_code == 200
+    assert wait_for_job(client, running["job"]["id"])["state"] == "cancelled"
 
     # An admin's forced delete takes the encoders continued from the parent too, even those trained on the
     # second cohort, which stays.
-    assert client.delete(f"/cohorts/{parent['cohort_id']}", params={"force": "true"}).status_code == 204
-    for encoder in (parent, child, grandchild):
+    deleted = client.delete(f"/cohorts/{first_id}", params={"force": "true"})
+    assert deleted.status_code == 204, deleted.text
+    for encoder in (parent, child, grandchild, running["encoder"]):
         assert client.get(f"/encoders/{encoder['id']}").status_code == 404
     assert client.get(f"/cohorts/{cohort['id']}").status_code == 200
 
