@@ -117,7 +117,9 @@ def login(
     except Unauthorized as exc:
         return views.render(request, "login.html", {"caller": None, "error": exc.message}, status_code=401)
     lifetime = timedelta(hours=settings.admin_session_hours)
-    token = auth.open_admin_session(session, caller, lifetime)
+    token = auth.open_admin_session(
+        session, caller, lifetime=lifetime, replacing=request.cookies.get(SESSION_COOKIE)
+    )
     response = _redirect("/admin/jobs")
     start_session(response, token, secure=request.url.scheme == "https", max_age=int(lifetime.total_seconds()))
     return response

@@ -69,11 +69,15 @@ def authenticate(session: Session, token: str) -> Caller:
     if key is None or not hmac.compare_digest(key.secret_sha256, digest(token)):
         raise Unauthorized("unknown API key")
     _check_active(key)
-    now = utcnow()
+    _mark_used(session, key, utcnow())
+    return Caller.of(key.user, key.id)
+
+
+def _mark_used(session: Session, key: orm.ApiKey, now: datetime) -> None:
+    """Record the key's last use, at most once per LAST_USED_RESOLUTION (commits when it writes)."""
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         key.last_used_at = now
         session.commit()
-    return Caller.of(key.user, key.id)
 
 
 def _check_active(key: orm.ApiKey) -> None:
@@ -88,14 +92,17 @@ def _admin_session(session: Session, token: str) -> orm.AdminSession | None:
     return session.scalar(select(orm.AdminSession).where(orm.AdminSession.token_sha256 == digest(token)))
 
 
-def open_admin_session(session: Session, caller: Caller, lifetime: timedelta) -> str:
+def open_admin_session(
+    session: Session, caller: Caller, *, lifetime: timedelta, replacing: str | None = None
+) -> str:
     """Open an admin-pages session acting with the caller's key; return its token (stored as SHA-256). Commits.
 
-    The key's expired sessions are dropped on the way.
+    ``replacing``, the token of the browser's previous session, is ended; expired sessions are dropped.
     """
     now = utcnow()
-    expired = (orm.AdminSession.key_id == caller.key_id, orm.AdminSession.expires_at <= now)
-    session.execute(delete(orm.AdminSession).where(*expired))
+    session.execute(delete(orm.AdminSession).where(orm.AdminSession.expires_at <= now))
+    if replacing:
+        session.execute(delete(orm.AdminSession).where(orm.AdminSession.token_sha256 == digest(replacing)))
     token = secrets.token_urlsafe(32)
     row = orm.AdminSession(key_id=caller.key_id, token_sha256=digest(token), created_at=now, expires_at=now + lifetime)
     session.add(row)
@@ -111,12 +118,15 @@ def admin_session_caller(session: Session, token: str) -> Caller:
     row = _admin_session(session, token)
     if row is None:
         raise Unauthorized("unknown or ended admin session")
-    if row.expires_at <= utcnow():
+    now = utcnow()
+    if row.expires_at <= now:
         session.delete(row)
         session.commit()
         raise Unauthorized("admin session expired")
-    _check_active(row.key)
-    return Caller.of(row.key.user, row.key_id)
+    key = row.key
+    _check_active(key)
+    _mark_used(session, key, now)
+    return Caller.of(key.user, key.id)
 
 
 def close_admin_session(session: Session, token: str) -> None:
@@ -248,6 +258,9 @@ def update_user(
     if disabled is not None and disabled != user.disabled:
         changes["disabled"] = [user.disabled, disabled]
         user.disabled = disabled
+        if disabled:  # their admin-page logins end with their keys
+            keys = select(orm.ApiKey.id).where(orm.ApiKey.user_id == user.id)
+            session.execute(delete(orm.AdminSession).where(orm.AdminSession.key_id.in_(keys)))
     record(session, caller, "user.update", user, {"name": user.name, **changes})
     session.commit()
     return user
@@ -282,6 +295,7 @@ def revoke_key(session: Session, caller: Caller, key_id: str) -> orm.ApiKey:
     if key.revoked_at is not None:
         raise Conflict(f"API key {key.prefix} is already revoked")
     key.revoked_at = utcnow()
+    session.execute(delete(orm.AdminSession).where(orm.AdminSession.key_id == key.id))  # its logins end too
     record(session, caller, "key.revoke", key, {"prefix": key.prefix, "user": key.user.name})
     session.commit()
     return key

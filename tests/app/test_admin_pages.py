@@ -110,7 +110,8 @@ def test_login_cookie_logout(settings: Settings, lab_a: LabKey) -> None:
 
         # The cookie holds a session token, not the key; the registry keeps only the token's SHA-256.
         token = client.cookies["exprssl_session"]
-        assert token != lab_a.key and lab_a.key.split("_")[2] not in token
+        secret = lab_a.key.split("_", 2)[2]  # the key's secret part (it may itself hold "_")
+        assert lab_a.key not in token and secret not in token
         with session_factory()() as session:
             stored = session.scalars(select(orm.AdminSession)).one()
             assert stored.token_sha256 == auth.digest(token) and token not in stored.token_sha256
@@ -143,18 +144,57 @@ def test_an_expired_session_goes_back_to_the_login_page(pages: TestClient) -> No
         assert session.scalars(select(orm.AdminSession)).all() == []  # dropped when found expired
 
 
+def admin_sessions() -> list[orm.AdminSession]:
+    with session_factory()() as session:
+        return list(session.scalars(select(orm.AdminSession)))
+
+
+def test_logging_in_again_ends_the_previous_session_and_drops_expired_ones(pages: TestClient, lab_a: LabKey) -> None:
+    member, key = add_member(lab_a)
+    other = TestClient(pages.app)
+    login(other, key)  # another browser, soon expired
+    with session_factory()() as session:
+        expired = session.scalars(select(orm.AdminSession).where(orm.AdminSession.key_id == member.key_id)).one()
+        expired.expires_at = datetime.now(UTC) - timedelta(minutes=1)
+        session.commit()
+    first = pages.cookies["exprssl_session"]
+
+    response = pages.post("/admin/login", data={"api_key": lab_a.key}, follow_redirects=False)
+
+    assert response.status_code == 303
+    second = pages.cookies["exprssl_session"]
+    assert second != first and [s.token_sha256 for s in admin_sessions()] == [auth.digest(second)]
+    replay = TestClient(pages.app, cookies={"exprssl_session": first})
+    assert replay.get("/admin/jobs", follow_redirects=False).headers["location"] == "/admin/login"
+
+
+def test_using_the_pages_marks_the_key_used(pages: TestClient, lab_a: LabKey) -> None:
+    long_ago = datetime.now(UTC) - timedelta(days=3)
+    with session_factory()() as session:
+        key = session.scalars(select(orm.ApiKey).where(orm.ApiKey.lab_id == lab_a.lab_id)).one()
+        key.last_used_at = long_ago
+        session.commit()
+
+    assert pages.get("/admin/jobs").status_code == 200
+
+    with session_factory()() as session:
+        key = session.scalars(select(orm.ApiKey).where(orm.ApiKey.lab_id == lab_a.lab_id)).one()
+        assert key.last_used_at is not None and key.last_used_at > long_ago + timedelta(days=2)
+
+
 def test_a_disabled_user_is_logged_out(pages: TestClient, lab_a: LabKey) -> None:
     member, key = add_member(lab_a)
     login(pages, key)
     assert pages.get("/admin/jobs", follow_redirects=False).status_code == 200
+    sessions = {s.key_id for s in admin_sessions()}
+    assert member.key_id in sessions and len(sessions) == 2  # the fixture's admin login and the member's
     with session_factory()() as session:
-        user = session.get_one(orm.User, member.user_id)
-        user.disabled = True
-        session.commit()
+        auth.update_user(session, lab_caller_for(lab_a), member.user_id, role=None, disabled=True)
 
     response = pages.get("/admin/jobs", follow_redirects=False)
 
     assert response.status_code == 303 and response.headers["location"] == "/admin/login"
+    assert {s.key_id for s in admin_sessions()} == sessions - {member.key_id}  # the member's login ended
 
 
 def test_revoked_key_ends_the_session(pages: TestClient, lab_a: LabKey) -> None:
@@ -163,6 +203,7 @@ def test_revoked_key_ends_the_session(pages: TestClient, lab_a: LabKey) -> None:
         auth.revoke_key(session, lab_caller("lab-a"), key.id)
     response = pages.get("/admin/cohorts", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/admin/login"
+    assert admin_sessions() == []  # revoking the key ended its logins in the registry too
 
 
 def test_another_labs_rows_are_404_pages(pages: TestClient, lab_a: LabKey) -> None:
