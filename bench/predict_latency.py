@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.service import admin_headers  # noqa: E402 - after the path insert
+from models.device import resolve_device  # noqa: E402
 
 
 def wait_for(client: httpx.Client, path: str, timeout: float = 600.0) -> dict:
@@ -117,7 +118,6 @@ def bare_seconds(data_dir: Path, predictor_id: str, body: bytes, repeats: int) -
     from app.db.session import session_factory
     from app.predictions.service import load_predictor
     from app.storage import get_store
-    from models.device import resolve_device
     from models.genes import align_to_panel
 
     with session_factory()() as session:
@@ -168,7 +168,7 @@ def main() -> None:
                 frame, labels = synthetic_cohort(args.train_samples, args.genes)
                 predictor_id = train_predictor(client, frame, labels)
             path = f"/predictors/{predictor_id}/predictions"
-            device = "cuda" if torch.cuda.is_available() else "cpu"  # EXPRSSL_INFERENCE_DEVICE=auto
+            device = resolve_device(os.environ.get("EXPRSSL_INFERENCE_DEVICE", "auto"))  # as the server's
             print(f"{args.genes} genes, fine-tuned SCARF predictor, {args.concurrency} concurrent clients, "
                   f"{args.requests} requests per size, uvicorn on 127.0.0.1, inference on {device}, "
                   f"torch {torch.__version__}\n")

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.predictions.service import get_cache
+from app.predictions.service import PredictorCache, get_cache
+from app.storage import LocalArtifactStore
+from models import checkpoint
+from models.classifiers import EncoderClassifier
+from models.device import resolve_device
+from models.encoders import MLPEncoder
+from models.heads import LinearHead
+from models.preprocessing import Preprocessor
 
 
 @pytest.mark.parametrize("value", ["gpu", "cuda:x"])
@@ -22,6 +32,12 @@ def test_cuda_without_a_gpu_is_refused_at_start() -> None:
         Settings(inference_device="cuda")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_index_beyond_the_devices_is_refused() -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_device("cuda:7")
+
+
 def test_the_predictor_cache_follows_the_setting(settings: Settings) -> None:
     auto = get_cache(settings)
     assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -29,3 +45,19 @@ def test_the_predictor_cache_follows_the_setting(settings: Settings) -> None:
     pinned = get_cache(settings.model_copy(update={"inference_device": "cpu"}))
 
     assert pinned.device == torch.device("cpu")
+
+
+def test_an_encoder_predictor_is_loaded_onto_the_cache_device(tmp_path: Path) -> None:
+    genes = [f"g{i}" for i in range(6)]
+    preprocessor = Preprocessor(genes=genes, log1p=False, mean=np.zeros(6, np.float32), std=np.ones(6, np.float32))
+    classifier = EncoderClassifier(MLPEncoder(6, 8, 1, 0.0), LinearHead(8, 2))
+    payload = checkpoint.classifier_payload(classifier, preprocessor, ["a", "b"], head_kind="linear_probe")
+    store = LocalArtifactStore(tmp_path)
+    sha256 = store.put_bytes("p.pt", checkpoint.dumps(payload))
+
+    # The meta device stands in for a GPU here: the model must land on whatever device the cache was given.
+    loaded = PredictorCache(2, torch.device("meta")).get(store, "p.pt", sha256)
+
+    assert {p.device.type for p in loaded.model.parameters()} == {"meta"}
+    on_cpu = PredictorCache(2).get(store, "p.pt", sha256)
+    assert {p.device.type for p in on_cpu.model.parameters()} == {"cpu"}
