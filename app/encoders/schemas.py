@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.db.orm import ArtifactStatus
 from app.jobs.schemas import JobRead
@@ -42,6 +42,13 @@ class EncoderCreate(BaseModel):
         description="With continue_from: per-gene mean and standard deviation from this cohort (genes it lacks "
         "keep the parent's), or the parent's statistics and log1p for every gene.",
     )
+
+
+    @model_validator(mode="after")
+    def _standardise_on_needs_a_parent(self) -> EncoderCreate:
+        if "standardise_on" in self.model_fields_set and self.continue_from is None:
+            raise ValueError("standardise_on applies only with continue_from (continued pretraining)")
+        return self
 
 
 class EncoderRead(BaseModel):

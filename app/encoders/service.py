@@ -52,7 +52,9 @@ def continued_params(method: str, requested: dict[str, object], parent: orm.Enco
 def _check_parent_log1p(request: EncoderCreate, parent: orm.Encoder) -> None:
     """With the parent's statistics the parent's log1p applies; a request asking otherwise is refused."""
     parent_log1p = parent.preprocessing.get("log1p")
-    if request.standardise_on == "parent" and request.log1p != "auto" and (request.log1p == "yes") != parent_log1p:
+    if parent_log1p is None or request.standardise_on != "parent" or request.log1p == "auto":
+        return
+    if (request.log1p == "yes") != parent_log1p:
         raise InvalidInput(
             f"log1p={request.log1p!r} contradicts standardise_on='parent': encoder {parent.id} was pretrained "
             f"with log1p {'applied' if parent_log1p else 'not applied'}; leave log1p as 'auto' or standardise "

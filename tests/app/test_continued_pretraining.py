@@ -182,6 +182,8 @@ def test_requests_that_cannot_continue_are_refused(client: TestClient, parent: d
     response = post(standardise_on="parent", log1p="yes")
     assert response.status_code == 422 and "log1p" in response.json()["error"]["message"]
     assert post(continue_from="0" * 32).status_code == 404
+    response = client.post("/encoders", json={"cohort_id": cohort_id, "standardise_on": "parent"})
+    assert response.status_code == 422 and "standardise_on applies only with continue_from" in response.text
     # Another lab's encoder: tests/app/test_access.py (lab A ids in lab B's requests).
 
 
@@ -197,6 +199,22 @@ def test_a_cohort_covering_too_little_of_the_panel_fails_the_job(
     assert job["state"] == "failed" and child["status"] == "failed"
     assert f"covers 40.0% of encoder {parent['id']}'s 500 genes" in job["error"]
     assert "EXPRSSL_MIN_GENE_COVERAGE" in job["error"]
+
+
+def test_counts_are_not_standardised_with_a_log_scale_parents_statistics(
+    client: TestClient, parent: dict[str, Any]
+) -> None:
+    counts = np.round(np.exp2(EXPRESSION)).astype(np.int64)  # the same samples as read counts
+    cohort = upload_frame(client, counts, "tissue-counts")
+    assert cohort["value_kind"] == "counts"
+
+    child, job = pretrain(
+        client, {"cohort_id": cohort["id"], "continue_from": parent["id"], "standardise_on": "parent"}, succeed=False
+    )
+
+    assert job["state"] == "failed" and child["status"] == "failed"
+    assert f"cohort {cohort['id']} holds counts values (with log1p)" in job["error"]
+    assert f"encoder {parent['id']}'s statistics are for values without log1p" in job["error"]
 
 
 def test_an_unfinished_parent_is_refused(client: TestClient) -> None:

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from app.db import orm
 from app.db.base import new_id
 from app.errors import InvalidInput
-from app.storage import ArtifactIntegrityError
 from models import checkpoint
 from models.gene_table import align_by_gene_key, gene_table_version
 from models.methods import METHODS
@@ -45,7 +44,7 @@ def _parent_artifact(ctx: JobContext, parent_id: str) -> tuple[str, str]:
     with ctx.session_factory() as session:
         parent = session.get(orm.Encoder, parent_id)
         if parent is None:
-            raise ArtifactIntegrityError(f"encoder {parent_id}, which this pretraining continues, was deleted")
+            raise InvalidInput(f"encoder {parent_id}, which this pretraining continues, was deleted")
         if parent.artifact_key is None or parent.artifact_sha256 is None:
             raise InvalidInput(f"encoder {parent_id}, which this pretraining continues, has no stored weights")
         return parent.artifact_key, parent.artifact_sha256
@@ -63,11 +62,17 @@ def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Input
             f"({report.n_found} found); continued pretraining needs at least {ctx.min_gene_coverage:.0%} "
             f"(EXPRSSL_MIN_GENE_COVERAGE). First missing: {', '.join(report.missing[:10])}"
         )
+    log1p = data.log1p(str(ctx.params["log1p"]))
     if ctx.params.get("standardise_on") == "parent":
+        if log1p != parent_pre.log1p:
+            raise InvalidInput(
+                f"cohort {data.cohort_id} holds {data.value_kind} values ({'with' if log1p else 'without'} log1p) but "
+                f"encoder {parent_id}'s statistics are for values {'with' if parent_pre.log1p else 'without'} log1p: "
+                "standardise on the cohort instead, or declare the cohort's values at upload"
+            )
         preprocessor = parent_pre
         lineage: dict[str, Any] = {"standardise_on": "parent", "standardise": "the parent encoder's per-gene mean/std"}
     else:
-        log1p = data.log1p(str(ctx.params["log1p"]))
         preprocessor = Preprocessor.fit(aligned, parent_pre.genes, log1p=log1p, fallback=parent_pre)
         lineage = {
             "standardise_on": "cohort",
