@@ -33,11 +33,11 @@ class JobContext:
     params: dict[str, object]
     store: ArtifactStore
     session_factory: Callable[[], AbstractContextManager[Session]]
+    min_gene_coverage: float  # share of an encoder's panel a cohort must cover (Settings.min_gene_coverage)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     shutdown_event: threading.Event = field(default_factory=threading.Event)
     progress_interval_s: float = 0.5
     checkpoint_every_epochs: int = 0  # pipelines that train save a resumable state this often
-    min_gene_coverage: float = 0.5  # share of an encoder's panel a cohort must cover (Settings.min_gene_coverage)
     _last_write: float = field(default=0.0, init=False)
     _last_poll: float = field(default=0.0, init=False)
 

@@ -249,7 +249,7 @@ def encoder_page(encoder_id: str, request: Request, session: SessionDep, caller:
         "caller": caller, "nav": "encoders", "encoder": encoder,
         "cohort": cohorts.get(session, encoder.cohort_id, lab_id=caller.lab_id),
         "parent": None if parent_id is None else encoders.get(session, parent_id, lab_id=caller.lab_id),
-        "children": service.continued_from(session, encoder),
+        "children": service.continued_encoders(session, encoder),
         "loss_svg": views.loss_curve_svg(encoder.loss_curve),
         "predictors": service.predictors_on_encoder(session, encoder),
     }

@@ -40,7 +40,7 @@ def predictors_on_encoder(session: Session, encoder: orm.Encoder) -> list[orm.Pr
     return list(session.scalars(query.order_by(orm.Predictor.created_at.desc(), orm.Predictor.id)))
 
 
-def continued_from(session: Session, encoder: orm.Encoder) -> list[orm.Encoder]:
+def continued_encoders(session: Session, encoder: orm.Encoder) -> list[orm.Encoder]:
     """Encoders whose pretraining continued ``encoder``, newest first."""
     query = select(orm.Encoder).where(
         orm.Encoder.lab_id == encoder.lab_id, orm.Encoder.parent_encoder_id == encoder.id

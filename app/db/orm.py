@@ -11,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, UTCDateTime, new_id, utcnow
 
+NAME_LENGTH = 200  # names of labs, users, keys, cohorts and models; the longest stored label or id
+
 
 def _enum(cls: type[enum.Enum]) -> Enum:
     # Stored as plain strings so PostgreSQL and SQLite migrate alike.
@@ -55,7 +57,7 @@ class Lab(Base):
     __tablename__ = "lab"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -65,7 +67,7 @@ class User(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     role: Mapped[Role] = mapped_column(_enum(Role))
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -81,7 +83,7 @@ class ApiKey(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     user_id: Mapped[str] = mapped_column(ForeignKey("app_user.id"), index=True)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
     secret_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -131,7 +133,7 @@ class Cohort(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
     created_by: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     source_filename: Mapped[str] = mapped_column(String(300))
     n_samples: Mapped[int] = mapped_column(Integer)
     n_genes: Mapped[int] = mapped_column(Integer)
@@ -141,7 +143,7 @@ class Cohort(Base):
     storage_key: Mapped[str] = mapped_column(String(300))
     # [{name, n_labelled, classes: {value: count}}]: fixed at upload, like the labels themselves.
     label_columns: Mapped[list[Any]] = mapped_column(default=list)
-    group_column: Mapped[str | None] = mapped_column(String(200))
+    group_column: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     n_groups: Mapped[int | None] = mapped_column(Integer)
     genes_preview: Mapped[list[Any]] = mapped_column(default=list)
     # samples_as_rows | genes_as_rows: how the uploaded file was laid out (detected or given).
@@ -153,7 +155,7 @@ class Cohort(Base):
     # How the upload was read: format, orientation, gene ids, merged duplicate genes, value statistics.
     ingest: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Gene table snapshot the identifiers were resolved with (None: uploaded before gene tables).
-    gene_table_version: Mapped[str | None] = mapped_column(String(200))
+    gene_table_version: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     # Per stored column, in order: {"keys": [...], "rules": [...], "merged": {position: [original names]}};
     # large for wide matrices, so loaded only when read.
     gene_keys: Mapped[dict[str, Any]] = mapped_column(default=dict, deferred=True)
@@ -178,8 +180,8 @@ class CohortSample(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    sample_id: Mapped[str] = mapped_column(String(200))
-    group_id: Mapped[str | None] = mapped_column(String(200))
+    sample_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    group_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     cohort: Mapped[Cohort] = relationship(back_populates="samples")
@@ -201,7 +203,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     error: Mapped[str | None] = mapped_column(Text)
-    worker_id: Mapped[str | None] = mapped_column(String(200))
+    worker_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -234,7 +236,7 @@ class Encoder(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     method: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int] = mapped_column(Integer, default=0)
@@ -250,7 +252,7 @@ class Encoder(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
     # Gene table snapshot in use when it was trained (its panel's names are matched through it).
-    gene_table_version: Mapped[str | None] = mapped_column(String(200))
+    gene_table_version: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -261,12 +263,12 @@ class Predictor(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     head: Mapped[str] = mapped_column(String(32))
     encoder_id: Mapped[str | None] = mapped_column(ForeignKey("encoder.id"), index=True)
     cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)
-    label_column: Mapped[str] = mapped_column(String(200))
+    label_column: Mapped[str] = mapped_column(String(NAME_LENGTH))
     label_fraction: Mapped[float]
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int] = mapped_column(Integer, default=0)
@@ -282,7 +284,7 @@ class Predictor(Base):
     artifact_key: Mapped[str | None] = mapped_column(String(300))
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     # Gene table snapshot the fitting cohort was aligned to the encoder's panel with.
-    gene_table_version: Mapped[str | None] = mapped_column(String(200))
+    gene_table_version: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -303,7 +305,7 @@ class Prediction(Base):
     # Batch drift against the training cohort (two or more samples), else None.
     drift: Mapped[dict[str, Any] | None] = mapped_column()
     # Gene table snapshot the input's names were matched to the panel with.
-    gene_table_version: Mapped[str | None] = mapped_column(String(200))
+    gene_table_version: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -314,10 +316,10 @@ class Evaluation(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)
-    label_column: Mapped[str] = mapped_column(String(200))
+    label_column: Mapped[str] = mapped_column(String(NAME_LENGTH))
     status: Mapped[ArtifactStatus] = mapped_column(_enum(ArtifactStatus), default=ArtifactStatus.PENDING)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # One row per (method, head, fraction, seed) with its test metrics and sizes.

@@ -14,8 +14,6 @@ from app.jobs import service as jobs
 from models.methods import METHODS
 from worker.dispatch import Dispatcher
 
-NAME_LENGTH = orm.Encoder.name.type.length or 200
-
 
 def validated_params(method: str, params: dict[str, object]) -> dict[str, object]:
     """Full, validated hyper-parameters of ``method`` (defaults filled in)."""
@@ -31,7 +29,7 @@ def validated_params(method: str, params: dict[str, object]) -> dict[str, object
 ARCHITECTURE = ("hidden_dim", "n_layers")
 
 
-def continued_params(method: str, requested: dict[str, object], parent: orm.Encoder) -> dict[str, object]:
+def continued_params(*, method: str, requested: dict[str, object], parent: orm.Encoder) -> dict[str, object]:
     """Hyper-parameters of an encoder continuing ``parent``: the request's, else the parent's (same method) or
     the method's defaults, with the parent's architecture.
 
@@ -71,7 +69,7 @@ def start_pretraining(
     if parent is None:
         params = validated_params(method, request.params)
     else:
-        params = continued_params(method, request.params, parent)
+        params = continued_params(method=method, requested=request.params, parent=parent)
         _check_parent_log1p(request, parent)
     cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
     job_params: dict[str, object] = {"cohort_id": cohort.id, "method": method, "log1p": request.log1p}
@@ -79,7 +77,7 @@ def start_pretraining(
         job_params |= {"continue_from": parent.id, "standardise_on": request.standardise_on}
     job = jobs.create_job(session, caller, orm.JobKind.PRETRAIN, job_params)
     default_name = f"{method}-{cohort.name}" if parent is None else f"{parent.name}+{cohort.name}"
-    name = request.name or default_name[:NAME_LENGTH]
+    name = request.name or default_name[: orm.NAME_LENGTH]
     same_name = (orm.Encoder.lab_id == caller.lab_id, orm.Encoder.name == name)
     previous = session.scalar(select(func.max(orm.Encoder.version)).where(*same_name))
     encoder = orm.Encoder(

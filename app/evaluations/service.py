@@ -57,7 +57,7 @@ def start_evaluation(
     job = jobs.create_job(session, caller, orm.JobKind.EVALUATE, {"cohort_id": cohort.id})
     evaluation = orm.Evaluation(
         lab_id=caller.lab_id,
-        name=request.name or f"label-efficiency-{request.label_column}"[:200],
+        name=request.name or f"label-efficiency-{request.label_column}"[: orm.NAME_LENGTH],
         cohort_id=cohort.id,
         job_id=job.id,
         label_column=request.label_column,

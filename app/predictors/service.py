@@ -66,7 +66,7 @@ def start_fitting(
     )
     predictor = orm.Predictor(
         lab_id=caller.lab_id,
-        name=request.name or f"{request.head.value}-{request.label_column}"[:200],
+        name=request.name or f"{request.head.value}-{request.label_column}"[: orm.NAME_LENGTH],
         head=request.head.value,
         encoder_id=None if encoder is None else encoder.id,
         cohort_id=cohort.id,

@@ -28,6 +28,7 @@ from tests.app.test_admin_pages import login
 from tests.app.test_full_loop import COHORT, start, upload
 from tests.app.test_gene_resolution import EXPRESSION, ensembl_names
 from tests.conftest import LabKey, wait_for_job
+from tests.models.test_continued_pretraining import weight_gap
 
 SMALL = {"epochs": 8, "hidden_dim": 64, "n_layers": 2, "batch_size": 64}
 N_DROPPED = 100  # of the 500 panel genes: coverage 80 %
@@ -53,12 +54,6 @@ def stored_encoder(encoder_id: str) -> tuple[torch.nn.Module, Preprocessor]:
     payload = checkpoint.loads(get_store().get_bytes(key, sha256=sha256))
     encoder, preprocessor, _ = checkpoint.encoder_from_payload(payload)
     return encoder, preprocessor
-
-
-def weight_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
-    """Largest absolute difference between two encoders' parameters."""
-    pairs = zip(a.parameters(), b.parameters(), strict=True)
-    return max(float((p - q).detach().abs().max()) for p, q in pairs)
 
 
 def upload_frame(client: TestClient, frame: pd.DataFrame, name: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.db import orm
+from app.db.session import session_factory
 from models.gene_table import default_table, gene_table_version, resolve_genes
 from tests.app.test_full_loop import COHORT, start, upload
 from tests.conftest import wait_for_job
@@ -78,9 +80,6 @@ def test_upload_reports_resolution_and_stores_keys(cohort: dict[str, Any], setti
     assert report["n_ambiguous"] == 0 and report["n_unresolved"] == 0
     assert report["merged"]["n_groups"] == 0 and report["merged"]["policy"] == "refuse"
     assert report["version"] == cohort["gene_table_version"] == gene_table_version()
-
-    from app.db import orm
-    from app.db.session import session_factory
 
     with session_factory()() as session:
         stored = session.get_one(orm.Cohort, cohort["id"]).gene_keys
@@ -178,9 +177,6 @@ def test_linear_probe_on_encoder_accepts_ensembl_ids(client: TestClient, cohort:
 
 
 def test_a_predictor_fitted_under_another_gene_table_is_noted(client: TestClient, predictor: dict[str, Any]) -> None:
-    from app.db import orm
-    from app.db.session import session_factory
-
     held_out = EXPRESSION.loc[predictor["split"]["test_sample_ids"][:3]]
     same = predict(client, predictor["id"], held_out).json()["coverage"]
     assert same["gene_table_note"] is None
