@@ -101,6 +101,38 @@ def test_interrupted_pretraining_resumes_from_its_checkpoint_and_matches_an_unin
         assert len(session.scalars(select(orm.Encoder).where(orm.Encoder.job_id == job_id)).all()) == 1
 
 
+def test_interrupted_continued_pretraining_resumes_like_an_uninterrupted_run(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"checkpoint_every_epochs": 2})
+    parent_job, parent_id = pretrain_job(client, epochs=2, hidden_dim=32)
+    assert run(parent_job, settings) is orm.JobState.SUCCEEDED
+    cohort_id = client.get(f"/encoders/{parent_id}").json()["cohort_id"]
+
+    def continued() -> tuple[str, str]:
+        request = EncoderCreate(cohort_id=cohort_id, continue_from=parent_id, params={"epochs": 6})
+        with session_factory()() as session:
+            encoder = encoders.start_pretraining(
+                session=session, caller=lab_caller(), dispatcher=NoDispatch(), request=request
+            )
+            return encoder.job_id, encoder.id
+
+    reference_job, reference_id = continued()
+    assert run(reference_job, settings) is orm.JobState.SUCCEEDED
+    job_id, encoder_id = continued()
+    with monkeypatch.context() as patch:
+        stop_at_epoch(patch, 3)
+        assert run(job_id, settings) is orm.JobState.QUEUED
+    assert job_row(job_id).checkpoint["epoch"] == 2  # type: ignore[index]
+
+    assert run(job_id, settings) is orm.JobState.SUCCEEDED
+    assert "resumed from checkpoint at epoch 2" in [e.message for e in job_row(job_id).events]
+    resumed = client.get(f"/encoders/{encoder_id}").json()
+    reference = client.get(f"/encoders/{reference_id}").json()
+    assert resumed["parent_encoder_id"] == parent_id and resumed["preprocessing"]["continued_from"] == parent_id
+    assert resumed["loss_curve"] == reference["loss_curve"] and len(resumed["loss_curve"]) == 6
+
+
 def test_unreadable_checkpoint_restarts_from_epoch_zero(client: TestClient, settings: Settings) -> None:
     job_id, encoder_id = pretrain_job(client, epochs=3)
     with session_factory()() as session:
