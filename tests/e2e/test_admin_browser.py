@@ -44,8 +44,12 @@ def log_in(browser: WebDriver, live: LiveServer) -> None:
 
 
 def job_rows(browser: WebDriver) -> list[tuple[str | None, str | None]]:
-    rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-job-id]")
-    return [(row.get_attribute("data-job-id"), row.get_attribute("data-state")) for row in rows]
+    """(job id, state) of each row, read in one script call: no element handle can go stale between reads."""
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#jobs tbody tr[data-job-id]'))"
+        ".map(r => [r.dataset.jobId, r.dataset.state]);"
+    )
+    return [(job, state) for job, state in rows]
 
 
 def filter_jobs(browser: WebDriver, **choices: str) -> None:
