@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from app import lineage
 from app.admin import service, views
 from app.admin.access import SESSION_COOKIE, AdminRoute, PageCaller, end_session, start_session
 from app.auth import service as auth
@@ -223,7 +224,7 @@ def list_cohorts(request: Request, session: SessionDep, caller: PageCaller, page
 def cohort_page(cohort_id: str, request: Request, session: SessionDep, caller: PageCaller) -> Response:
     """Show a cohort: shape, values, gene ids, ingest report, class counts, and what was made from it."""
     cohort = cohorts.get(session, cohort_id, lab_id=caller.lab_id)
-    made = cohorts.dependents(session, cohort)
+    made = lineage.of_cohort(session, cohort)
     context = {"caller": caller, "nav": "cohorts", "cohort": cohort, "made": made}
     return views.render(request, "cohort.html", context)
 

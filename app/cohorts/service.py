@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import lineage
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.cohorts import parsing, repository, values
 from app.cohorts.parsing import ExpressionMatrix, ParsedExpression
 from app.config import Settings
 from app.db import orm
-from app.errors import Conflict, InvalidInput
+from app.errors import InvalidInput
 from app.storage import ArtifactStore
 from models.gene_table import Resolution, default_table, gene_table_version, resolve_genes, summarise_resolutions
 from models.genes import (
@@ -369,11 +369,6 @@ def check_label_column(cohort: orm.Cohort, label_column: str) -> None:
         )
 
 
-def _names(rows: Sequence[orm.Encoder | orm.Predictor | orm.Evaluation | orm.Prediction]) -> str:
-    named = [(row.__tablename__, row.id, getattr(row, "name", None)) for row in rows]
-    return ", ".join(f"{table} {row_id}" + (f" ({name})" if name else "") for table, row_id, name in named)
-
-
 class Removed(NamedTuple):
     """What a cohort deletion took away, for the caches of the API process to drop."""
 
@@ -393,38 +388,19 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
         caller.require_admin("deleting a cohort another user uploaded")
     if force:
         caller.require_admin("forced deletion (which also deletes the models made from the cohort)")
-    found = repository.dependents(session, cohort)
-    job_ids = [e.job_id for e in found.encoders] + [p.job_id for p in found.predictors]
-    job_ids += [e.job_id for e in found.evaluations]
-    running = repository.active_jobs(session, cohort, job_ids)
-    if running:
-        jobs = ", ".join(f"{j.id} ({j.kind.value}, {j.state.value})" for j in running)
-        raise Conflict(f"cohort {cohort.id} is in use by unfinished job(s) {jobs}; cancel them or let them end first")
-    if found.rows() and not force:
-        raise Conflict(
-            f"cohort {cohort.id} cannot be deleted: {_names(found.rows())} were made from it. "
-            "Delete those first, or have an admin delete with force=true, which deletes them too."
-        )
-    keys = [e.artifact_key for e in found.encoders if e.artifact_key]
-    keys += [p.artifact_key for p in found.predictors if p.artifact_key]
-    for job in session.scalars(select(orm.Job).where(orm.Job.id.in_(job_ids))):
-        if job.checkpoint:
-            keys.append(job.checkpoint["key"])
-            job.checkpoint = None
-    if not repository.storage_shared(session, cohort):
-        keys.append(cohort.storage_key)
-    removed = {"cohort": cohort.name, "force": force, "deleted": [f"{r.__tablename__} {r.id}" for r in found.rows()]}
-    # Dependents before what they reference: continued encoders before their parents.
-    for row in [*found.predictions, *found.evaluations, *found.predictors, *reversed(found.encoders)]:
-        session.delete(row)
-        session.flush()
-    session.delete(cohort)
-    auth.record(session, caller, "cohort.delete", cohort, removed)
-    session.commit()
-    for key in keys:
-        # After the commit, so that a failed commit loses no file; an identical upload may have taken the
-        # matrix meanwhile, so look again before deleting it.
-        if key == cohort.storage_key and repository.storage_shared(session, cohort):
-            continue
-        store.delete(key)
-    return Removed(keys, cohort.checksum)
+    found = lineage.of_cohort(session, cohort)
+    running = lineage.unfinished_jobs(
+        session, cohort.lab_id, found.job_ids(), reads=lambda job: job.params.get("cohort_id") == cohort.id
+    )
+    own = [] if repository.storage_shared(session, cohort) else [cohort.storage_key]
+    checksum = cohort.checksum
+
+    def still_shared(key: str) -> bool:
+        # An identical upload may have taken the matrix meanwhile: look again before deleting it.
+        return key == cohort.storage_key and repository.storage_shared(session, cohort)
+
+    keys = lineage.remove(
+        session=session, store=store, caller=caller, target=cohort, found=found, running=running, force=force,
+        keys=own, keep_file=still_shared,
+    )
+    return Removed(keys, checksum)
