@@ -117,14 +117,14 @@ def of_predictor(session: Session, predictor: orm.Predictor) -> Dependents:
 
 
 def unfinished_jobs(
-    session: Session, lab_id: str, job_ids: Sequence[str], *, reads: Callable[[orm.Job], bool]
+    session: Session, lab_id: str, job_ids: Sequence[str], *, reads: Callable[[orm.Job], bool] | None = None
 ) -> list[orm.Job]:
     """Queued or running jobs of the lab among ``job_ids``, or for which ``reads(job)`` holds."""
     unfinished = select(orm.Job).where(
         orm.Job.lab_id == lab_id, orm.Job.state.in_([orm.JobState.QUEUED, orm.JobState.RUNNING])
     )
     wanted = set(job_ids)
-    return [j for j in session.scalars(unfinished) if j.id in wanted or reads(j)]
+    return [j for j in session.scalars(unfinished) if j.id in wanted or (reads is not None and reads(j))]
 
 
 def names(rows: Sequence[Made]) -> str:
@@ -180,3 +180,36 @@ def remove(
     for key in removed:
         store.delete(key)
     return removed
+
+
+def remove_made(
+    *,
+    session: Session,
+    store: ArtifactStore,
+    caller: Caller,
+    row: orm.Encoder | orm.Predictor | orm.Evaluation,
+    found: Dependents,
+    force: bool,
+) -> list[str]:
+    """Delete an encoder, predictor or evaluation (with ``force``, also ``found``). Commits.
+
+    Members delete what their own jobs made; admins anything of the lab, and only admins force. Refused while
+    the row's own job or a dependent's is unfinished (cancel it first).
+
+    Returns:
+        Every artifact key deleted.
+    """
+    job = session.get_one(orm.Job, row.job_id)
+    what = f"{row.__tablename__} {row.id}"
+    if job.created_by != caller.user_id:
+        caller.require_admin(f"deleting {what}, which another user's job made")
+    if force:
+        caller.require_admin(f"forced deletion of {what} (which also deletes what was made from it)")
+    keys = [row.artifact_key] if isinstance(row, orm.Encoder | orm.Predictor) and row.artifact_key else []
+    if job.checkpoint:  # a failed or cancelled pretraining's last state
+        keys.append(job.checkpoint["key"])
+        job.checkpoint = None
+    running = unfinished_jobs(session, row.lab_id, [row.job_id, *found.job_ids()])
+    return remove(
+        session=session, store=store, caller=caller, target=row, found=found, running=running, force=force, keys=keys
+    )

@@ -58,6 +58,31 @@ class LabKey:
         return {"Authorization": f"Bearer {self.key}"}
 
 
+@dataclass(frozen=True)
+class UserKey:
+    """A member made for a test, with their API key."""
+
+    user_id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_member(lab: LabKey, name: str = "member") -> UserKey:
+    """Add a member to ``lab`` (by its admin) with one API key."""
+    from app.auth import service
+    from app.db import orm
+    from app.db.session import session_factory
+
+    with session_factory()() as session:
+        admin = service.Caller.of(session.get_one(orm.User, lab.admin_id), "test")
+        user = service.create_user(session, admin, name=name, role=orm.Role.MEMBER)
+        _, token = service.create_key(session, admin, user_id=user.id, name="test")
+    return UserKey(user.id, token)
+
+
 def make_lab(name: str, admin: str = "admin") -> LabKey:
     """Create a lab and its admin in the configured registry (as ``exprssl admin create-lab`` does)."""
     from app.auth import service

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 
 from app.auth.deps import CallerDep
-from app.deps import DispatcherDep, SessionDep
+from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.encoders import service
 from app.encoders.schemas import EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
+from app.predictions.service import get_cache
 from app.ratelimit import job_start_route
 from models.methods import METHODS
 
@@ -51,3 +52,20 @@ def list_encoders(
 def get_encoder(encoder_id: str, session: SessionDep, caller: CallerDep) -> EncoderRead:
     """Describe an encoder: method, parameters, gene panel size, preprocessing and loss curve."""
     return EncoderRead.model_validate(service.get(session, encoder_id, lab_id=caller.lab_id))
+
+
+@router.delete("/{encoder_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_encoder(
+    encoder_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    force: Annotated[bool, Query(description="Admins: also delete the encoders continued from it and the "
+                                             "predictors, evaluations and predictions made with them.")] = False,
+) -> None:
+    """Delete an encoder and its weights. Refused (409, naming them) while anything was made with it, unless
+    forced; refused while a job pretrains it or uses it."""
+    keys = service.delete_encoder(session=session, store=store, caller=caller, encoder_id=encoder_id, force=force)
+    for key in keys:
+        get_cache(settings).discard(key)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import lineage
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.db import orm, repository
 from app.encoders.schemas import EncoderCreate
 from app.errors import Conflict, InvalidInput
 from app.jobs import service as jobs
+from app.storage import ArtifactStore
 from models.methods import METHODS
 from worker.dispatch import Dispatcher
 
@@ -114,3 +116,13 @@ def get_ready(session: Session, encoder_id: str, *, lab_id: str) -> orm.Encoder:
 
 def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Encoder]:
     return repository.newest(session, orm.Encoder, lab_id=lab_id, limit=limit, offset=offset)
+
+
+def delete_encoder(
+    *, session: Session, store: ArtifactStore, caller: Caller, encoder_id: str, force: bool
+) -> list[str]:
+    """Delete an encoder; with ``force`` (admins) also the encoders continued from it and the predictors,
+    evaluations and predictions made with them. Commits; returns the artifact keys deleted."""
+    encoder = get(session, encoder_id, lab_id=caller.lab_id)
+    found = lineage.of_encoder(session, encoder)
+    return lineage.remove_made(session=session, store=store, caller=caller, row=encoder, found=found, force=force)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Response, status
 
 from app.auth.deps import CallerDep
-from app.deps import DispatcherDep, SessionDep
+from app.deps import DispatcherDep, SessionDep, StoreDep
 from app.evaluations import service
 from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead
 from app.jobs import service as jobs
@@ -54,3 +54,9 @@ def get_plot(evaluation_id: str, session: SessionDep, caller: CallerDep) -> Resp
     """Draw the label-efficiency curves of a finished evaluation as a PNG."""
     evaluation = service.get(session, evaluation_id, lab_id=caller.lab_id)
     return Response(service.plot_png(evaluation), media_type="image/png")
+
+
+@router.delete("/{evaluation_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_evaluation(evaluation_id: str, session: SessionDep, store: StoreDep, caller: CallerDep) -> None:
+    """Delete an evaluation and its results; refused while its job runs."""
+    service.delete_evaluation(session=session, store=store, caller=caller, evaluation_id=evaluation_id)

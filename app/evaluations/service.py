@@ -6,6 +6,7 @@ import io
 
 from sqlalchemy.orm import Session
 
+from app import lineage
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
@@ -14,6 +15,7 @@ from app.encoders import service as encoders
 from app.errors import Conflict, InvalidInput
 from app.evaluations.schemas import EvaluationCreate
 from app.jobs import service as jobs
+from app.storage import ArtifactStore
 from models.protocol import ProtocolConfig
 from worker.dispatch import Dispatcher
 
@@ -120,3 +122,12 @@ def plot_png(evaluation: orm.Evaluation) -> bytes:
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def delete_evaluation(*, session: Session, store: ArtifactStore, caller: Caller, evaluation_id: str) -> None:
+    """Delete an evaluation (nothing is made from one). Commits."""
+    evaluation = get(session, evaluation_id, lab_id=caller.lab_id)
+    lineage.remove_made(
+        session=session, store=store, caller=caller, row=evaluation, found=lineage.Dependents([], [], [], []),
+        force=False,
+    )

@@ -125,3 +125,19 @@ def list_predictions(
     service.get(session, predictor_id, lab_id=caller.lab_id)
     rows = predictions.list_for_predictor(session, predictor_id, lab_id=caller.lab_id, limit=limit, offset=offset)
     return [PredictionRead.model_validate(p) for p in rows]
+
+
+@router.delete("/{predictor_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_predictor(
+    predictor_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    force: Annotated[bool, Query(description="Admins: also delete its stored predictions.")] = False,
+) -> None:
+    """Delete a predictor and its weights. Refused (409) while predictions made with it are stored, unless
+    forced; refused while its fitting job runs."""
+    keys = service.delete_predictor(session=session, store=store, caller=caller, predictor_id=predictor_id, force=force)
+    for key in keys:
+        predictions.get_cache(settings).discard(key)

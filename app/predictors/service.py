@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from app import lineage
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
@@ -12,6 +13,7 @@ from app.encoders import service as encoders
 from app.errors import InvalidInput
 from app.jobs import service as jobs
 from app.predictors.schemas import Head, PredictorCreate
+from app.storage import ArtifactStore
 from models.classifiers import HeadParams
 from worker.dispatch import Dispatcher
 
@@ -88,3 +90,13 @@ def get(session: Session, predictor_id: str, *, lab_id: str) -> orm.Predictor:
 
 def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Predictor]:
     return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset)
+
+
+def delete_predictor(
+    *, session: Session, store: ArtifactStore, caller: Caller, predictor_id: str, force: bool
+) -> list[str]:
+    """Delete a predictor; with ``force`` (admins) also its stored predictions. Commits; returns the artifact
+    keys deleted."""
+    predictor = get(session, predictor_id, lab_id=caller.lab_id)
+    found = lineage.of_predictor(session, predictor)
+    return lineage.remove_made(session=session, store=store, caller=caller, row=predictor, found=found, force=force)

@@ -1,0 +1,138 @@
+"""Deleting encoders, predictors and evaluations keeps lineage whole: refused while anything was made from
+them (naming it) unless an admin forces it, refused while a job uses them, artifacts removed with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from tests.app.test_full_loop import COHORT, start, upload
+from tests.app.test_gene_resolution import EXPRESSION
+from tests.conftest import LabKey, make_member, wait_for_job
+
+TINY = {"epochs": 2, "hidden_dim": 32, "n_layers": 1, "batch_size": 64}
+
+
+def stored_files(settings: Settings) -> set[Path]:
+    """Every file in the artifact store, relative to it."""
+    root = settings.resolved_artifact_dir
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+
+
+def finished(client: TestClient, path: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    accepted = start(client, path, body)
+    job = wait_for_job(client, accepted["job"]["id"])
+    assert job["state"] == "succeeded", job["error"]
+    return client.get(f"{path}/{accepted[key]['id']}").json()
+
+
+def predict_two(client: TestClient, predictor_id: str) -> dict[str, Any]:
+    rows = EXPRESSION.iloc[:2]
+    samples = [{"sample_id": s, "values": r.tolist()} for s, r in rows.iterrows()]
+    body = {"genes": list(rows.columns), "samples": samples}
+    response = client.post(f"/predictors/{predictor_id}/predictions", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def cohort(client: TestClient) -> dict[str, Any]:
+    return upload(client)
+
+
+def test_an_encoder_goes_only_with_what_was_made_from_it(
+    client: TestClient, cohort: dict[str, Any], settings: Settings, lab_a: LabKey
+) -> None:
+    encoder = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
+    child = finished(client, "/encoders", {"cohort_id": cohort["id"], "continue_from": encoder["id"],
+                                           "params": {"epochs": 1}}, "encoder")
+    probe = finished(client, "/predictors", {"cohort_id": cohort["id"], "encoder_id": child["id"],
+                                             "label_column": "tissue", "head": "linear_probe"}, "predictor")
+    prediction = predict_two(client, probe["id"])
+    other = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
+    files_before = stored_files(settings)
+
+    refused = client.delete(f"/encoders/{encoder['id']}")
+    assert refused.status_code == 409
+    message = refused.json()["error"]["message"]
+    for made in (f"encoder {child['id']}", f"predictor {probe['id']}", f"prediction {prediction['id']}"):
+        assert made in message
+    member = make_member(lab_a)
+    assert client.delete(f"/encoders/{other['id']}", headers=member.headers).status_code == 403
+    assert client.delete(f"/encoders/{encoder['id']}", params={"force": "true"},
+                         headers=member.headers).status_code == 403
+
+    assert client.delete(f"/encoders/{encoder['id']}", params={"force": "true"}).status_code == 204
+
+    for path in (f"/encoders/{encoder['id']}", f"/encoders/{child['id']}", f"/predictors/{probe['id']}",
+                 f"/predictions/{prediction['id']}"):
+        assert client.get(path).status_code == 404, path
+    assert client.get(f"/encoders/{other['id']}").status_code == 200
+    assert client.get(f"/cohorts/{cohort['id']}").status_code == 200
+    gone = {p.parts[0] + "/" + p.parts[1] for p in files_before - stored_files(settings)}
+    assert gone == {f"encoders/{encoder['id']}", f"encoders/{child['id']}", f"predictors/{probe['id']}"}
+    deletion = next(e for e in client.get("/audit", params={"action": "encoder.delete"}).json())
+    assert deletion["object_id"] == encoder["id"] and deletion["details"]["force"] is True
+    assert f"predictor {probe['id']}" in deletion["details"]["deleted"]
+
+
+def test_a_predictor_with_stored_predictions_needs_force(client: TestClient, cohort: dict[str, Any]) -> None:
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    kept, bare = (finished(client, "/predictors", body, "predictor") for _ in range(2))
+    prediction = predict_two(client, kept["id"])
+
+    refused = client.delete(f"/predictors/{kept['id']}")
+    assert refused.status_code == 409 and f"prediction {prediction['id']}" in refused.json()["error"]["message"]
+    assert client.delete(f"/predictors/{bare['id']}").status_code == 204  # nothing was made with it
+    assert client.delete(f"/predictors/{kept['id']}", params={"force": "true"}).status_code == 204
+
+    assert client.get(f"/predictions/{prediction['id']}").status_code == 404
+    assert client.get("/predictors").json() == []
+    assert client.post(f"/predictors/{kept['id']}/predictions", json={"cohort_id": cohort["id"]}).status_code == 404
+
+
+def test_a_member_deletes_what_their_own_jobs_made(client: TestClient, cohort: dict[str, Any], lab_a: LabKey) -> None:
+    member = make_member(lab_a)
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    accepted = client.post("/predictors", json=body, headers=member.headers).json()
+    assert wait_for_job(client, accepted["job"]["id"])["state"] == "succeeded"
+
+    assert client.delete(f"/predictors/{accepted['predictor']['id']}", headers=member.headers).status_code == 204
+
+
+def test_nothing_is_deleted_while_a_job_uses_it(client: TestClient, cohort: dict[str, Any]) -> None:
+    encoder = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
+    running = start(client, "/encoders", {"cohort_id": cohort["id"], "continue_from": encoder["id"],
+                                          "params": {"epochs": 500}})
+    pretraining = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {**TINY, "epochs": 500}})
+
+    for target in (encoder["id"], pretraining["encoder"]["id"]):
+        busy = client.delete(f"/encoders/{target}", params={"force": "true"})
+        assert busy.status_code == 409 and "unfinished job(s)" in busy.json()["error"]["message"], target
+    for accepted in (running, pretraining):
+        assert client.post(f"/jobs/{accepted['job']['id']}/cancel").status_code == 200
+        assert wait_for_job(client, accepted["job"]["id"])["state"] == "cancelled"
+
+    # A cancelled pretraining left no weights; it and the parent (with its cancelled child) now go.
+    assert client.delete(f"/encoders/{pretraining['encoder']['id']}").status_code == 204
+    assert client.delete(f"/encoders/{encoder['id']}", params={"force": "true"}).status_code == 204
+    assert client.get("/encoders").json() == []
+    retry = client.post(f"/jobs/{running['job']['id']}/retry")
+    assert retry.status_code == 409 and "was deleted" in retry.json()["error"]["message"]
+
+
+def test_an_evaluation_is_deleted(client: TestClient, cohort: dict[str, Any]) -> None:
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "methods": [], "heads": [],
+            "baselines": ["logistic_regression"], "fractions": [1.0], "n_seeds": 1}
+    evaluation = finished(client, "/evaluations", body, "evaluation")
+
+    assert client.delete(f"/evaluations/{evaluation['id']}").status_code == 204
+
+    assert client.get(f"/evaluations/{evaluation['id']}").status_code == 404
+    assert client.get(f"/evaluations/{evaluation['id']}/plot.png").status_code == 404
+    assert client.get("/evaluations").json() == []
+    assert COHORT.exists()  # the shared cohort files are never touched
