@@ -1,22 +1,26 @@
-"""Encoder endpoints: start pretraining, list, describe."""
+"""Encoder endpoints: start pretraining, list, describe, delete, embed samples."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import io
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+import pandas as pd
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
-from app.encoders import service
-from app.encoders.schemas import EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
+from app.encoders import embeddings, service
+from app.encoders.schemas import EmbeddingRead, EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
+from app.predictions.schemas import CoverageReport, SamplesInput
 from app.predictions.service import get_cache
-from app.ratelimit import job_start_route
+from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
 from models.methods import METHODS
 
 router = APIRouter(prefix="/encoders", tags=["encoders"])
+PARQUET = "application/vnd.apache.parquet"
 methods_router = APIRouter(prefix="/methods", tags=["encoders"])
 
 
@@ -69,3 +73,44 @@ def delete_encoder(
     keys = service.delete_encoder(session=session, store=store, caller=caller, encoder_id=encoder_id, force=force)
     for key in keys:
         get_cache(settings).discard(key)
+        embeddings.get_encoder_cache(settings).discard(key)
+
+
+@router.post(
+    "/{encoder_id}/embeddings",
+    response_model=EmbeddingRead,
+    dependencies=[Depends(rate_limited("predict"))],
+    responses={
+        **RATE_LIMITED,
+        200: {"content": {"text/csv": {}, PARQUET: {}},
+              "description": "JSON; or, with format=csv|parquet, a table of sample_id and z0 ... z<dim-1>"},
+    },
+)
+def create_embeddings(
+    encoder_id: str,
+    request: SamplesInput,
+    session: SessionDep,
+    caller: CallerDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    format: Annotated[Literal["json", "csv", "parquet"], Query(description="Response format.")] = "json",
+) -> Response | EmbeddingRead:
+    """The encoder's representation of inline samples or of a stored cohort's samples (matched to its gene
+    panel by gene key, missing genes filled with the pretraining mean, refused below the coverage gate)."""
+    out = embeddings.embed(
+        session=session, caller=caller, store=store, settings=settings, encoder_id=encoder_id, request=request
+    )
+    if format == "json":
+        return EmbeddingRead(
+            encoder_id=encoder_id, n_samples=len(out.sample_ids), dim=out.vectors.shape[1],
+            coverage=CoverageReport.model_validate(out.coverage),
+            sample_ids=out.sample_ids, embeddings=out.vectors.tolist(),
+        )
+    table = pd.DataFrame(out.vectors, columns=[f"z{i}" for i in range(out.vectors.shape[1])])
+    table.insert(0, "sample_id", out.sample_ids)
+    headers = {"X-Gene-Coverage": f"{out.coverage['coverage']:.6f}", "X-Genes-Imputed": str(out.coverage["imputed"])}
+    if format == "csv":
+        return Response(table.to_csv(index=False), media_type="text/csv", headers=headers)
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return Response(buffer.getvalue(), media_type=PARQUET, headers=headers)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.db.orm import ArtifactStatus
 from app.jobs.schemas import JobRead
+from app.predictions.schemas import CoverageReport
 
 
 class EncoderCreate(BaseModel):
@@ -84,3 +85,12 @@ class EncoderAccepted(BaseModel):
 class MethodRead(BaseModel):
     name: str
     defaults: dict[str, Any] = Field(description="Every hyper-parameter with its default (the paper's settings).")
+
+
+class EmbeddingRead(BaseModel):
+    encoder_id: str
+    n_samples: int
+    dim: int = Field(description="Width of each vector (the encoder's hidden size).")
+    coverage: CoverageReport = Field(description="How the input's genes matched the encoder's panel.")
+    sample_ids: list[str] = Field(description="In input order (a cohort's stored order).")
+    embeddings: list[list[float]] = Field(description="One vector per sample, in sample_ids order.")

@@ -42,10 +42,11 @@ class CoverageGate:
             return cls(settings.ridge_min_gene_coverage, settings.ridge_warn_gene_coverage)
         return cls(settings.min_gene_coverage, settings.warn_gene_coverage)
 
-    def check(self, report: AlignmentReport, imputation: str) -> str | None:
-        """Raise InvalidInput below the refusal level; return the warning below the warning level, else None."""
+    def check(self, report: AlignmentReport, imputation: str, *, model: str = "predictor") -> str | None:
+        """Raise InvalidInput below the refusal level; return the warning below the warning level, else None.
+        ``model`` names whose panel it is in the messages."""
         described = (
-            f"input covers {report.coverage:.1%} of the predictor's {report.n_panel} panel genes "
+            f"input covers {report.coverage:.1%} of the {model}'s {report.n_panel} panel genes "
             f"({report.n_found} found, {report.n_matched_by_conversion} of them under another identifier)"
         )
         if report.coverage < self.refuse:
@@ -58,7 +59,7 @@ class CoverageGate:
         advice = " or ask for imputation 'ridge'" if imputation == "mean" else ""
         return (
             f"{described}, below {self.warn:.0%}: {report.n_missing} genes were imputed ({imputation}) and "
-            f"accuracy may be lower than the predictor's test metrics ({RESULTS}: with mean imputation a hard "
+            f"accuracy may be lower than measured on complete input ({RESULTS}: with mean imputation a hard "
             f"task lost 6 points of balanced accuracy at 90 % coverage and 17 at 70 %). Send more of the panel's "
             f"genes{advice}."
         )

@@ -1,4 +1,4 @@
-"""A small thread-safe least-recently-used map for what the API process keeps loaded between requests."""
+"""Thread-safe least-recently-used maps for what the API process keeps loaded between requests."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+import torch
+
+from app.storage import ArtifactStore
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -42,3 +46,23 @@ class LruCache(Generic[K, V]):
         with self._lock:
             for key in [k for k in self._items if where(k)]:
                 del self._items[key]
+
+
+class ArtifactCache(Generic[V]):
+    """Artifacts loaded from the store onto one device, by (key, sha256), least recently used first out.
+
+    Keys include the checksum, and artifacts are never overwritten, so an entry can never be stale; a deleted
+    model's entry ages out, or is dropped with :meth:`discard`.
+    """
+
+    def __init__(self, size: int, load: Callable[[bytes, torch.device], V], device: torch.device | None = None) -> None:
+        self.size = size
+        self.device = device or torch.device("cpu")
+        self._load = load
+        self._items: LruCache[tuple[str, str], V] = LruCache(size)
+
+    def get(self, store: ArtifactStore, key: str, sha256: str) -> V:
+        return self._items.get((key, sha256), lambda: self._load(store.get_bytes(key, sha256=sha256), self.device))
+
+    def discard(self, key: str) -> None:
+        self._items.discard(lambda item: item[0] == key)

@@ -15,14 +15,28 @@ class InlineSample(BaseModel):
     values: list[float] = Field(description="Expression values in the order of `genes`.")
 
 
-class PredictionCreate(BaseModel):
+class SamplesInput(BaseModel):
     """Either a stored cohort, or inline samples with the gene names their values follow."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cohort_id: str | None = Field(default=None, description="A stored cohort whose every sample is predicted.")
+    cohort_id: str | None = Field(default=None, description="A stored cohort, every sample of it.")
     genes: list[str] | None = Field(default=None, description="Gene names of the inline values, in order.")
     samples: list[InlineSample] | None = Field(default=None, description="Inline samples, values in gene order.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SamplesInput:
+        inline = self.genes is not None or self.samples is not None
+        if (self.cohort_id is not None) == inline:
+            raise ValueError("give either cohort_id, or genes and samples")
+        if inline and (not self.genes or not self.samples):
+            raise ValueError("inline input needs non-empty genes and samples")
+        return self
+
+
+class PredictionCreate(SamplesInput):
+    """Samples to predict (a stored cohort, or inline samples) and how to report their uncertainty."""
+
     coverage: float = Field(
         default=0.9, gt=0.0, lt=1.0,
         description="Target coverage 1 - alpha of each sample's prediction set (split-conformal): on average over "
@@ -41,15 +55,6 @@ class PredictionCreate(BaseModel):
         "training samples; slower on first use for a set of genes, then cached). Ridge lowers the coverage gate "
         "(EXPRSSL_RIDGE_MIN_GENE_COVERAGE, default 30 %).",
     )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> PredictionCreate:
-        inline = self.genes is not None or self.samples is not None
-        if (self.cohort_id is not None) == inline:
-            raise ValueError("give either cohort_id, or genes and samples")
-        if inline and (not self.genes or not self.samples):
-            raise ValueError("inline input needs non-empty genes and samples")
-        return self
 
 
 class SamplePrediction(BaseModel):

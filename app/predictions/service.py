@@ -16,8 +16,8 @@ from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict, InvalidInput
 from app.predictions.imputation import CoverageGate, ridge_impute
-from app.predictions.lru import LruCache
-from app.predictions.schemas import PredictionCreate
+from app.predictions.lru import ArtifactCache
+from app.predictions.schemas import PredictionCreate, SamplesInput
 from app.predictors import service as predictors
 from app.storage import ArtifactStore
 from models import checkpoint
@@ -56,23 +56,11 @@ def load_predictor(data: bytes, device: torch.device | None = None) -> LoadedPre
     return LoadedPredictor(model, preprocessor, list(info["classes"]), uncertainty)
 
 
-class PredictorCache:
-    """Loaded predictors by (artifact key, sha256), least recently used first out.
-
-    Keys include the checksum, and artifacts are never overwritten, so an entry can never be stale; a
-    deleted predictor's entry simply ages out (or is dropped with ``discard``).
-    """
+class PredictorCache(ArtifactCache[LoadedPredictor]):
+    """Loaded predictors (see :class:`ArtifactCache`)."""
 
     def __init__(self, size: int, device: torch.device | None = None) -> None:
-        self.size = size
-        self.device = device or torch.device("cpu")
-        self._items: LruCache[tuple[str, str], LoadedPredictor] = LruCache(size)
-
-    def get(self, store: ArtifactStore, key: str, sha256: str) -> LoadedPredictor:
-        return self._items.get((key, sha256), lambda: load_predictor(store.get_bytes(key, sha256=sha256), self.device))
-
-    def discard(self, key: str) -> None:
-        self._items.discard(lambda item: item[0] == key)
+        super().__init__(size, load_predictor, device)
 
 
 _cache: PredictorCache | None = None
@@ -86,7 +74,7 @@ def get_cache(settings: Settings) -> PredictorCache:
     return _cache
 
 
-def inline_matrix(request: PredictionCreate) -> tuple[np.ndarray, list[str], list[str]]:
+def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[str]]:
     """Check inline samples and stack them as a float32 matrix (samples x genes)."""
     genes = [g.strip() for g in request.genes or []]
     samples = request.samples or []
@@ -190,14 +178,20 @@ def _model_inputs(
 
 
 def coverage_report(
-    report: AlignmentReport, imputation: str, warning: str | None, version: str, *, fitted_with: str | None = None
+    report: AlignmentReport,
+    imputation: str,
+    warning: str | None,
+    version: str,
+    *,
+    fitted_with: str | None = None,
+    model: str = "predictor",
 ) -> dict[str, Any]:
     """The stored coverage report: the alignment's counts, what was imputed and how, the warning, and a note
-    when the predictor was fitted under another gene table than the one resolving names now."""
+    when the ``model`` was trained under another gene table than the one resolving names now."""
     note = None
     if fitted_with is not None and fitted_with != version:
         note = (
-            f"the predictor was fitted with gene table {fitted_with!r}; names are resolved now with {version!r}: "
+            f"the {model} was trained with gene table {fitted_with!r}; names are resolved now with {version!r}: "
             "a gene whose symbol or identifiers changed between the two may match differently"
         )
     return {

@@ -98,7 +98,7 @@ def lab_objects(client: TestClient, lab_a: LabKey) -> LabObjects:
 
 def body_for(method: str, path: str) -> dict[str, Any] | None:
     """A valid body for operations that need one, so that only the lab check can refuse them."""
-    if path.endswith("/predictions") and method == "POST":
+    if (path.endswith("/predictions") or path.endswith("/embeddings")) and method == "POST":
         return inline_body()
     if path == "/users/{user_id}" and method == "PATCH":
         return {"role": "member"}

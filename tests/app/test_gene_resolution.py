@@ -186,5 +186,5 @@ def test_a_predictor_fitted_under_another_gene_table_is_noted(client: TestClient
 
     coverage = predict(client, predictor["id"], held_out).json()["coverage"]
 
-    assert "fitted with gene table 'org.Hs.eg.db 3.15.0 (older)'" in coverage["gene_table_note"]
+    assert "predictor was trained with gene table 'org.Hs.eg.db 3.15.0 (older)'" in coverage["gene_table_note"]
     assert repr(gene_table_version()) in coverage["gene_table_note"]
