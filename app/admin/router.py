@@ -15,14 +15,15 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from app import lineage
+from app import caches, lineage
 from app.admin import service, views
 from app.admin.access import SESSION_COOKIE, AdminRoute, PageCaller, end_session, start_session
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
+from app.cohorts import service as cohort_service
 from app.db import orm, repository
-from app.deps import DispatcherDep, SessionDep, SettingsDep
+from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.encoders import service as encoders
 from app.errors import Conflict, InvalidInput, Unauthorized
 from app.evaluations import service as evaluations
@@ -400,3 +401,69 @@ def audit_page(
         "next_url": _page_url(request, page + 1) if len(events) > AUDIT_PAGE_SIZE else None,
     }
     return views.render(request, "audit.html", context)
+
+
+ForceBox = Annotated[str, Form(description="'true' (an admin's checkbox): also delete what was made from it")]
+
+
+def _deleted(settings: SettingsDep, listing: str, what: str, keys: list[str], checksum: str | None = None) -> Response:
+    caches.forget(settings, keys, cohort_checksum=checksum)
+    return _flash_redirect(listing, "ok", f"Deleted {what}.")
+
+
+@router.post("/cohorts/{cohort_id}/delete")
+def delete_cohort(
+    cohort_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: PageCaller,
+    force: ForceBox = "",
+) -> Response:
+    """Delete a cohort (with the box ticked, an admin also deletes what was made from it); refusals come back
+    as a message on its page."""
+    try:
+        removed = cohort_service.delete_cohort(
+            session=session, store=store, caller=caller, cohort_id=cohort_id, force=force == "true"
+        )
+    except Conflict as exc:
+        return _flash_redirect(f"/admin/cohorts/{cohort_id}", "error", exc.message)
+    return _deleted(settings, "/admin/cohorts", f"cohort {cohort_id}", removed.artifact_keys, removed.checksum)
+
+
+@router.post("/encoders/{encoder_id}/delete")
+def delete_encoder(
+    encoder_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: PageCaller,
+    force: ForceBox = "",
+) -> Response:
+    """Delete an encoder (with the box ticked, an admin also deletes what was made from it)."""
+    try:
+        keys = encoders.delete_encoder(
+            session=session, store=store, caller=caller, encoder_id=encoder_id, force=force == "true"
+        )
+    except Conflict as exc:
+        return _flash_redirect(f"/admin/encoders/{encoder_id}", "error", exc.message)
+    return _deleted(settings, "/admin/encoders", f"encoder {encoder_id}", keys)
+
+
+@router.post("/predictors/{predictor_id}/delete")
+def delete_predictor(
+    predictor_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: PageCaller,
+    force: ForceBox = "",
+) -> Response:
+    """Delete a predictor (with the box ticked, an admin also deletes its stored predictions)."""
+    try:
+        keys = predictors.delete_predictor(
+            session=session, store=store, caller=caller, predictor_id=predictor_id, force=force == "true"
+        )
+    except Conflict as exc:
+        return _flash_redirect(f"/admin/predictors/{predictor_id}", "error", exc.message)
+    return _deleted(settings, "/admin/predictors", f"predictor {predictor_id}", keys)

@@ -9,14 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from app import caches
 from app.auth.deps import CallerDep
 from app.cohorts import repository, service, upload
 from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortUploadForm, upload_request_body
 from app.db import orm
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import ErrorBody
-from app.predictions.imputation import get_ridge_cache
-from app.predictions.service import get_cache
 from app.ratelimit import rate_limited
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
@@ -130,9 +129,7 @@ def delete_cohort(
 ) -> None:
     """Delete a cohort. Refused (409, naming them) while models or predictions were made from it, unless forced."""
     removed = service.delete_cohort(session=session, store=store, caller=caller, cohort_id=cohort_id, force=force)
-    for key in removed.artifact_keys:
-        get_cache(settings).discard(key)
-    get_ridge_cache(settings).discard_cohort(removed.checksum)  # imputers fitted on its samples
+    caches.forget(settings, removed.artifact_keys, cohort_checksum=removed.checksum)
 
 
 @router.get("/{cohort_id}/samples", response_model=list[CohortSampleRead])

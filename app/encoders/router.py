@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Response, status
 
+from app import caches
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.encoders import embeddings, service
@@ -15,7 +16,6 @@ from app.encoders.schemas import EmbeddingRead, EncoderAccepted, EncoderCreate, 
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions.schemas import CoverageReport, SamplesInput
-from app.predictions.service import get_cache
 from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
 from models.methods import METHODS
 
@@ -71,9 +71,7 @@ def delete_encoder(
     """Delete an encoder and its weights. Refused (409, naming them) while anything was made with it, unless
     forced; refused while a job pretrains it or uses it."""
     keys = service.delete_encoder(session=session, store=store, caller=caller, encoder_id=encoder_id, force=force)
-    for key in keys:
-        get_cache(settings).discard(key)
-        embeddings.get_encoder_cache(settings).discard(key)
+    caches.forget(settings, keys)
 
 
 @router.post(

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
+from app import caches
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.jobs import service as jobs
@@ -139,5 +140,4 @@ def delete_predictor(
     """Delete a predictor and its weights. Refused (409) while predictions made with it are stored, unless
     forced; refused while its fitting job runs."""
     keys = service.delete_predictor(session=session, store=store, caller=caller, predictor_id=predictor_id, force=force)
-    for key in keys:
-        predictions.get_cache(settings).discard(key)
+    caches.forget(settings, keys)

@@ -470,3 +470,45 @@ def test_login_page_needs_no_cookie_and_unknown_pages(pages: TestClient) -> None
     since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     assert pages.get(f"/admin/jobs?since={since}").status_code == 200
     assert "/admin/" not in str(pages.app.openapi()["paths"])  # type: ignore[attr-defined]
+
+
+def test_models_and_cohorts_are_deleted_from_their_pages(pages: TestClient, lab_a: LabKey) -> None:
+    rest = TestClient(pages.app, headers=lab_a.headers)
+    cohort = upload(rest)
+    accepted = rest.post("/encoders", json={"cohort_id": cohort["id"], "params": {"epochs": 1, "hidden_dim": 16,
+                                                                                   "batch_size": 64}}).json()
+    assert wait_for_job(rest, accepted["job"]["id"])["state"] == "succeeded"
+    encoder_id = accepted["encoder"]["id"]
+    fit = rest.post("/predictors", json={"cohort_id": cohort["id"], "encoder_id": encoder_id, "label_column": "tissue",
+                                         "head": "linear_probe", "params": {"max_epochs": 2}}).json()
+    assert wait_for_job(rest, fit["job"]["id"])["state"] == "succeeded"
+    page = pages.get(f"/admin/encoders/{encoder_id}").text
+    assert f'action="/admin/encoders/{encoder_id}/delete"' in page and 'id="delete-force"' in page
+
+    refused = pages.post(f"/admin/encoders/{encoder_id}/delete")
+    assert "flash-error" in refused.text and f"predictor {fit['predictor']['id']}" in refused.text
+    assert rest.get(f"/encoders/{encoder_id}").status_code == 200
+
+    done = pages.post(f"/admin/encoders/{encoder_id}/delete", data={"force": "true"})
+    assert f"Deleted encoder {encoder_id}." in done.text and done.url.path == "/admin/encoders"
+    assert rest.get(f"/encoders/{encoder_id}").status_code == 404
+    assert rest.get(f"/predictors/{fit['predictor']['id']}").status_code == 404
+    done = pages.post(f"/admin/cohorts/{cohort['id']}/delete")
+    assert f"Deleted cohort {cohort['id']}." in done.text and rest.get("/cohorts").json() == []
+
+
+def test_a_member_sees_no_force_box_and_cannot_delete_others_models(pages: TestClient, lab_a: LabKey) -> None:
+    rest = TestClient(pages.app, headers=lab_a.headers)
+    cohort = upload(rest)
+    fit = rest.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "tissue",
+                                         "head": "logistic_regression"}).json()
+    assert wait_for_job(rest, fit["job"]["id"])["state"] == "succeeded"
+    _, key = add_member(lab_a)
+    login(pages, key)
+    page = pages.get(f"/admin/predictors/{fit['predictor']['id']}").text
+    assert 'id="delete"' in page and 'id="delete-force"' not in page
+
+    refused = pages.post(f"/admin/predictors/{fit['predictor']['id']}/delete")
+
+    assert refused.status_code == 403 and "another user's job" in html.unescape(refused.text)
+    assert rest.get(f"/predictors/{fit['predictor']['id']}").status_code == 200

@@ -1,0 +1,19 @@
+"""What the API process keeps loaded (predictors, encoders, ridge imputers), dropped when models or cohorts go."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from app.config import Settings
+from app.encoders.embeddings import get_encoder_cache
+from app.predictions.imputation import get_ridge_cache
+from app.predictions.service import get_cache
+
+
+def forget(settings: Settings, artifact_keys: Iterable[str], *, cohort_checksum: str | None = None) -> None:
+    """Drop the loaded artifacts of deleted models, and the imputers fitted on a deleted cohort's matrix."""
+    for key in artifact_keys:
+        get_cache(settings).discard(key)
+        get_encoder_cache(settings).discard(key)
+    if cohort_checksum is not None:
+        get_ridge_cache(settings).discard_cohort(cohort_checksum)
