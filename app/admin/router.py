@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from app import caches, lineage
+from app import caches
 from app.admin import service, views
 from app.admin.access import SESSION_COOKIE, AdminRoute, PageCaller, end_session, start_session
 from app.auth import service as auth
@@ -28,6 +28,7 @@ from app.encoders import service as encoders
 from app.errors import Conflict, InvalidInput, Unauthorized
 from app.evaluations import service as evaluations
 from app.jobs import service as jobs
+from app.lineage import repository as lineage
 from app.predictors import card
 from app.predictors import service as predictors
 

@@ -13,7 +13,6 @@ from typing import NamedTuple
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from app import lineage
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.cohorts import parsing, repository, values
@@ -21,6 +20,8 @@ from app.cohorts.parsing import ExpressionMatrix, ParsedExpression
 from app.config import Settings
 from app.db import orm
 from app.errors import InvalidInput
+from app.lineage import repository as lineage
+from app.lineage import service as deletion
 from app.storage import ArtifactStore
 from models.gene_table import Resolution, default_table, gene_table_version, resolve_genes, summarise_resolutions
 from models.genes import (
@@ -399,7 +400,7 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
         # An identical upload may have taken the matrix meanwhile: look again before deleting it.
         return key == cohort.storage_key and repository.storage_shared(session, cohort)
 
-    keys = lineage.remove(
+    keys = deletion.remove(
         session=session, store=store, caller=caller, target=cohort, found=found, running=running, force=force,
         keys=own, keep_file=still_shared,
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import lineage
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.db import orm, repository
 from app.encoders.schemas import EncoderCreate
 from app.errors import Conflict, InvalidInput
 from app.jobs import service as jobs
+from app.lineage import repository as lineage
+from app.lineage import service as deletion
 from app.storage import ArtifactStore
 from models.methods import METHODS
 from worker.dispatch import Dispatcher
@@ -125,4 +126,4 @@ def delete_encoder(
     evaluations and predictions made with them. Commits; returns the artifact keys deleted."""
     encoder = get(session, encoder_id, lab_id=caller.lab_id)
     found = lineage.of_encoder(session, encoder)
-    return lineage.remove_made(session=session, store=store, caller=caller, row=encoder, found=found, force=force)
+    return deletion.remove_made(session=session, store=store, caller=caller, row=encoder, found=found, force=force)

@@ -6,7 +6,6 @@ import io
 
 from sqlalchemy.orm import Session
 
-from app import lineage
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
@@ -15,6 +14,8 @@ from app.encoders import service as encoders
 from app.errors import Conflict, InvalidInput
 from app.evaluations.schemas import EvaluationCreate
 from app.jobs import service as jobs
+from app.lineage import repository as lineage
+from app.lineage import service as deletion
 from app.storage import ArtifactStore
 from models.protocol import ProtocolConfig
 from worker.dispatch import Dispatcher
@@ -127,7 +128,7 @@ def plot_png(evaluation: orm.Evaluation) -> bytes:
 def delete_evaluation(*, session: Session, store: ArtifactStore, caller: Caller, evaluation_id: str) -> None:
     """Delete an evaluation (nothing is made from one). Commits."""
     evaluation = get(session, evaluation_id, lab_id=caller.lab_id)
-    lineage.remove_made(
+    deletion.remove_made(
         session=session, store=store, caller=caller, row=evaluation, found=lineage.Dependents([], [], [], []),
         force=False,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app import lineage
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.cohorts import service as cohort_service
@@ -12,6 +11,8 @@ from app.db import orm, repository
 from app.encoders import service as encoders
 from app.errors import InvalidInput
 from app.jobs import service as jobs
+from app.lineage import repository as lineage
+from app.lineage import service as deletion
 from app.predictors.schemas import Head, PredictorCreate
 from app.storage import ArtifactStore
 from models.classifiers import HeadParams
@@ -99,4 +100,4 @@ def delete_predictor(
     keys deleted."""
     predictor = get(session, predictor_id, lab_id=caller.lab_id)
     found = lineage.of_predictor(session, predictor)
-    return lineage.remove_made(session=session, store=store, caller=caller, row=predictor, found=found, force=force)
+    return deletion.remove_made(session=session, store=store, caller=caller, row=predictor, found=found, force=force)

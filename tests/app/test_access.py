@@ -276,6 +276,8 @@ def test_lab_b_cannot_use_lab_a_objects_named_inside_its_own_requests(
     own = start(client, "/predictors", {"cohort_id": own_cohort["id"], "label_column": "tissue",
                                         "head": "logistic_regression"})
     assert wait_for_job(client, own["job"]["id"])["state"] == "succeeded"
+    own_encoder = start(client, "/encoders", {"cohort_id": own_cohort["id"], "params": {"epochs": 1, "batch_size": 64}})
+    assert wait_for_job(client, own_encoder["job"]["id"])["state"] == "succeeded"
     a = lab_objects.ids
     requests = [
         ("/predictors", {"cohort_id": own_cohort["id"], "label_column": "tissue", "head": "linear_probe",
@@ -285,9 +287,12 @@ def test_lab_b_cannot_use_lab_a_objects_named_inside_its_own_requests(
         ("/encoders", {"cohort_id": own_cohort["id"], "continue_from": a["encoder_id"]}, f"encoder {a['encoder_id']}"),
         (f"/predictors/{own['predictor']['id']}/predictions", {"cohort_id": a["cohort_id"]},
          f"cohort {a['cohort_id']}"),
+        (f"/encoders/{own_encoder['encoder']['id']}/embeddings", {"cohort_id": a["cohort_id"]},
+         f"cohort {a['cohort_id']}"),
     ]
     for path, body, named in requests:
         response = client.post(path, json=body)
         assert response.status_code == 404, (path, response.text)
         assert response.json()["error"]["message"] == f"{named} not found"
-    assert [j["id"] for j in client.get("/jobs").json()] == [own["job"]["id"]]  # nothing else was queued
+    own_jobs = {own["job"]["id"], own_encoder["job"]["id"]}
+    assert {j["id"] for j in client.get("/jobs").json()} == own_jobs  # nothing else was queued

@@ -227,6 +227,10 @@ def test_another_labs_rows_are_404_pages(pages: TestClient, lab_a: LabKey) -> No
         response = pages.get(f"/admin/{path}")
         assert response.status_code == 404, (path, response.text[:200])
     assert cohort["id"] not in pages.get("/admin/cohorts").text
+    for path in (f"cohorts/{cohort['id']}", f"encoders/{pretrain.json()['encoder']['id']}",
+                 f"predictors/{fit['predictor']['id']}"):
+        response = pages.post(f"/admin/{path}/delete", data={"force": "true"})
+        assert response.status_code == 404, (path, response.text[:200])
     # Lab B's own admin sees it; lab A's list does not show it.
     assert other not in pages.get("/admin/jobs").text
     login(pages, lab_b.key)

@@ -10,7 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from tests.app.test_full_loop import COHORT, start, upload
+from app.db import orm
+from app.db.session import session_factory
+from app.storage import get_store
+from tests.app.test_full_loop import start, upload
 from tests.app.test_gene_resolution import EXPRESSION
 from tests.conftest import LabKey, make_member, wait_for_job
 
@@ -135,4 +138,60 @@ def test_an_evaluation_is_deleted(client: TestClient, cohort: dict[str, Any]) ->
     assert client.get(f"/evaluations/{evaluation['id']}").status_code == 404
     assert client.get(f"/evaluations/{evaluation['id']}/plot.png").status_code == 404
     assert client.get("/evaluations").json() == []
-    assert COHORT.exists()  # the shared cohort files are never touched
+
+
+def test_a_refusal_names_the_first_rows_and_counts_the_rest(client: TestClient, cohort: dict[str, Any]) -> None:
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    predictor = finished(client, "/predictors", body, "predictor")
+    made = [predict_two(client, predictor["id"])["id"] for _ in range(23)]
+
+    refused = client.delete(f"/predictors/{predictor['id']}")
+
+    message = refused.json()["error"]["message"]
+    assert refused.status_code == 409 and message.count("prediction ") == 20
+    assert "and 3 more (in all: 23 prediction)" in message
+    assert client.delete(f"/predictors/{predictor['id']}", params={"force": "true"}).status_code == 204
+    assert all(client.get(f"/predictions/{p}").status_code == 404 for p in made)
+    deletion = client.get("/audit", params={"action": "predictor.delete"}).json()[0]
+    assert deletion["details"]["counts"] == {"prediction": 23}
+
+
+def test_an_encoder_continued_elsewhere_and_named_by_an_evaluation(client: TestClient, cohort: dict[str, Any]) -> None:
+    encoder = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
+    second = client.post("/cohorts", files={"expression": ("second.csv", (EXPRESSION + 1).rename_axis(
+        "sample_id").to_csv().encode())}, data={"name": "second"}).json()
+    child = finished(client, "/encoders", {"cohort_id": second["id"], "continue_from": encoder["id"],
+                                           "params": {"epochs": 1}}, "encoder")
+    evaluation = finished(client, "/evaluations", {
+        "cohort_id": cohort["id"], "label_column": "tissue", "methods": [], "encoder_ids": [encoder["id"]],
+        "heads": ["linear_probe"], "baselines": [], "fractions": [1.0], "n_seeds": 1,
+        "head_params": {"max_epochs": 2}}, "evaluation")
+
+    refused = client.delete(f"/encoders/{encoder['id']}")
+    assert refused.status_code == 409
+    for made in (f"encoder {child['id']}", f"evaluation {evaluation['id']}"):
+        assert made in refused.json()["error"]["message"]
+    assert client.delete(f"/encoders/{encoder['id']}", params={"force": "true"}).status_code == 204
+
+    assert client.get(f"/encoders/{child['id']}").status_code == 404
+    assert client.get(f"/evaluations/{evaluation['id']}").status_code == 404
+    assert client.get(f"/cohorts/{second['id']}").status_code == 200
+
+
+def test_a_cancelled_pretrainings_checkpoint_goes_with_its_encoder(
+    client: TestClient, cohort: dict[str, Any], settings: Settings
+) -> None:
+    accepted = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {**TINY, "epochs": 500}})
+    assert client.post(f"/jobs/{accepted['job']['id']}/cancel").status_code == 200
+    assert wait_for_job(client, accepted["job"]["id"])["state"] == "cancelled"
+    key = f"checkpoints/{accepted['job']['id']}/state.pt"
+    sha256 = get_store().put_bytes(key, b"a saved training state")
+    with session_factory()() as session:
+        session.get_one(orm.Job, accepted["job"]["id"]).checkpoint = {"key": key, "sha256": sha256, "epoch": 3}
+        session.commit()
+
+    assert client.delete(f"/encoders/{accepted['encoder']['id']}").status_code == 204
+
+    assert not get_store().exists(key)
+    with session_factory()() as session:
+        assert session.get_one(orm.Job, accepted["job"]["id"]).checkpoint is None

@@ -1,10 +1,5 @@
-"""What was made from what, and deletion that keeps it whole.
-
-Cohorts feed encoders (pretraining), encoders feed encoders (continued pretraining), predictors and
-evaluations; predictors make predictions. Deleting a row is refused while anything made from it exists
-(the message names them) unless an admin forces it, which deletes those too, newest lineage first; it is
-refused in every case while a queued or running job reads the row or makes one of its dependents.
-"""
+"""Lineage queries: cohorts feed encoders (pretraining), encoders feed encoders (continued pretraining),
+predictors and evaluations; predictors make predictions."""
 
 from __future__ import annotations
 
@@ -14,11 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
-from app.auth import service as auth
-from app.auth.service import Caller
 from app.db import orm
-from app.errors import Conflict
-from app.storage import ArtifactStore
 
 Made = orm.Encoder | orm.Predictor | orm.Evaluation | orm.Prediction
 
@@ -34,10 +25,6 @@ class Dependents:
 
     def rows(self) -> list[Made]:
         return [*self.encoders, *self.predictors, *self.evaluations, *self.predictions]
-
-    def deletion_order(self) -> list[Made]:
-        """Each row before the rows it references: continued encoders before their parents."""
-        return [*self.predictions, *self.evaluations, *self.predictors, *reversed(self.encoders)]
 
     def job_ids(self) -> list[str]:
         return [e.job_id for e in self.encoders] + [p.job_id for p in self.predictors] + [
@@ -125,91 +112,3 @@ def unfinished_jobs(
     )
     wanted = set(job_ids)
     return [j for j in session.scalars(unfinished) if j.id in wanted or (reads is not None and reads(j))]
-
-
-def names(rows: Sequence[Made]) -> str:
-    """``table id (name)`` of each row, comma-separated."""
-    named = [(row.__tablename__, row.id, getattr(row, "name", None)) for row in rows]
-    return ", ".join(f"{table} {row_id}" + (f" ({name})" if name else "") for table, row_id, name in named)
-
-
-def remove(
-    *,
-    session: Session,
-    store: ArtifactStore,
-    caller: Caller,
-    target: orm.Cohort | Made,
-    found: Dependents,
-    running: Sequence[orm.Job],
-    force: bool,
-    keys: Sequence[str] = (),
-    keep_file: Callable[[str], bool] = lambda _key: False,
-) -> list[str]:
-    """Delete ``target`` and, with ``force``, ``found``; record it in the audit log. Commits.
-
-    Refused (Conflict) while ``running`` jobs use them, and without ``force`` while ``found`` holds rows. The
-    artifacts (``keys``, the dependents' own and their jobs' checkpoints) are deleted after the commit, so that
-    a failed commit loses no file, except those ``keep_file`` keeps (looked at after the commit).
-
-    Returns:
-        Every artifact key deleted (for the API process's caches to drop).
-    """
-    what = f"{target.__tablename__} {target.id}"
-    if running:
-        jobs = ", ".join(f"{j.id} ({j.kind.value}, {j.state.value})" for j in running)
-        raise Conflict(f"{what} is in use by unfinished job(s) {jobs}; cancel them or let them end first")
-    if found.rows() and not force:
-        raise Conflict(
-            f"{what} cannot be deleted: {names(found.rows())} were made from it. "
-            "Delete those first, or have an admin delete with force=true, which deletes them too."
-        )
-    keys = [*keys, *found.artifact_keys()]
-    for job in session.scalars(select(orm.Job).where(orm.Job.id.in_(found.job_ids()))):
-        if job.checkpoint:
-            keys.append(job.checkpoint["key"])
-            job.checkpoint = None
-    details = {"name": getattr(target, "name", None), "force": force,
-               "deleted": [f"{r.__tablename__} {r.id}" for r in found.rows()]}
-    for row in found.deletion_order():
-        session.delete(row)
-        session.flush()
-    session.delete(target)
-    auth.record(session, caller, f"{target.__tablename__}.delete", target, details)
-    session.commit()
-    removed = [key for key in keys if not keep_file(key)]
-    for key in removed:
-        store.delete(key)
-    return removed
-
-
-def remove_made(
-    *,
-    session: Session,
-    store: ArtifactStore,
-    caller: Caller,
-    row: orm.Encoder | orm.Predictor | orm.Evaluation,
-    found: Dependents,
-    force: bool,
-) -> list[str]:
-    """Delete an encoder, predictor or evaluation (with ``force``, also ``found``). Commits.
-
-    Members delete what their own jobs made; admins anything of the lab, and only admins force. Refused while
-    the row's own job or a dependent's is unfinished (cancel it first).
-
-    Returns:
-        Every artifact key deleted.
-    """
-    job = session.get_one(orm.Job, row.job_id)
-    what = f"{row.__tablename__} {row.id}"
-    if job.created_by != caller.user_id:
-        caller.require_admin(f"deleting {what}, which another user's job made")
-    if force:
-        caller.require_admin(f"forced deletion of {what} (which also deletes what was made from it)")
-    keys = [row.artifact_key] if isinstance(row, orm.Encoder | orm.Predictor) and row.artifact_key else []
-    if job.checkpoint:  # a failed or cancelled pretraining's last state
-        keys.append(job.checkpoint["key"])
-        job.checkpoint = None
-    running = unfinished_jobs(session, row.lab_id, [row.job_id, *found.job_ids()])
-    return remove(
-        session=session, store=store, caller=caller, target=row, found=found, running=running, force=force, keys=keys
-    )

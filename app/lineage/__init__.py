@@ -1,0 +1,1 @@
+"""What was made from what (repository) and deletion that keeps it whole (service)."""
