@@ -33,7 +33,11 @@ def _compare_type(ctx: Any, inspected: Any, metadata: Any, inspected_type: Any, 
 
 
 def _check_foreign_keys(connection: Connection) -> None:
-    """SQLite migrations run without foreign-key enforcement (see make_engine): check every key afterwards."""
+    """SQLite migrations run without foreign-key enforcement (see make_engine): check every key afterwards.
+
+    The check comes after the migration's commit (pysqlite runs DDL outside a transaction), so it cannot undo
+    a migration that broke a key: it stops here, naming the rows, before the service starts on them.
+    """
     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
     if broken:
         shown = "; ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in broken[:10])

@@ -233,13 +233,18 @@ def _duplicates(normalised: Sequence[str], original: Sequence[str]) -> dict[str,
     return {k: v for k, v in groups.items() if len(v) > 1}
 
 
+class PanelError(ValueError):
+    """A model's own gene panel holds names that normalise to the same id (the model is at fault, not the input)."""
+
+
 def _index_keys(keys: Sequence[str], genes: Sequence[str], what: str) -> dict[str, int]:
-    """Map key -> column index; raise ValueError naming the names that share a key."""
+    """Map key -> column index; raise ValueError (PanelError for the panel) naming the names that share a key."""
     index = {k: i for i, k in enumerate(keys)}
     if len(index) != len(keys):
         dups = _duplicates(keys, genes)
         shown = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(dups.items())[:10])
-        raise ValueError(f"{len(dups)} {what} gene id(s) are duplicated after normalisation: {shown}")
+        error = PanelError if what == "panel" else ValueError
+        raise error(f"{len(dups)} {what} gene id(s) are duplicated after normalisation: {shown}")
     return index
 
 
@@ -297,7 +302,8 @@ def align_to_panel(
         ``(aligned, report)`` with ``aligned`` float32 of shape ``(n_samples, len(panel))``.
 
     Raises:
-        ValueError: If shapes disagree or two input (or panel) genes have the same key.
+        ValueError: If shapes disagree or two input genes have the same key.
+        PanelError: If two panel genes have the same key.
     """
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[1] != len(genes):

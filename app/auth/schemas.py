@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.orm import Role
+from app.db.orm import NAME_LENGTH, Role
 
 
 class MeRead(BaseModel):
@@ -20,7 +20,7 @@ class MeRead(BaseModel):
 
 
 class UserCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_LENGTH)
     role: Role = Role.MEMBER
 
 
@@ -40,7 +40,7 @@ class UserRead(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    name: str = Field(default="api key", min_length=1, max_length=200, description="What the key is for.")
+    name: str = Field(default="api key", min_length=1, max_length=NAME_LENGTH, description="What the key is for.")
 
 
 class KeyRead(BaseModel):

@@ -158,8 +158,8 @@ def record(
 
 def _clean_name(name: str, what: str) -> str:
     cleaned = name.strip()
-    if not cleaned or len(cleaned) > 200:
-        raise InvalidInput(f"{what}: give 1 to 200 characters, got {len(cleaned)}")
+    if not cleaned or len(cleaned) > orm.NAME_LENGTH:
+        raise InvalidInput(f"{what}: give 1 to {orm.NAME_LENGTH} characters, got {len(cleaned)}")
     return cleaned
 
 

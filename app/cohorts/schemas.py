@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+from app.db.orm import NAME_LENGTH
+
 Orientation = Literal["auto", "samples_as_rows", "genes_as_rows"]
 ValuesDeclaration = Literal["auto", "counts", "tpm", "log"]
 DuplicateGenes = Literal["refuse", "sum", "mean"]
@@ -17,9 +19,11 @@ class CohortUploadForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=NAME_LENGTH)
     group_column: str | None = Field(
-        default=None, max_length=200, description="Labels column holding a patient/group id for leak-free splits."
+        default=None,
+        max_length=NAME_LENGTH,
+        description="Labels column holding a patient/group id for leak-free splits.",
     )
     orientation: Orientation = Field(
         default="auto",

@@ -184,7 +184,7 @@ def summarise_labels(labels: pd.DataFrame) -> list[dict[str, object]]:
     return summary
 
 
-MAX_ID_LENGTH = 200
+MAX_ID_LENGTH = orm.NAME_LENGTH  # sample and group ids share the name columns' width
 
 
 def _check_id_lengths(sample_ids: Sequence[str], labels: pd.DataFrame | None, group_column: str | None) -> None:

@@ -15,23 +15,21 @@ import torch
 from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
-from app.cohorts import parsing
 from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.encoders import service as encoders
 from app.errors import InvalidInput
+from app.inputs import SamplesInput, samples_matrix
+from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate
-from app.predictions.lru import ArtifactCache
-from app.predictions.schemas import SamplesInput
-from app.predictions.service import coverage_report, inline_matrix
+from app.predictions.service import align_input, coverage_report
 from app.storage import ArtifactStore
 from models import checkpoint
-from models.device import resolve_device
 from models.encoders import MLPEncoder
-from models.gene_table import align_by_gene_key, gene_table_version
+from models.gene_table import gene_table_version
 from models.preprocessing import Preprocessor
 
-BATCH = 4096
+BATCH = 4096  # samples preprocessed and encoded at a time
 
 
 @dataclass(frozen=True)
@@ -41,20 +39,14 @@ class LoadedEncoder:
 
 
 def load_encoder(data: bytes, device: torch.device) -> LoadedEncoder:
+    """Load an encoder artifact onto ``device``, in eval mode."""
     encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(data))
     return LoadedEncoder(encoder.to(device).eval(), preprocessor)
 
 
-_cache: ArtifactCache[LoadedEncoder] | None = None
-
-
 def get_encoder_cache(settings: Settings) -> ArtifactCache[LoadedEncoder]:
-    """Encoders kept loaded in the API process (as many as predictors, EXPRSSL_PREDICTOR_CACHE_SIZE)."""
-    global _cache
-    device = resolve_device(settings.inference_device)
-    if _cache is None or _cache.size != settings.predictor_cache_size or _cache.device != device:
-        _cache = ArtifactCache(settings.predictor_cache_size, load_encoder, device)
-    return _cache
+    """Return the encoders kept loaded in this process (as many as predictors, EXPRSSL_PREDICTOR_CACHE_SIZE)."""
+    return cached("encoders", settings, load_encoder)
 
 
 @dataclass(frozen=True)
@@ -72,36 +64,36 @@ def embed(
     settings: Settings,
     encoder_id: str,
     request: SamplesInput,
+    max_samples: int | None = None,
 ) -> Embeddings:
-    """The encoder's representation of each sample; refused below the coverage gate (mean imputation)."""
+    """Encode the request's samples; refuse below the coverage gate, or a cohort over ``max_samples``."""
     row = encoders.get_ready(session, encoder_id, lab_id=caller.lab_id)
-    if request.cohort_id is not None:
+    if request.cohort_id is not None and max_samples is not None:
         cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
-        matrix = parsing.read_matrix(store.local_path(cohort.storage_key))
-        values, genes, sample_ids = matrix.values, matrix.genes, matrix.sample_ids
-    else:
-        n_inline = len(request.samples or [])
-        if n_inline > settings.max_inline_samples:
+        if cohort.n_samples > max_samples:
             raise InvalidInput(
-                f"samples: {n_inline:,} inline samples; at most {settings.max_inline_samples:,} per request "
-                "(EXPRSSL_MAX_INLINE_SAMPLES): upload them as a cohort and embed it with cohort_id"
+                f"cohort {cohort.id} has {cohort.n_samples:,} samples; JSON holds at most {max_samples:,} "
+                "(EXPRSSL_MAX_INLINE_SAMPLES): ask for format=parquet or format=csv"
             )
-        values, genes, sample_ids = inline_matrix(request)
+    values, genes, sample_ids = samples_matrix(
+        session=session, caller=caller, store=store, settings=settings, request=request, use="embed"
+    )
     loaded = get_encoder_cache(settings).get(store, row.artifact_key or "", row.artifact_sha256 or "")
-    try:
-        aligned, report = align_by_gene_key(values, genes, loaded.preprocessor.genes)
-    except ValueError as exc:
-        raise InvalidInput(f"genes: {exc}") from exc
-    warning = CoverageGate.for_imputation(settings, "mean").check(report, "mean", model="encoder")
-    x = loaded.preprocessor.transform(aligned)
-    device = next(loaded.encoder.parameters()).device
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, x.shape[0], BATCH):
-            batch = torch.from_numpy(x[start : start + BATCH]).to(device)
-            parts.append(loaded.encoder(batch).float().cpu().numpy())
-    vectors = np.concatenate(parts) if parts else np.zeros((0, loaded.encoder.out_dim), dtype=np.float32)
+    aligned, report = align_input(values, genes, loaded.preprocessor.genes, model=f"encoder {row.id}")
+    gate = CoverageGate.for_imputation(settings, "mean")
+    warning = gate.check(report, "mean", model="encoder", ridge=False)
     coverage = coverage_report(
         report, "mean", warning, gene_table_version(), fitted_with=row.gene_table_version, model="encoder"
     )
-    return Embeddings(list(sample_ids), vectors, coverage)
+    return Embeddings(list(sample_ids), encode(loaded, aligned), coverage)
+
+
+def encode(loaded: LoadedEncoder, aligned: np.ndarray) -> np.ndarray:
+    """Preprocess and encode ``aligned`` (samples x panel, NaN for missing genes) a batch at a time."""
+    device = next(loaded.encoder.parameters()).device
+    out = np.empty((aligned.shape[0], loaded.encoder.out_dim), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, aligned.shape[0], BATCH):
+            x = loaded.preprocessor.transform(aligned[start : start + BATCH])
+            out[start : start + x.shape[0]] = loaded.encoder(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    return out

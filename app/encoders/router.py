@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -81,7 +81,8 @@ def delete_encoder(
     responses={
         **RATE_LIMITED,
         200: {"content": {"text/csv": {}, PARQUET: {}},
-              "description": "JSON; or, with format=csv|parquet, a table of sample_id and z0 ... z<dim-1>"},
+              "description": "JSON; or, with format=csv|parquet, a table of sample_id and z0 ... z<dim-1>, the "
+                             "coverage report's figures, warning and note in X-Gene-* headers"},
     },
 )
 def create_embeddings(
@@ -91,14 +92,18 @@ def create_embeddings(
     caller: CallerDep,
     store: StoreDep,
     settings: SettingsDep,
-    format: Annotated[Literal["json", "csv", "parquet"], Query(description="Response format.")] = "json",
+    table_format: Annotated[
+        Literal["json", "csv", "parquet"],
+        Query(alias="format", description="json (at most EXPRSSL_MAX_INLINE_SAMPLES samples), csv or parquet."),
+    ] = "json",
 ) -> Response | EmbeddingRead:
-    """The encoder's representation of inline samples or of a stored cohort's samples (matched to its gene
-    panel by gene key, missing genes filled with the pretraining mean, refused below the coverage gate)."""
+    """Encode inline samples or a stored cohort's samples with the encoder (matched to its gene panel by gene
+    key, missing genes filled with the pretraining mean, refused below the coverage gate)."""
     out = embeddings.embed(
-        session=session, caller=caller, store=store, settings=settings, encoder_id=encoder_id, request=request
+        session=session, caller=caller, store=store, settings=settings, encoder_id=encoder_id, request=request,
+        max_samples=settings.max_inline_samples if table_format == "json" else None,
     )
-    if format == "json":
+    if table_format == "json":
         return EmbeddingRead(
             encoder_id=encoder_id, n_samples=len(out.sample_ids), dim=out.vectors.shape[1],
             coverage=CoverageReport.model_validate(out.coverage),
@@ -106,9 +111,18 @@ def create_embeddings(
         )
     table = pd.DataFrame(out.vectors, columns=[f"z{i}" for i in range(out.vectors.shape[1])])
     table.insert(0, "sample_id", out.sample_ids)
-    headers = {"X-Gene-Coverage": f"{out.coverage['coverage']:.6f}", "X-Genes-Imputed": str(out.coverage["imputed"])}
-    if format == "csv":
+    headers = _coverage_headers(out.coverage)
+    if table_format == "csv":
         return Response(table.to_csv(index=False), media_type="text/csv", headers=headers)
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
     return Response(buffer.getvalue(), media_type=PARQUET, headers=headers)
+
+
+def _coverage_headers(coverage: dict[str, Any]) -> dict[str, str]:
+    """The coverage report's figures, warning and gene-table note as (ASCII) response headers."""
+    headers = {"X-Gene-Coverage": f"{coverage['coverage']:.6f}", "X-Genes-Imputed": str(coverage["imputed"])}
+    for header, field in (("X-Gene-Coverage-Warning", "warning"), ("X-Gene-Table-Note", "gene_table_note")):
+        if coverage.get(field):
+            headers[header] = coverage[field].encode("ascii", "replace").decode()
+    return headers

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.db.orm import ArtifactStatus
+from app.db.orm import NAME_LENGTH, ArtifactStatus
 from app.jobs.schemas import JobRead
 from app.predictions.schemas import CoverageReport
 
@@ -20,7 +20,7 @@ class EncoderCreate(BaseModel):
         default=None,
         description="SSL method: scarf, vime or byol. Default: scarf, or the parent's method with continue_from.",
     )
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=NAME_LENGTH)
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Hyper-parameters; omitted ones take the paper's defaults, listed by GET /methods "

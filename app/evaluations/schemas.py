@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.orm import ArtifactStatus
+from app.db.orm import NAME_LENGTH, ArtifactStatus
 from app.jobs.schemas import JobRead
 from models.protocol import DEFAULT_FRACTIONS
 
@@ -28,7 +28,7 @@ class EvaluationCreate(BaseModel):
 
     cohort_id: str = Field(description="Labelled cohort; its unlabelled samples join SSL pretraining.")
     label_column: str
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=NAME_LENGTH)
     methods: list[str] = Field(
         default_factory=lambda: ["scarf", "vime", "byol"],
         description="SSL methods pretrained inside the protocol, per seed, on non-test samples only.",

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.db.orm import NAME_LENGTH
+
 MAX_IDENTIFIERS = 100_000
 
-Identifier = Annotated[str, StringConstraints(max_length=200)]
+Identifier = Annotated[str, StringConstraints(max_length=NAME_LENGTH)]
 
 
 class GeneResolveRequest(BaseModel):

@@ -19,7 +19,7 @@ from app.cohorts import parsing
 from app.config import Settings
 from app.db import orm
 from app.errors import InvalidInput
-from app.predictions.lru import LruCache
+from app.lru import LruCache
 from app.storage import ArtifactStore
 from models.gene_table import align_by_gene_key
 from models.genes import AlignmentReport
@@ -42,9 +42,11 @@ class CoverageGate:
             return cls(settings.ridge_min_gene_coverage, settings.ridge_warn_gene_coverage)
         return cls(settings.min_gene_coverage, settings.warn_gene_coverage)
 
-    def check(self, report: AlignmentReport, imputation: str, *, model: str = "predictor") -> str | None:
+    def check(
+        self, report: AlignmentReport, imputation: str, *, model: str = "predictor", ridge: bool = True
+    ) -> str | None:
         """Raise InvalidInput below the refusal level; return the warning below the warning level, else None.
-        ``model`` names whose panel it is in the messages."""
+        ``model`` names whose panel it is in the messages; ``ridge`` says whether the endpoint offers it."""
         described = (
             f"input covers {report.coverage:.1%} of the {model}'s {report.n_panel} panel genes "
             f"({report.n_found} found, {report.n_matched_by_conversion} of them under another identifier)"
@@ -56,10 +58,10 @@ class CoverageGate:
             )
         if report.coverage >= self.warn:
             return None
-        advice = " or ask for imputation 'ridge'" if imputation == "mean" else ""
+        advice = " or ask for imputation 'ridge'" if imputation == "mean" and ridge else ""
         return (
             f"{described}, below {self.warn:.0%}: {report.n_missing} genes were imputed ({imputation}) and "
-            f"accuracy may be lower than measured on complete input ({RESULTS}: with mean imputation a hard "
+            f"results may be less accurate than on complete input ({RESULTS}: with mean imputation a hard "
             f"task lost 6 points of balanced accuracy at 90 % coverage and 17 at 70 %). Send more of the panel's "
             f"genes{advice}."
         )

@@ -5,33 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.inputs import InlineSample, SamplesInput
 
-class InlineSample(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sample_id: str = Field(min_length=1, max_length=200)
-    values: list[float] = Field(description="Expression values in the order of `genes`.")
-
-
-class SamplesInput(BaseModel):
-    """Either a stored cohort, or inline samples with the gene names their values follow."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    cohort_id: str | None = Field(default=None, description="A stored cohort, every sample of it.")
-    genes: list[str] | None = Field(default=None, description="Gene names of the inline values, in order.")
-    samples: list[InlineSample] | None = Field(default=None, description="Inline samples, values in gene order.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SamplesInput:
-        inline = self.genes is not None or self.samples is not None
-        if (self.cohort_id is not None) == inline:
-            raise ValueError("give either cohort_id, or genes and samples")
-        if inline and (not self.genes or not self.samples):
-            raise ValueError("inline input needs non-empty genes and samples")
-        return self
+__all__ = ["InlineSample", "SamplesInput"]  # the request shapes predictions share with embeddings
 
 
 class PredictionCreate(SamplesInput):

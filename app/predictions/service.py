@@ -10,21 +10,20 @@ import torch
 from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
-from app.cohorts import parsing
 from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict, InvalidInput
+from app.inputs import samples_matrix
+from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
-from app.predictions.lru import ArtifactCache
-from app.predictions.schemas import PredictionCreate, SamplesInput
+from app.predictions.schemas import PredictionCreate
 from app.predictors import service as predictors
 from app.storage import ArtifactStore
 from models import checkpoint
 from models.conformal import UNCERTAIN, set_labels
-from models.device import resolve_device
 from models.gene_table import align_by_gene_key, gene_table_version
-from models.genes import AlignmentReport
+from models.genes import AlignmentReport, PanelError
 from models.imputation import observed_genes
 from models.ood import gene_drift
 from models.preprocessing import Preprocessor
@@ -44,10 +43,10 @@ class LoadedPredictor:
         return np.asarray(self.model.predict_proba(x))
 
 
-def load_predictor(data: bytes, device: torch.device | None = None) -> LoadedPredictor:
-    """Load a predictor artifact; an encoder-based model moves to ``device`` (default CPU)."""
+def load_predictor(data: bytes, device: torch.device) -> LoadedPredictor:
+    """Load a predictor artifact; an encoder-based model moves to ``device``."""
     model, preprocessor, info = checkpoint.predictor_from_payload(checkpoint.loads(data))
-    if device is not None and isinstance(model, torch.nn.Module):
+    if isinstance(model, torch.nn.Module):
         model.to(device)
     try:
         uncertainty = Uncertainty.from_dict(info.get("uncertainty"))
@@ -56,49 +55,22 @@ def load_predictor(data: bytes, device: torch.device | None = None) -> LoadedPre
     return LoadedPredictor(model, preprocessor, list(info["classes"]), uncertainty)
 
 
-class PredictorCache(ArtifactCache[LoadedPredictor]):
-    """Loaded predictors (see :class:`ArtifactCache`)."""
-
-    def __init__(self, size: int, device: torch.device | None = None) -> None:
-        super().__init__(size, load_predictor, device)
+def get_cache(settings: Settings) -> ArtifactCache[LoadedPredictor]:
+    """Return the predictors kept loaded in this process."""
+    return cached("predictors", settings, load_predictor)
 
 
-_cache: PredictorCache | None = None
-
-
-def get_cache(settings: Settings) -> PredictorCache:
-    global _cache
-    device = resolve_device(settings.inference_device)
-    if _cache is None or _cache.size != settings.predictor_cache_size or _cache.device != device:
-        _cache = PredictorCache(settings.predictor_cache_size, device)
-    return _cache
-
-
-def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[str]]:
-    """Check inline samples and stack them as a float32 matrix (samples x genes)."""
-    genes = [g.strip() for g in request.genes or []]
-    samples = request.samples or []
-    duplicate_genes = sorted({g for g in genes if genes.count(g) > 1}) if len(set(genes)) != len(genes) else []
-    if duplicate_genes:
-        raise InvalidInput(f"genes: duplicate gene names {duplicate_genes[:10]}")
-    if "" in genes:
-        raise InvalidInput(f"genes: empty gene name at position {genes.index('')}")
-    sample_ids = [s.sample_id for s in samples]
-    if len(set(sample_ids)) != len(sample_ids):
-        seen: set[str] = set()
-        dups = sorted({s for s in sample_ids if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
-        raise InvalidInput(f"samples: duplicate sample ids {dups[:10]}")
-    for sample in samples:
-        if len(sample.values) != len(genes):
-            raise InvalidInput(
-                f"sample {sample.sample_id!r} has {len(sample.values)} values but {len(genes)} genes were given"
-            )
-    values = np.asarray([s.values for s in samples], dtype=np.float32)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        raise InvalidInput(f"sample {sample_ids[row]!r}, gene {genes[col]!r}: value is not a finite number")
-    return values, genes, sample_ids
+def align_input(
+    values: np.ndarray, genes: list[str], panel: list[str], *, model: str
+) -> tuple[np.ndarray, AlignmentReport]:
+    """Align request input to a model's panel by gene key; the input's faults are InvalidInput, the panel's a
+    Conflict naming ``model``."""
+    try:
+        return align_by_gene_key(values, genes, panel)
+    except PanelError as exc:
+        raise Conflict(f"{model} has an inconsistent gene panel: {exc}; refit it") from exc
+    except ValueError as exc:
+        raise InvalidInput(f"genes: {exc}") from exc
 
 
 def predict(
@@ -114,23 +86,11 @@ def predict(
     predictor = predictors.get(session, predictor_id, lab_id=caller.lab_id)
     if predictor.status is not orm.ArtifactStatus.READY or predictor.artifact_key is None:
         raise Conflict(f"predictor {predictor.id} is {predictor.status.value}, not ready (job {predictor.job_id})")
-    if request.cohort_id is not None:
-        cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
-        matrix = parsing.read_matrix(store.local_path(cohort.storage_key))
-        values, genes, sample_ids = matrix.values, matrix.genes, matrix.sample_ids
-    else:
-        n_inline = len(request.samples or [])
-        if n_inline > settings.max_inline_samples:
-            raise InvalidInput(
-                f"samples: {n_inline:,} inline samples; at most {settings.max_inline_samples:,} per request "
-                "(EXPRSSL_MAX_INLINE_SAMPLES): upload them as a cohort and predict with cohort_id"
-            )
-        values, genes, sample_ids = inline_matrix(request)
+    values, genes, sample_ids = samples_matrix(
+        session=session, caller=caller, store=store, settings=settings, request=request, use="predict"
+    )
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
-    try:
-        aligned, report = align_by_gene_key(values, genes, loaded.preprocessor.genes)
-    except ValueError as exc:
-        raise InvalidInput(f"genes: {exc}") from exc
+    aligned, report = align_input(values, genes, loaded.preprocessor.genes, model=f"predictor {predictor.id}")
     warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)
     x = _model_inputs(session, store, settings, predictor, loaded, aligned, request.imputation)
     flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile

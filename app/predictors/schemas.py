@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.orm import ArtifactStatus
+from app.db.orm import NAME_LENGTH, ArtifactStatus
 from app.jobs.schemas import JobRead
 
 
@@ -43,7 +43,7 @@ class PredictorCreate(BaseModel):
         description="Head hyper-parameters: lr, max_epochs, batch_size, patience, weight_decay (torch heads); "
         "C (logistic_regression).",
     )
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=NAME_LENGTH)
 
 
 class PredictorRead(BaseModel):

@@ -12,6 +12,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.config import get_settings
+from app.errors import Conflict, InvalidInput
+from app.predictions.service import align_input
 from tests.app.test_continued_pretraining import stored_encoder
 from tests.app.test_full_loop import COHORT, start, upload
 from tests.app.test_gene_resolution import EXPRESSION, ensembl_names
@@ -121,3 +124,36 @@ def test_an_unfinished_encoder_or_a_bad_request_is_refused(client: TestClient, c
     assert both.status_code == 422 and "either cohort_id, or genes and samples" in both.text
     assert client.post(f"/jobs/{pending['job']['id']}/cancel").status_code == 200
     wait_for_job(client, pending["job"]["id"])
+
+
+def test_a_cohort_too_large_for_json_comes_as_a_table(
+    client: TestClient, cohort: dict[str, Any], encoder: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_INLINE_SAMPLES", "100")
+    get_settings.cache_clear()
+    url = f"/encoders/{encoder['id']}/embeddings"
+
+    as_json = client.post(url, json={"cohort_id": cohort["id"]})
+    as_parquet = client.post(url, json={"cohort_id": cohort["id"]}, params={"format": "parquet"})
+
+    assert as_json.status_code == 422
+    assert "189 samples; JSON holds at most 100" in as_json.json()["error"]["message"]
+    assert as_parquet.status_code == 200 and len(pd.read_parquet(io.BytesIO(as_parquet.content))) == 189
+
+
+def test_tables_carry_the_coverage_warning_in_headers(client: TestClient, encoder: dict[str, Any]) -> None:
+    partial = inline(EXPRESSION.iloc[:2][list(EXPRESSION.columns)[:400]])
+
+    response = client.post(f"/encoders/{encoder['id']}/embeddings", json=partial, params={"format": "csv"})
+
+    assert response.headers["x-gene-coverage"] == "0.800000" and response.headers["x-genes-imputed"] == "100"
+    warning = response.headers["x-gene-coverage-warning"]
+    assert "80.0% of the encoder's 500 panel genes" in warning and "ridge" not in warning
+    assert "x-gene-table-note" not in response.headers
+
+
+def test_a_panel_whose_own_names_collide_is_the_models_fault() -> None:
+    with pytest.raises(Conflict, match="encoder e1 has an inconsistent gene panel"):
+        align_input(np.ones((1, 1), np.float32), ["TP53"], ["TP53", "tp53"], model="encoder e1")
+    with pytest.raises(InvalidInput, match="genes: 1 input gene id"):
+        align_input(np.ones((1, 2), np.float32), ["TP53", "tp53"], ["TP53"], model="encoder e1")

@@ -10,7 +10,8 @@ import torch
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.predictions.service import PredictorCache, get_cache
+from app.lru import ArtifactCache
+from app.predictions.service import get_cache, load_predictor
 from app.storage import LocalArtifactStore
 from models import checkpoint
 from models.classifiers import EncoderClassifier
@@ -32,10 +33,13 @@ def test_cuda_without_a_gpu_is_refused_at_start() -> None:
         Settings(inference_device="cuda")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_a_cuda_index_beyond_the_devices_is_refused() -> None:
-    with pytest.raises(ValueError, match="CUDA"):
+def test_a_cuda_index_beyond_the_devices_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a one-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+    with pytest.raises(ValueError, match="only 1 CUDA device"):
         resolve_device("cuda:7")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
 
 
 def test_the_predictor_cache_follows_the_setting(settings: Settings) -> None:
@@ -56,8 +60,8 @@ def test_an_encoder_predictor_is_loaded_onto_the_cache_device(tmp_path: Path) ->
     sha256 = store.put_bytes("p.pt", checkpoint.dumps(payload))
 
     # The meta device stands in for a GPU here: the model must land on whatever device the cache was given.
-    loaded = PredictorCache(2, torch.device("meta")).get(store, "p.pt", sha256)
+    loaded = ArtifactCache(2, load_predictor, torch.device("meta")).get(store, "p.pt", sha256)
 
     assert {p.device.type for p in loaded.model.parameters()} == {"meta"}
-    on_cpu = PredictorCache(2).get(store, "p.pt", sha256)
+    on_cpu = ArtifactCache(2, load_predictor).get(store, "p.pt", sha256)
     assert {p.device.type for p in on_cpu.model.parameters()} == {"cpu"}

@@ -228,7 +228,7 @@ def test_deleting_a_cohort_drops_the_ridge_imputers_fitted_on_it() -> None:
 
 
 def test_lru_cache_keeps_the_most_recently_used_and_drops_on_request() -> None:
-    from app.predictions.lru import LruCache
+    from app.lru import LruCache
 
     made: list[str] = []
     cache: LruCache[str, str] = LruCache(2)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
+from app.config import Settings
 from app.storage import ArtifactStore
+from models.device import resolve_device
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -66,3 +68,16 @@ class ArtifactCache(Generic[V]):
 
     def discard(self, key: str) -> None:
         self._items.discard(lambda item: item[0] == key)
+
+
+_caches: dict[str, ArtifactCache[Any]] = {}
+
+
+def cached(name: str, settings: Settings, load: Callable[[bytes, torch.device], V]) -> ArtifactCache[V]:
+    """Return this process's cache ``name``, sized by EXPRSSL_PREDICTOR_CACHE_SIZE on EXPRSSL_INFERENCE_DEVICE;
+    it starts anew when either setting changes."""
+    device = resolve_device(settings.inference_device)
+    cache = _caches.get(name)
+    if cache is None or cache.size != settings.predictor_cache_size or cache.device != device:
+        cache = _caches[name] = ArtifactCache(settings.predictor_cache_size, load, device)
+    return cache

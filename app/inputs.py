@@ -1,0 +1,88 @@
+"""Samples a request brings: a stored cohort of the lab, or inline samples with the gene names their values
+follow (predictions and embeddings take either)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
+
+from app.auth.service import Caller
+from app.cohorts import parsing
+from app.cohorts import repository as cohorts
+from app.config import Settings
+from app.db import orm
+from app.errors import InvalidInput
+from app.storage import ArtifactStore
+
+
+class InlineSample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sample_id: str = Field(min_length=1, max_length=orm.NAME_LENGTH)
+    values: list[float] = Field(description="Expression values in the order of `genes`.")
+
+
+class SamplesInput(BaseModel):
+    """Either a stored cohort, or inline samples with the gene names their values follow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cohort_id: str | None = Field(default=None, description="A stored cohort, every sample of it.")
+    genes: list[str] | None = Field(default=None, description="Gene names of the inline values, in order.")
+    samples: list[InlineSample] | None = Field(default=None, description="Inline samples, values in gene order.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SamplesInput:
+        inline = self.genes is not None or self.samples is not None
+        if (self.cohort_id is not None) == inline:
+            raise ValueError("give either cohort_id, or genes and samples")
+        if inline and (not self.genes or not self.samples):
+            raise ValueError("inline input needs non-empty genes and samples")
+        return self
+
+
+
+def samples_matrix(
+    *, session: Session, caller: Caller, store: ArtifactStore, settings: Settings, request: SamplesInput, use: str
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Return the request's samples as ``(values, genes, sample_ids)``: a stored cohort's matrix, or the inline
+    samples checked and stacked (at most EXPRSSL_MAX_INLINE_SAMPLES; ``use`` names the endpoint's verb)."""
+    if request.cohort_id is not None:
+        cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
+        matrix = parsing.read_matrix(store.local_path(cohort.storage_key))
+        return matrix.values, matrix.genes, matrix.sample_ids
+    n_inline = len(request.samples or [])
+    if n_inline > settings.max_inline_samples:
+        raise InvalidInput(
+            f"samples: {n_inline:,} inline samples; at most {settings.max_inline_samples:,} per request "
+            f"(EXPRSSL_MAX_INLINE_SAMPLES): upload them as a cohort and {use} it with cohort_id"
+        )
+    return inline_matrix(request)
+
+
+def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[str]]:
+    """Check inline samples and stack them as a float32 matrix (samples x genes)."""
+    genes = [g.strip() for g in request.genes or []]
+    samples = request.samples or []
+    duplicate_genes = sorted({g for g in genes if genes.count(g) > 1}) if len(set(genes)) != len(genes) else []
+    if duplicate_genes:
+        raise InvalidInput(f"genes: duplicate gene names {duplicate_genes[:10]}")
+    if "" in genes:
+        raise InvalidInput(f"genes: empty gene name at position {genes.index('')}")
+    sample_ids = [s.sample_id for s in samples]
+    if len(set(sample_ids)) != len(sample_ids):
+        seen: set[str] = set()
+        dups = sorted({s for s in sample_ids if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
+        raise InvalidInput(f"samples: duplicate sample ids {dups[:10]}")
+    for sample in samples:
+        if len(sample.values) != len(genes):
+            raise InvalidInput(
+                f"sample {sample.sample_id!r} has {len(sample.values)} values but {len(genes)} genes were given"
+            )
+    values = np.asarray([s.values for s in samples], dtype=np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise InvalidInput(f"sample {sample_ids[row]!r}, gene {genes[col]!r}: value is not a finite number")
+    return values, genes, sample_ids
