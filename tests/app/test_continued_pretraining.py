@@ -115,6 +115,8 @@ def test_continued_encoder_keeps_the_panel_and_starts_from_the_parent(
     assert job["params"]["continue_from"] == parent["id"]
     pre = child["preprocessing"]
     assert pre["continued_from"] == parent["id"] and pre["standardise_on"] == "cohort"
+    assert parent["preprocessing"]["pretraining_cohorts"] == [parent["cohort_id"]]
+    assert pre["pretraining_cohorts"] == [parent["cohort_id"], cohort["id"]]
     alignment = pre["alignment"]
     assert (alignment["n_panel"], alignment["n_found"], alignment["n_missing"]) == (500, 400, 100)
     assert alignment["coverage"] == pytest.approx(0.8)
@@ -233,6 +235,7 @@ def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
     cohort, first_id = second.cohort, parent["cohort_id"]
     child, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
     grandchild, _ = pretrain(client, {"cohort_id": first_id, "continue_from": child["id"], "params": {"epochs": 1}})
+    assert grandchild["preprocessing"]["pretraining_cohorts"] == [first_id, cohort["id"], first_id]
 
     # The admin pages show the lineage both ways.
     pages = TestClient(client.app)

@@ -39,20 +39,21 @@ class Inputs:
     lineage: dict[str, Any] = field(default_factory=dict)  # continued: parent, standardisation, alignment
 
 
-def _parent_artifact(ctx: JobContext, parent_id: str) -> tuple[str, str]:
-    """Storage key and checksum of the parent encoder's weights."""
+def _parent_artifact(ctx: JobContext, parent_id: str) -> tuple[str, str, list[str]]:
+    """Storage key and checksum of the parent encoder's weights, and the cohorts it was pretrained on."""
     with ctx.session_factory() as session:
         parent = session.get(orm.Encoder, parent_id)
         if parent is None:
             raise InvalidInput(f"encoder {parent_id}, which this pretraining continues, was deleted")
         if parent.artifact_key is None or parent.artifact_sha256 is None:
             raise InvalidInput(f"encoder {parent_id}, which this pretraining continues, has no stored weights")
-        return parent.artifact_key, parent.artifact_sha256
+        cohorts = list(parent.preprocessing.get("pretraining_cohorts") or [parent.cohort_id])
+        return parent.artifact_key, parent.artifact_sha256, cohorts
 
 
 def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Inputs:
     """The cohort on the parent encoder's panel, standardised as the job asks, and the parent's weights."""
-    key, sha256 = _parent_artifact(ctx, parent_id)
+    key, sha256, parent_cohorts = _parent_artifact(ctx, parent_id)
     encoder, parent_pre, _ = checkpoint.encoder_from_payload(checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256)))
     matrix = data.matrix
     aligned, report = align_by_gene_key(matrix.values, matrix.genes, parent_pre.genes)
@@ -78,7 +79,11 @@ def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Input
             "standardise_on": "cohort",
             "standardise": "per-gene mean/std of this cohort; panel genes it lacks keep the parent encoder's",
         }
-    lineage |= {"continued_from": parent_id, "alignment": report.to_dict()}
+    lineage |= {
+        "continued_from": parent_id,
+        "pretraining_cohorts": [*parent_cohorts, data.cohort_id],
+        "alignment": report.to_dict(),
+    }
     return Inputs(preprocessor.transform(aligned), preprocessor, encoder.state_dict(), lineage)
 
 
@@ -120,6 +125,7 @@ def run(ctx: JobContext) -> Recorder:
         "requested_log1p": ctx.params["log1p"],
         "standardise": "per-gene mean/std of the pretraining cohort",
         "n_samples": int(inputs.x.shape[0]),
+        "pretraining_cohorts": [cohort_id],
         **inputs.lineage,
     }
 
