@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import io
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -17,10 +16,10 @@ from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions.schemas import CoverageReport, SamplesInput
 from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
+from app.tables import TABLE_CONTENT, TableFormat, format_query, table_response
 from models.methods import METHODS
 
 router = APIRouter(prefix="/encoders", tags=["encoders"])
-PARQUET = "application/vnd.apache.parquet"
 methods_router = APIRouter(prefix="/methods", tags=["encoders"])
 
 
@@ -80,7 +79,7 @@ def delete_encoder(
     dependencies=[Depends(rate_limited("predict"))],
     responses={
         **RATE_LIMITED,
-        200: {"content": {"text/csv": {}, PARQUET: {}},
+        200: {"content": TABLE_CONTENT,
               "description": "JSON; or, with format=csv|parquet, a table of sample_id and z0 ... z<dim-1>, the "
                              "coverage report's figures, warning and note in X-Gene-* headers"},
     },
@@ -92,10 +91,7 @@ def create_embeddings(
     caller: CallerDep,
     store: StoreDep,
     settings: SettingsDep,
-    table_format: Annotated[
-        Literal["json", "csv", "parquet"],
-        Query(alias="format", description="json (at most EXPRSSL_MAX_INLINE_SAMPLES samples), csv or parquet."),
-    ] = "json",
+    table_format: Annotated[TableFormat, format_query(" (at most EXPRSSL_MAX_INLINE_SAMPLES samples)")] = "json",
 ) -> Response | EmbeddingRead:
     """Encode inline samples or a stored cohort's samples with the encoder (matched to its gene panel by gene
     key, missing genes filled with the pretraining mean, refused below the coverage gate)."""
@@ -111,12 +107,7 @@ def create_embeddings(
         )
     table = pd.DataFrame(out.vectors, columns=[f"z{i}" for i in range(out.vectors.shape[1])])
     table.insert(0, "sample_id", out.sample_ids)
-    headers = _coverage_headers(out.coverage)
-    if table_format == "csv":
-        return Response(table.to_csv(index=False), media_type="text/csv", headers=headers)
-    buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False)
-    return Response(buffer.getvalue(), media_type=PARQUET, headers=headers)
+    return table_response(table, table_format, _coverage_headers(out.coverage))
 
 
 def _coverage_headers(coverage: dict[str, Any]) -> dict[str, str]:

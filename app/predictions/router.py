@@ -1,18 +1,46 @@
-"""Prediction endpoints: read a stored prediction."""
+"""Prediction endpoints: read a stored prediction, as JSON or as a table."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+import pandas as pd
+from fastapi import APIRouter, Response
 
 from app.auth.deps import CallerDep
 from app.deps import SessionDep
 from app.predictions import service
 from app.predictions.schemas import PredictionRead
+from app.tables import TABLE_CONTENT, TableFormat, format_query, table_response
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
 
 
-@router.get("/{prediction_id}", response_model=PredictionRead)
-def get_prediction(prediction_id: str, session: SessionDep, caller: CallerDep) -> PredictionRead:
+@router.get(
+    "/{prediction_id}",
+    response_model=PredictionRead,
+    responses={200: {"content": TABLE_CONTENT, "description": "JSON; or, with format=csv|parquet, one row per "
+                     "sample: label, top_label, prediction_set, OOD score, percentile and flag, p_<class>"}},
+)
+def get_prediction(
+    prediction_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    table_format: Annotated[TableFormat, format_query()] = "json",
+) -> Response | PredictionRead:
     """Show a stored prediction: per-sample labels, probabilities and the input's gene coverage."""
-    return PredictionRead.model_validate(service.get(session, prediction_id, lab_id=caller.lab_id))
+    prediction = PredictionRead.model_validate(service.get(session, prediction_id, lab_id=caller.lab_id))
+    if table_format == "json":
+        return prediction
+    return table_response(results_table(prediction), table_format)
+
+
+def results_table(prediction: PredictionRead) -> pd.DataFrame:
+    """One row per sample; the prediction set as its labels joined by '|'; one p_<class> column per class."""
+    rows = []
+    for r in prediction.results:
+        row = {"sample_id": r.sample_id, "label": r.label, "top_label": r.top_label,
+               "prediction_set": None if r.prediction_set is None else "|".join(r.prediction_set),
+               "ood_score": r.ood_score, "ood_percentile": r.ood_percentile, "ood_flag": r.ood_flag}
+        rows.append(row | {f"p_{label}": p for label, p in r.probabilities.items()})
+    return pd.DataFrame(rows)

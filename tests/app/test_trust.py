@@ -5,6 +5,8 @@ Cohort: tissue_symbols (189 samples x 500 genes, seven tissues); the predictor i
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,6 +88,18 @@ def test_predictions_carry_sets_calibration_ood_and_drift(client: TestClient) ->
     stored = client.get(f"/predictions/{prediction['id']}").json()
     assert stored["results"] == prediction["results"] and stored["drift"] == drift
     assert stored["uncertainty"] == summary
+    # The same results as a table, one row per sample, for spreadsheets and pandas.
+    csv = client.get(f"/predictions/{prediction['id']}", params={"format": "csv"})
+    parquet = client.get(f"/predictions/{prediction['id']}", params={"format": "parquet"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    tables = (pd.read_csv(io.StringIO(csv.text), keep_default_na=False), pd.read_parquet(io.BytesIO(parquet.content)))
+    for table in tables:
+        assert table["sample_id"].tolist() == [r["sample_id"] for r in prediction["results"]]
+        assert table["label"].tolist() == [r["label"] for r in prediction["results"]]
+        assert table["prediction_set"].tolist() == ["|".join(r["prediction_set"]) for r in prediction["results"]]
+        assert table["ood_flag"].astype(bool).tolist() == [r["ood_flag"] for r in prediction["results"]]
+        kidney = [r["probabilities"]["kidney"] for r in prediction["results"]]
+        np.testing.assert_allclose(table["p_kidney"].astype(float), kidney, rtol=1e-6)
 
     # Coverage and flag percentile per request; a coverage the calibration split cannot back gives every label.
     one = {"genes": genes, "samples": samples[:3]}
