@@ -69,7 +69,7 @@ def remove(
     rows = found.rows()
     if rows and not force:
         raise Conflict(
-            f"{what} cannot be deleted: {describe(rows)} were made from it. "
+            f"{what} cannot be deleted: {describe(rows)} {'was' if len(rows) == 1 else 'were'} made from it. "
             "Delete those first, or have an admin delete with force=true, which deletes them too."
         )
     keys = [*keys, *found.artifact_keys()]
