@@ -41,6 +41,11 @@ def newest(
     return list(session.scalars(query.limit(limit).offset(offset)))
 
 
+def equals(table: type[Row], **values: object) -> list[ColumnElement[bool]]:
+    """``column == value`` for each named column of ``table`` whose value is not None (a list's filters)."""
+    return [getattr(table, name) == value for name, value in values.items() if value is not None]
+
+
 def count(session: Session, table: type[Row], *, lab_id: str, where: Sequence[ColumnElement[bool]] = ()) -> int:
     """How many of lab ``lab_id``'s rows of ``table`` match ``where`` (the total behind :func:`newest`'s pages)."""
     query = select(func.count()).select_from(table).where(table.lab_id == lab_id, *where)

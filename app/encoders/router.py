@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app import caches
 from app.auth.deps import CallerDep
+from app.db.orm import ArtifactStatus
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.encoders import embeddings, service
 from app.encoders.schemas import EmbeddingRead, EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
@@ -43,11 +44,16 @@ def create_encoder(
 def list_encoders(
     session: SessionDep,
     caller: CallerDep,
+    cohort_id: Annotated[str | None, Query(description="Only encoders pretrained on this cohort.")] = None,
+    method: Annotated[str | None, Query(description="Only this SSL method.")] = None,
+    status: ArtifactStatus | None = None,
+    parent_encoder_id: Annotated[str | None, Query(description="Only encoders continued from this one.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EncoderRead]:
-    """List encoders, newest first."""
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    """List encoders, newest first, optionally filtered by cohort, method, status and parent."""
+    filters = {"cohort_id": cohort_id, "method": method, "status": status, "parent_encoder_id": parent_encoder_id}
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
     return [EncoderRead.model_validate(row) for row in rows]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -115,8 +117,12 @@ def get_ready(session: Session, encoder_id: str, *, lab_id: str) -> orm.Encoder:
     return encoder
 
 
-def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Encoder]:
-    return repository.newest(session, orm.Encoder, lab_id=lab_id, limit=limit, offset=offset)
+def list_all(
+    session: Session, *, lab_id: str, limit: int, offset: int, filters: Mapping[str, object] | None = None
+) -> list[orm.Encoder]:
+    """Return a page of the lab's encoders, newest first, whose columns equal ``filters`` (None: any)."""
+    where = repository.equals(orm.Encoder, **(filters or {}))
+    return repository.newest(session, orm.Encoder, lab_id=lab_id, limit=limit, offset=offset, where=where)
 
 
 def delete_encoder(

@@ -31,11 +31,14 @@ def create_evaluation(
 def list_evaluations(
     session: SessionDep,
     caller: CallerDep,
+    cohort_id: Annotated[str | None, Query(description="Only evaluations on this cohort.")] = None,
+    label_column: Annotated[str | None, Query(description="Only evaluations of this label column.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EvaluationRead]:
-    """List evaluations, newest first."""
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    """List evaluations, newest first, optionally filtered by cohort and label column."""
+    filters = {"cohort_id": cohort_id, "label_column": label_column}
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
     return [EvaluationRead.model_validate(row) for row in rows]
 
 

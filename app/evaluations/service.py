@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 from sqlalchemy.orm import Session
 
@@ -76,8 +77,12 @@ def get(session: Session, evaluation_id: str, *, lab_id: str) -> orm.Evaluation:
     return repository.get_or_404(session, orm.Evaluation, evaluation_id, lab_id=lab_id)
 
 
-def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Evaluation]:
-    return repository.newest(session, orm.Evaluation, lab_id=lab_id, limit=limit, offset=offset)
+def list_all(
+    session: Session, *, lab_id: str, limit: int, offset: int, filters: Mapping[str, object] | None = None
+) -> list[orm.Evaluation]:
+    """Return a page of the lab's evaluations, newest first, whose columns equal ``filters`` (None: any)."""
+    where = repository.equals(orm.Evaluation, **(filters or {}))
+    return repository.newest(session, orm.Evaluation, lab_id=lab_id, limit=limit, offset=offset, where=where)
 
 
 def plot_png(evaluation: orm.Evaluation) -> bytes:

@@ -11,13 +11,14 @@ from pydantic import ValidationError
 
 from app import caches
 from app.auth.deps import CallerDep
+from app.db.orm import ArtifactStatus
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
 from app.predictions.schemas import PredictionCreate, PredictionRead, create_request_body
 from app.predictors import card, service
-from app.predictors.schemas import ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
+from app.predictors.schemas import Head, ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
 from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
 
 router = APIRouter(prefix="/predictors", tags=["predictors"])
@@ -37,11 +38,18 @@ def create_predictor(
 def list_predictors(
     session: SessionDep,
     caller: CallerDep,
+    cohort_id: Annotated[str | None, Query(description="Only predictors fitted on this cohort.")] = None,
+    encoder_id: Annotated[str | None, Query(description="Only predictors on this encoder.")] = None,
+    head: Head | None = None,
+    label_column: Annotated[str | None, Query(description="Only predictors of this label column.")] = None,
+    status: ArtifactStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[PredictorRead]:
-    """List predictors, newest first."""
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    """List predictors, newest first, optionally filtered by cohort, encoder, head, label column and status."""
+    filters = {"cohort_id": cohort_id, "encoder_id": encoder_id, "head": head, "label_column": label_column,
+               "status": status}
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
     return [PredictorRead.model_validate(row) for row in rows]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
@@ -89,8 +91,12 @@ def get(session: Session, predictor_id: str, *, lab_id: str) -> orm.Predictor:
     return repository.get_or_404(session, orm.Predictor, predictor_id, lab_id=lab_id)
 
 
-def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Predictor]:
-    return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset)
+def list_all(
+    session: Session, *, lab_id: str, limit: int, offset: int, filters: Mapping[str, object] | None = None
+) -> list[orm.Predictor]:
+    """Return a page of the lab's predictors, newest first, whose columns equal ``filters`` (None: any)."""
+    where = repository.equals(orm.Predictor, **(filters or {}))
+    return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset, where=where)
 
 
 def delete_predictor(
