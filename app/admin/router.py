@@ -407,64 +407,40 @@ def audit_page(
 ForceBox = Annotated[str, Form(description="'true' (an admin's checkbox): also delete what was made from it")]
 
 
-def _deleted(settings: SettingsDep, listing: str, what: str, keys: list[str], checksum: str | None = None) -> Response:
+class Deletable(StrEnum):
+    """What the admin pages delete: the list pages' paths."""
+
+    COHORTS = "cohorts"
+    ENCODERS = "encoders"
+    PREDICTORS = "predictors"
+
+
+@router.post("/{kind}/{row_id}/delete")
+def delete_row(
+    kind: Deletable,
+    row_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: PageCaller,
+    force: ForceBox = "",
+) -> Response:
+    """Delete a cohort, encoder or predictor (with the box ticked, an admin also deletes what was made from
+    it); a refusal comes back as a message on its page."""
+    forced, checksum = force == "true", None
+    try:
+        if kind is Deletable.COHORTS:
+            removed = cohort_service.delete_cohort(
+                session=session, store=store, caller=caller, cohort_id=row_id, force=forced
+            )
+            keys, checksum = removed.artifact_keys, removed.checksum
+        elif kind is Deletable.ENCODERS:
+            keys = encoders.delete_encoder(session=session, store=store, caller=caller, encoder_id=row_id, force=forced)
+        else:
+            keys = predictors.delete_predictor(
+                session=session, store=store, caller=caller, predictor_id=row_id, force=forced
+            )
+    except Conflict as exc:
+        return _flash_redirect(f"/admin/{kind}/{row_id}", "error", exc.message)
     caches.forget(settings, keys, cohort_checksum=checksum)
-    return _flash_redirect(listing, "ok", f"Deleted {what}.")
-
-
-@router.post("/cohorts/{cohort_id}/delete")
-def delete_cohort(
-    cohort_id: str,
-    session: SessionDep,
-    store: StoreDep,
-    settings: SettingsDep,
-    caller: PageCaller,
-    force: ForceBox = "",
-) -> Response:
-    """Delete a cohort (with the box ticked, an admin also deletes what was made from it); refusals come back
-    as a message on its page."""
-    try:
-        removed = cohort_service.delete_cohort(
-            session=session, store=store, caller=caller, cohort_id=cohort_id, force=force == "true"
-        )
-    except Conflict as exc:
-        return _flash_redirect(f"/admin/cohorts/{cohort_id}", "error", exc.message)
-    return _deleted(settings, "/admin/cohorts", f"cohort {cohort_id}", removed.artifact_keys, removed.checksum)
-
-
-@router.post("/encoders/{encoder_id}/delete")
-def delete_encoder(
-    encoder_id: str,
-    session: SessionDep,
-    store: StoreDep,
-    settings: SettingsDep,
-    caller: PageCaller,
-    force: ForceBox = "",
-) -> Response:
-    """Delete an encoder (with the box ticked, an admin also deletes what was made from it)."""
-    try:
-        keys = encoders.delete_encoder(
-            session=session, store=store, caller=caller, encoder_id=encoder_id, force=force == "true"
-        )
-    except Conflict as exc:
-        return _flash_redirect(f"/admin/encoders/{encoder_id}", "error", exc.message)
-    return _deleted(settings, "/admin/encoders", f"encoder {encoder_id}", keys)
-
-
-@router.post("/predictors/{predictor_id}/delete")
-def delete_predictor(
-    predictor_id: str,
-    session: SessionDep,
-    store: StoreDep,
-    settings: SettingsDep,
-    caller: PageCaller,
-    force: ForceBox = "",
-) -> Response:
-    """Delete a predictor (with the box ticked, an admin also deletes its stored predictions)."""
-    try:
-        keys = predictors.delete_predictor(
-            session=session, store=store, caller=caller, predictor_id=predictor_id, force=force == "true"
-        )
-    except Conflict as exc:
-        return _flash_redirect(f"/admin/predictors/{predictor_id}", "error", exc.message)
-    return _deleted(settings, "/admin/predictors", f"predictor {predictor_id}", keys)
+    return _flash_redirect(f"/admin/{kind}", "ok", f"Deleted {kind.value[:-1]} {row_id}.")
