@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, delete, or_, select
+from sqlalchemy.orm import Session, load_only
 
 from app.db import orm
 
@@ -21,7 +21,8 @@ class Dependents:
     encoders: list[orm.Encoder]  # parents before the encoders continued from them
     predictors: list[orm.Predictor]
     evaluations: list[orm.Evaluation]
-    predictions: list[orm.Prediction]
+    predictions: list[orm.Prediction]  # only their ids loaded (there may be very many)
+    predictions_where: ColumnElement[bool] | None = None  # the condition that found them, to delete them by
 
     def rows(self) -> list[Made]:
         return [*self.encoders, *self.predictors, *self.evaluations, *self.predictions]
@@ -73,10 +74,13 @@ def _made_with(
     ]
     predictor_ids = [p.id for p in predictors]
     on_cohort = [] if cohort_id is None else [orm.Prediction.cohort_id == cohort_id]
-    predictions = list(session.scalars(select(orm.Prediction).where(
-        orm.Prediction.lab_id == lab_id, or_(orm.Prediction.predictor_id.in_(predictor_ids), *on_cohort)
-    )))
-    return Dependents(list(encoders), predictors, evaluations, predictions)
+    where = and_(orm.Prediction.lab_id == lab_id, or_(orm.Prediction.predictor_id.in_(predictor_ids), *on_cohort))
+    return Dependents(list(encoders), predictors, evaluations, _predictions(session, where), where)
+
+
+def _predictions(session: Session, where: ColumnElement[bool]) -> list[orm.Prediction]:
+    query = select(orm.Prediction).options(load_only(orm.Prediction.id)).where(where)
+    return list(session.scalars(query.order_by(orm.Prediction.created_at, orm.Prediction.id)))
 
 
 def of_cohort(session: Session, cohort: orm.Cohort) -> Dependents:
@@ -97,10 +101,8 @@ def of_encoder(session: Session, encoder: orm.Encoder) -> Dependents:
 
 def of_predictor(session: Session, predictor: orm.Predictor) -> Dependents:
     """The predictions a predictor made."""
-    query = select(orm.Prediction).where(
-        orm.Prediction.lab_id == predictor.lab_id, orm.Prediction.predictor_id == predictor.id
-    )
-    return Dependents([], [], [], list(session.scalars(query)))
+    where = and_(orm.Prediction.lab_id == predictor.lab_id, orm.Prediction.predictor_id == predictor.id)
+    return Dependents([], [], [], _predictions(session, where), where)
 
 
 def unfinished_jobs(
@@ -112,3 +114,28 @@ def unfinished_jobs(
     )
     wanted = set(job_ids)
     return [j for j in session.scalars(unfinished) if j.id in wanted or (reads is not None and reads(j))]
+
+
+def take_checkpoints(session: Session, job_ids: Sequence[str]) -> list[str]:
+    """Clear the saved training states of these jobs; return their artifact keys."""
+    keys = []
+    for job in session.scalars(select(orm.Job).where(orm.Job.id.in_(job_ids))):
+        if job.checkpoint:  # a failed or cancelled pretraining's last state
+            keys.append(job.checkpoint["key"])
+            job.checkpoint = None
+    return keys
+
+
+def delete_dependents(session: Session, found: Dependents) -> None:
+    """Delete ``found``: predictions by the condition that found them (also any made since), evaluations in
+    bulk, then predictors and encoders one by one, continued encoders before their parents."""
+    if found.predictions_where is not None:
+        session.execute(delete(orm.Prediction).where(found.predictions_where), execution_options={
+            "synchronize_session": False})
+    if found.evaluations:
+        ids = [e.id for e in found.evaluations]
+        session.execute(delete(orm.Evaluation).where(orm.Evaluation.id.in_(ids)), execution_options={
+            "synchronize_session": False})
+    for row in [*found.predictors, *reversed(found.encoders)]:
+        session.delete(row)
+        session.flush()

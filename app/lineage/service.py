@@ -11,13 +11,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.db import orm
 from app.errors import Conflict
+from app.lineage import repository
 from app.lineage.repository import Dependents, Made, unfinished_jobs
 from app.storage import ArtifactStore
 
@@ -31,12 +31,16 @@ def _label(row: Made) -> str:
     return f"{row.__tablename__} {row.id}" + (f" ({name})" if name else "")
 
 
+def _counts(rows: Sequence[Made]) -> dict[str, int]:
+    return dict(Counter(r.__tablename__ for r in rows))
+
+
 def describe(rows: Sequence[Made]) -> str:
     """The first ``NAMED`` rows as ``table id (name)``, and how many of each table there are in all."""
     text = ", ".join(_label(r) for r in rows[:NAMED])
     if len(rows) > NAMED:
-        counts = Counter(r.__tablename__ for r in rows)
-        text += f" and {len(rows) - NAMED} more (in all: " + ", ".join(f"{n} {t}" for t, n in counts.items()) + ")"
+        counts = ", ".join(f"{n} {t}{'s' if n > 1 else ''}" for t, n in _counts(rows).items())
+        text += f" and {len(rows) - NAMED} more (in all: {counts})"
     return text
 
 
@@ -74,35 +78,24 @@ def remove(
         )
     keys = [*keys, *found.artifact_keys()]
     own_job = getattr(target, "job_id", None)
-    job_ids = [*found.job_ids(), *([own_job] if own_job else [])]
-    for job in session.scalars(select(orm.Job).where(orm.Job.id.in_(job_ids))):
-        if job.checkpoint:  # a failed or cancelled pretraining's last state
-            keys.append(job.checkpoint["key"])
-            job.checkpoint = None
-    details = {"name": getattr(target, "name", None), "force": force, "deleted": describe(rows),
-               "counts": dict(Counter(r.__tablename__ for r in rows))}
-    _delete_rows(session, found)
+    keys += repository.take_checkpoints(session, [*found.job_ids(), *([own_job] if own_job else [])])
+    details = {"name": getattr(target, "name", None), "force": force, "counts": _counts(rows),
+               # every row but predictions (there may be very many: the first NAMED of them)
+               "deleted": [f"{r.__tablename__} {r.id}" for r in rows if not isinstance(r, orm.Prediction)]
+               + [f"prediction {p.id}" for p in found.predictions[:NAMED]]}
+    repository.delete_dependents(session, found)
     session.delete(target)
     auth.record(session, caller, f"{target.__tablename__}.delete", target, details)
     session.commit()
-    removed = [key for key in keys if not keep_file(key)]
-    for key in removed:
-        try:
-            store.delete(key)
-        except OSError:  # committed already: the rows are gone, a file left behind is only disk space
+    removed = []
+    for key in keys:
+        try:  # committed already: the rows are gone, a file left behind is only disk space
+            if not keep_file(key):
+                store.delete(key)
+                removed.append(key)
+        except Exception:
             log.exception("artifact %s of deleted %s could not be removed", key, what)
     return removed
-
-
-def _delete_rows(session: Session, found: Dependents) -> None:
-    """Predictions and evaluations in bulk; predictors, then encoders one by one, children before parents."""
-    if found.predictions:
-        session.execute(delete(orm.Prediction).where(orm.Prediction.id.in_([p.id for p in found.predictions])))
-    if found.evaluations:
-        session.execute(delete(orm.Evaluation).where(orm.Evaluation.id.in_([e.id for e in found.evaluations])))
-    for row in [*found.predictors, *reversed(found.encoders)]:
-        session.delete(row)
-        session.flush()
 
 
 def remove_made(

@@ -149,7 +149,7 @@ def test_a_refusal_names_the_first_rows_and_counts_the_rest(client: TestClient, 
 
     message = refused.json()["error"]["message"]
     assert refused.status_code == 409 and message.count("prediction ") == 20
-    assert "and 3 more (in all: 23 prediction)" in message
+    assert "and 3 more (in all: 23 predictions)" in message
     assert client.delete(f"/predictors/{predictor['id']}", params={"force": "true"}).status_code == 204
     assert all(client.get(f"/predictions/{p}").status_code == 404 for p in made)
     deletion = client.get("/audit", params={"action": "predictor.delete"}).json()[0]
