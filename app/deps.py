@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
+from app.db.orm import ArtifactStatus
 from app.db.session import get_session
 from app.storage import ArtifactStore, get_store
 from worker.dispatch import Dispatcher
@@ -23,3 +24,5 @@ def get_dispatcher(request: Request) -> Dispatcher:
 
 
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+# A list's status filter (query parameter "status"; the name would shadow fastapi.status in routers).
+StatusQuery = Annotated[ArtifactStatus | None, Query(alias="status", description="Only rows in this status.")]

@@ -3,6 +3,8 @@ follow (predictions and embeddings take either)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
@@ -12,8 +14,10 @@ from app.cohorts import parsing
 from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm
-from app.errors import InvalidInput
+from app.errors import Conflict, InvalidInput
 from app.storage import ArtifactStore
+from models.gene_table import align_by_gene_key
+from models.genes import AlignmentReport, PanelError
 
 
 class InlineSample(BaseModel):
@@ -42,7 +46,6 @@ class SamplesInput(BaseModel):
         return self
 
 
-
 def samples_matrix(
     *, session: Session, caller: Caller, store: ArtifactStore, settings: Settings, request: SamplesInput, use: str
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -52,7 +55,11 @@ def samples_matrix(
         cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
         matrix = parsing.read_matrix(store.local_path(cohort.storage_key))
         return matrix.values, matrix.genes, matrix.sample_ids
-    n_inline = len(request.samples or [])
+    n_inline, n_genes = len(request.samples or []), len(request.genes or [])
+    if n_genes > settings.max_upload_genes:
+        raise InvalidInput(
+            f"genes: {n_genes:,} genes; at most {settings.max_upload_genes:,} (EXPRSSL_MAX_UPLOAD_GENES)"
+        )
     if n_inline > settings.max_inline_samples:
         raise InvalidInput(
             f"samples: {n_inline:,} inline samples; at most {settings.max_inline_samples:,} per request "
@@ -65,7 +72,7 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
     """Check inline samples and stack them as a float32 matrix (samples x genes)."""
     genes = [g.strip() for g in request.genes or []]
     samples = request.samples or []
-    duplicate_genes = sorted({g for g in genes if genes.count(g) > 1}) if len(set(genes)) != len(genes) else []
+    duplicate_genes = sorted(g for g, n in Counter(genes).items() if n > 1)
     if duplicate_genes:
         raise InvalidInput(f"genes: duplicate gene names {duplicate_genes[:10]}")
     if "" in genes:
@@ -86,3 +93,16 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
         row, col = map(int, np.argwhere(bad)[0])
         raise InvalidInput(f"sample {sample_ids[row]!r}, gene {genes[col]!r}: value is not a finite number")
     return values, genes, sample_ids
+
+
+def align_input(
+    values: np.ndarray, genes: list[str], panel: list[str], *, model: str
+) -> tuple[np.ndarray, AlignmentReport]:
+    """Align request input to a model's panel by gene key; the input's faults are InvalidInput, the panel's a
+    Conflict naming ``model``."""
+    try:
+        return align_by_gene_key(values, genes, panel)
+    except PanelError as exc:
+        raise Conflict(f"{model} has an inconsistent gene panel: {exc}; refit it") from exc
+    except ValueError as exc:
+        raise InvalidInput(f"genes: {exc}") from exc

@@ -311,8 +311,8 @@ def align_to_panel(
     if _same_names(genes, panel):  # the usual case, a cohort like the training one: nothing to resolve
         return np.array(values, dtype=np.float32), _identity_report(len(panel))
     gene_keys, panel_keys = match_keys(genes, panel, resolver)
+    _index_keys(panel_keys, panel, "panel")  # the model's own fault first, whatever the input
     source = _index_keys(gene_keys, genes, "input")
-    _index_keys(panel_keys, panel, "panel")
     src_idx = np.array([source.get(k, -1) for k in panel_keys], dtype=np.int64)
     found = src_idx >= 0
     aligned = np.full((values.shape[0], len(panel)), np.nan, dtype=np.float32)

@@ -184,6 +184,7 @@ def summarise_labels(labels: pd.DataFrame) -> list[dict[str, object]]:
     return summary
 
 
+FILENAME_LENGTH = orm.Cohort.source_filename.type.length or 300
 MAX_ID_LENGTH = orm.NAME_LENGTH  # sample and group ids share the name columns' width
 
 
@@ -271,8 +272,8 @@ def create_cohort(
     cohort = orm.Cohort(
         lab_id=caller.lab_id,
         created_by=caller.user_id,
-        name=name or Path(expression.filename).name,
-        source_filename=expression.filename,
+        name=name or Path(expression.filename).name[: orm.NAME_LENGTH],
+        source_filename=expression.filename[:FILENAME_LENGTH],
         n_samples=len(matrix.sample_ids),
         n_genes=len(matrix.genes),
         gene_id_type=gene_ids.id_type,

@@ -19,10 +19,10 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.encoders import service as encoders
 from app.errors import InvalidInput
-from app.inputs import SamplesInput, samples_matrix
+from app.inputs import SamplesInput, align_input, samples_matrix
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate
-from app.predictions.service import align_input, coverage_report
+from app.predictions.service import coverage_report
 from app.storage import ArtifactStore
 from models import checkpoint
 from models.encoders import MLPEncoder

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from app import caches
 from app.auth.deps import CallerDep
-from app.db.orm import ArtifactStatus
-from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
+from app.deps import DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.encoders import embeddings, service
 from app.encoders.schemas import EmbeddingRead, EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
+from app.inputs import SamplesInput
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
-from app.predictions.schemas import CoverageReport, SamplesInput
+from app.predictions.schemas import CoverageReport
 from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
-from app.tables import TABLE_CONTENT, TableFormat, format_query, table_response
+from app.tables import TABLE_CONTENT, TableFormat, coverage_headers, format_query, table_response
 from models.methods import METHODS
 
 router = APIRouter(prefix="/encoders", tags=["encoders"])
@@ -44,15 +44,17 @@ def create_encoder(
 def list_encoders(
     session: SessionDep,
     caller: CallerDep,
-    cohort_id: Annotated[str | None, Query(description="Only encoders pretrained on this cohort.")] = None,
+    cohort_id: Annotated[
+        str | None, Query(description="Only encoders whose (last) pretraining was on this cohort.")
+    ] = None,
     method: Annotated[str | None, Query(description="Only this SSL method.")] = None,
-    status: ArtifactStatus | None = None,
+    state: StatusQuery = None,
     parent_encoder_id: Annotated[str | None, Query(description="Only encoders continued from this one.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EncoderRead]:
     """List encoders, newest first, optionally filtered by cohort, method, status and parent."""
-    filters = {"cohort_id": cohort_id, "method": method, "status": status, "parent_encoder_id": parent_encoder_id}
+    filters = {"cohort_id": cohort_id, "method": method, "status": state, "parent_encoder_id": parent_encoder_id}
     rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
     return [EncoderRead.model_validate(row) for row in rows]
 
@@ -113,13 +115,4 @@ def create_embeddings(
         )
     table = pd.DataFrame(out.vectors, columns=[f"z{i}" for i in range(out.vectors.shape[1])])
     table.insert(0, "sample_id", out.sample_ids)
-    return table_response(table, table_format, _coverage_headers(out.coverage))
-
-
-def _coverage_headers(coverage: dict[str, Any]) -> dict[str, str]:
-    """The coverage report's figures, warning and gene-table note as (ASCII) response headers."""
-    headers = {"X-Gene-Coverage": f"{coverage['coverage']:.6f}", "X-Genes-Imputed": str(coverage["imputed"])}
-    for header, field in (("X-Gene-Coverage-Warning", "warning"), ("X-Gene-Table-Note", "gene_table_note")):
-        if coverage.get(field):
-            headers[header] = coverage[field].encode("ascii", "replace").decode()
-    return headers
+    return table_response(table, table_format, coverage_headers(out.coverage))

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.auth.deps import CallerDep
-from app.deps import DispatcherDep, SessionDep, StoreDep
+from app.deps import DispatcherDep, SessionDep, StatusQuery, StoreDep
 from app.evaluations import service
 from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead
 from app.jobs import service as jobs
@@ -33,11 +33,12 @@ def list_evaluations(
     caller: CallerDep,
     cohort_id: Annotated[str | None, Query(description="Only evaluations on this cohort.")] = None,
     label_column: Annotated[str | None, Query(description="Only evaluations of this label column.")] = None,
+    state: StatusQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[EvaluationRead]:
-    """List evaluations, newest first, optionally filtered by cohort and label column."""
-    filters = {"cohort_id": cohort_id, "label_column": label_column}
+    """List evaluations, newest first, optionally filtered by cohort, label column and status."""
+    filters = {"cohort_id": cohort_id, "label_column": label_column, "status": state}
     rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
     return [EvaluationRead.model_validate(row) for row in rows]
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import pandas as pd
 from fastapi import APIRouter, Response
 
 from app.auth.deps import CallerDep
 from app.deps import SessionDep
 from app.predictions import service
 from app.predictions.schemas import PredictionRead
-from app.tables import TABLE_CONTENT, TableFormat, format_query, table_response
+from app.tables import TABLE_CONTENT, TableFormat, coverage_headers, format_query, table_response
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
 
@@ -32,15 +31,5 @@ def get_prediction(
     prediction = PredictionRead.model_validate(service.get(session, prediction_id, lab_id=caller.lab_id))
     if table_format == "json":
         return prediction
-    return table_response(results_table(prediction), table_format)
-
-
-def results_table(prediction: PredictionRead) -> pd.DataFrame:
-    """One row per sample; the prediction set as its labels joined by '|'; one p_<class> column per class."""
-    rows = []
-    for r in prediction.results:
-        row = {"sample_id": r.sample_id, "label": r.label, "top_label": r.top_label,
-               "prediction_set": None if r.prediction_set is None else "|".join(r.prediction_set),
-               "ood_score": r.ood_score, "ood_percentile": r.ood_percentile, "ood_flag": r.ood_flag}
-        rows.append(row | {f"p_{label}": p for label, p in r.probabilities.items()})
-    return pd.DataFrame(rows)
+    headers = coverage_headers(prediction.coverage.model_dump())
+    return table_response(service.results_table(prediction), table_format, headers)

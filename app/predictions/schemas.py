@@ -7,9 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.inputs import InlineSample, SamplesInput
-
-__all__ = ["InlineSample", "SamplesInput"]  # the request shapes predictions share with embeddings
+from app.inputs import SamplesInput
 
 
 class PredictionCreate(SamplesInput):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sqlalchemy.orm import Session
 
@@ -13,17 +14,17 @@ from app.auth.service import Caller
 from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
-from app.errors import Conflict, InvalidInput
-from app.inputs import samples_matrix
+from app.errors import Conflict
+from app.inputs import align_input, samples_matrix
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
-from app.predictions.schemas import PredictionCreate
+from app.predictions.schemas import PredictionCreate, PredictionRead
 from app.predictors import service as predictors
 from app.storage import ArtifactStore
 from models import checkpoint
 from models.conformal import UNCERTAIN, set_labels
-from models.gene_table import align_by_gene_key, gene_table_version
-from models.genes import AlignmentReport, PanelError
+from models.gene_table import gene_table_version
+from models.genes import AlignmentReport
 from models.imputation import observed_genes
 from models.ood import gene_drift
 from models.preprocessing import Preprocessor
@@ -58,19 +59,6 @@ def load_predictor(data: bytes, device: torch.device) -> LoadedPredictor:
 def get_cache(settings: Settings) -> ArtifactCache[LoadedPredictor]:
     """Return the predictors kept loaded in this process."""
     return cached("predictors", settings, load_predictor)
-
-
-def align_input(
-    values: np.ndarray, genes: list[str], panel: list[str], *, model: str
-) -> tuple[np.ndarray, AlignmentReport]:
-    """Align request input to a model's panel by gene key; the input's faults are InvalidInput, the panel's a
-    Conflict naming ``model``."""
-    try:
-        return align_by_gene_key(values, genes, panel)
-    except PanelError as exc:
-        raise Conflict(f"{model} has an inconsistent gene panel: {exc}; refit it") from exc
-    except ValueError as exc:
-        raise InvalidInput(f"genes: {exc}") from exc
 
 
 def predict(
@@ -257,3 +245,15 @@ def list_for_predictor(
 ) -> list[orm.Prediction]:
     where = [orm.Prediction.predictor_id == predictor_id]
     return repository.newest(session, orm.Prediction, lab_id=lab_id, limit=limit, offset=offset, where=where)
+
+
+def results_table(prediction: PredictionRead) -> pd.DataFrame:
+    """Return one row per sample: the prediction set's labels joined by '|' (empty when there is none), the
+    OOD fields, and one p_<class> column per class."""
+    rows = []
+    for r in prediction.results:
+        row = {"sample_id": r.sample_id, "label": r.label, "top_label": r.top_label,
+               "prediction_set": None if r.prediction_set is None else "|".join(r.prediction_set),
+               "ood_score": r.ood_score, "ood_percentile": r.ood_percentile, "ood_flag": r.ood_flag}
+        rows.append(row | {f"p_{label}": p for label, p in r.probabilities.items()})
+    return pd.DataFrame(rows)

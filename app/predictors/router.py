@@ -11,8 +11,7 @@ from pydantic import ValidationError
 
 from app import caches
 from app.auth.deps import CallerDep
-from app.db.orm import ArtifactStatus
-from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
+from app.deps import DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
@@ -42,13 +41,13 @@ def list_predictors(
     encoder_id: Annotated[str | None, Query(description="Only predictors on this encoder.")] = None,
     head: Head | None = None,
     label_column: Annotated[str | None, Query(description="Only predictors of this label column.")] = None,
-    status: ArtifactStatus | None = None,
+    state: StatusQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[PredictorRead]:
     """List predictors, newest first, optionally filtered by cohort, encoder, head, label column and status."""
     filters = {"cohort_id": cohort_id, "encoder_id": encoder_id, "head": head, "label_column": label_column,
-               "status": status}
+               "status": state}
     rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
     return [PredictorRead.model_validate(row) for row in rows]
 

@@ -234,6 +234,11 @@ def test_deleting_the_parents_cohort_deletes_the_continued_encoder(
     # -> grandchild (first cohort again).
     cohort, first_id = second.cohort, parent["cohort_id"]
     child, _ = pretrain(client, {"cohort_id": cohort["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
+    with session_factory()() as session:  # as encoders made before they recorded their pretraining cohorts
+        for encoder_id in (parent["id"], child["id"]):
+            row = session.get_one(orm.Encoder, encoder_id)
+            row.preprocessing = {k: v for k, v in row.preprocessing.items() if k != "pretraining_cohorts"}
+        session.commit()
     grandchild, _ = pretrain(client, {"cohort_id": first_id, "continue_from": child["id"], "params": {"epochs": 1}})
     assert grandchild["preprocessing"]["pretraining_cohorts"] == [first_id, cohort["id"], first_id]
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.config import get_settings
 from app.errors import Conflict, InvalidInput
-from app.predictions.service import align_input
+from app.inputs import align_input
 from tests.app.test_continued_pretraining import stored_encoder
 from tests.app.test_full_loop import COHORT, start, upload
 from tests.app.test_gene_resolution import EXPRESSION, ensembl_names
@@ -141,6 +141,17 @@ def test_a_cohort_too_large_for_json_comes_as_a_table(
     assert as_parquet.status_code == 200 and len(pd.read_parquet(io.BytesIO(as_parquet.content))) == 189
 
 
+def test_csv_cells_never_start_a_spreadsheet_formula(client: TestClient, encoder: dict[str, Any]) -> None:
+    rows = EXPRESSION.iloc[:2].copy()
+    rows.index = ["=HYPERLINK(1)", "plain"]
+
+    as_csv = client.post(f"/encoders/{encoder['id']}/embeddings", json=inline(rows), params={"format": "csv"})
+    as_parquet = client.post(f"/encoders/{encoder['id']}/embeddings", json=inline(rows), params={"format": "parquet"})
+
+    assert pd.read_csv(io.StringIO(as_csv.text))["sample_id"].tolist() == ["'=HYPERLINK(1)", "plain"]
+    assert pd.read_parquet(io.BytesIO(as_parquet.content))["sample_id"].tolist() == ["=HYPERLINK(1)", "plain"]
+
+
 def test_tables_carry_the_coverage_warning_in_headers(client: TestClient, encoder: dict[str, Any]) -> None:
     partial = inline(EXPRESSION.iloc[:2][list(EXPRESSION.columns)[:400]])
 
@@ -155,5 +166,7 @@ def test_tables_carry_the_coverage_warning_in_headers(client: TestClient, encode
 def test_a_panel_whose_own_names_collide_is_the_models_fault() -> None:
     with pytest.raises(Conflict, match="encoder e1 has an inconsistent gene panel"):
         align_input(np.ones((1, 1), np.float32), ["TP53"], ["TP53", "tp53"], model="encoder e1")
+    with pytest.raises(Conflict, match="inconsistent gene panel"):  # even when the input mirrors it
+        align_input(np.ones((1, 3), np.float32), ["tp53", "TP53", "EGFR"], ["TP53", "tp53", "EGFR"], model="e1")
     with pytest.raises(InvalidInput, match="genes: 1 input gene id"):
         align_input(np.ones((1, 2), np.float32), ["TP53", "tp53"], ["TP53"], model="encoder e1")

@@ -140,6 +140,19 @@ def test_upload_and_inline_limits_name_the_setting(client: TestClient, monkeypat
     predictor = fitted(client, upload(client)["id"])
     response = client.post(f"/predictors/{predictor['id']}/predictions", json=inline_body(2))
     assert response.status_code == 422 and "EXPRSSL_MAX_INLINE_SAMPLES" in response.json()["error"]["message"]
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_GENES", "100")
+    get_settings.cache_clear()
+    response = client.post(f"/predictors/{predictor['id']}/predictions", json=inline_body(1))
+    assert response.status_code == 422 and "500 genes; at most 100" in response.json()["error"]["message"]
+
+
+def test_a_long_file_name_is_cut_to_the_name_columns(client: TestClient) -> None:
+    long_name = "x" * 400 + ".parquet"
+    files = {"expression": (long_name, (COHORT / "expression.parquet").read_bytes())}
+
+    cohort = client.post("/cohorts", files=files).json()
+
+    assert len(cohort["name"]) == 200 and len(cohort["source_filename"]) == 300
 
 
 def test_rate_limits_answer_429_with_retry_after_per_user(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

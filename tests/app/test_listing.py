@@ -48,5 +48,7 @@ def test_lists_filter_by_lineage_method_head_and_status(client: TestClient) -> N
     assert ids(client, "/predictors", cohort_id=second, label_column="tissue") == {probe}
     assert ids(client, "/evaluations", cohort_id=first) == {evaluation}
     assert ids(client, "/evaluations", cohort_id=second) == set()
+    assert ids(client, "/evaluations", status="ready") == {evaluation}
+    assert ids(client, "/predictors", status="ready", head="linear_probe") == {probe}
     for path, params in (("/encoders", {"status": "done"}), ("/predictors", {"head": "svm"})):
         assert client.get(path, params=params).status_code == 422

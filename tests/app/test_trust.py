@@ -91,7 +91,7 @@ def test_predictions_carry_sets_calibration_ood_and_drift(client: TestClient) ->
     # The same results as a table, one row per sample, for spreadsheets and pandas.
     csv = client.get(f"/predictions/{prediction['id']}", params={"format": "csv"})
     parquet = client.get(f"/predictions/{prediction['id']}", params={"format": "parquet"})
-    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.headers["content-type"].startswith("text/csv") and csv.headers["x-gene-coverage"] == "1.000000"
     tables = (pd.read_csv(io.StringIO(csv.text), keep_default_na=False), pd.read_parquet(io.BytesIO(parquet.content)))
     for table in tables:
         assert table["sample_id"].tolist() == [r["sample_id"] for r in prediction["results"]]

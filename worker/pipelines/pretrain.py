@@ -47,8 +47,17 @@ def _parent_artifact(ctx: JobContext, parent_id: str) -> tuple[str, str, list[st
             raise InvalidInput(f"encoder {parent_id}, which this pretraining continues, was deleted")
         if parent.artifact_key is None or parent.artifact_sha256 is None:
             raise InvalidInput(f"encoder {parent_id}, which this pretraining continues, has no stored weights")
-        cohorts = list(parent.preprocessing.get("pretraining_cohorts") or [parent.cohort_id])
-        return parent.artifact_key, parent.artifact_sha256, cohorts
+        return parent.artifact_key, parent.artifact_sha256, _pretraining_cohorts(session, parent)
+
+
+def _pretraining_cohorts(session: Session, encoder: orm.Encoder) -> list[str]:
+    """Every cohort the encoder's weights were pretrained on, oldest first (walking up its parents where it
+    was recorded before encoders kept the list)."""
+    recorded = encoder.preprocessing.get("pretraining_cohorts")
+    if recorded:
+        return list(recorded)
+    parent = None if encoder.parent_encoder_id is None else session.get(orm.Encoder, encoder.parent_encoder_id)
+    return [*([] if parent is None else _pretraining_cohorts(session, parent)), encoder.cohort_id]
 
 
 def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Inputs:
