@@ -9,7 +9,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from app import lru
 from app.config import Settings
+from app.encoders.embeddings import get_encoder_cache
 from app.lru import ArtifactCache
 from app.predictions.service import get_cache, load_predictor
 from app.storage import LocalArtifactStore
@@ -42,13 +44,17 @@ def test_a_cuda_index_beyond_the_devices_is_refused(monkeypatch: pytest.MonkeyPa
     assert resolve_device("cuda:0") == torch.device("cuda:0")
 
 
-def test_the_predictor_cache_follows_the_setting(settings: Settings) -> None:
-    auto = get_cache(settings)
-    assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_the_caches_follow_the_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "auto" stands for a GPU here: the meta device, so that the test means the same on any machine.
+    monkeypatch.setattr(lru, "resolve_device", lambda value: torch.device("meta" if value == "auto" else value))
+    predictors, encoders = get_cache(settings), get_encoder_cache(settings)
+    assert predictors.device.type == encoders.device.type == "meta"
+    assert get_cache(settings) is predictors  # kept between requests
 
-    pinned = get_cache(settings.model_copy(update={"inference_device": "cpu"}))
+    pinned = settings.model_copy(update={"inference_device": "cpu", "predictor_cache_size": 3})
 
-    assert pinned.device == torch.device("cpu")
+    assert get_cache(pinned) is not predictors and get_cache(pinned).device == torch.device("cpu")
+    assert get_cache(pinned).size == get_encoder_cache(pinned).size == 3
 
 
 def test_an_encoder_predictor_is_loaded_onto_the_cache_device(tmp_path: Path) -> None:
