@@ -109,7 +109,8 @@ def http_latencies(
 
 
 def bare_seconds(data_dir: Path, predictor_id: str, body: bytes, repeats: int) -> float:
-    """Median time of decode JSON -> align -> preprocess -> classify -> encode JSON, in this process."""
+    """Median time of decode JSON -> align -> preprocess -> classify -> encode JSON, in this process, over
+    ``repeats`` runs after two warm-up runs (as the HTTP side: two warm-up requests, then ``repeats``)."""
     os.environ["EXPRSSL_DATA_DIR"] = str(data_dir)
     from pydantic_core import from_json
 
@@ -126,7 +127,7 @@ def bare_seconds(data_dir: Path, predictor_id: str, body: bytes, repeats: int) -
     # On the server's inference device (EXPRSSL_INFERENCE_DEVICE, default: CUDA when present).
     loaded = load_predictor(get_store().get_bytes(key, sha256=sha256), resolve_device(get_settings().inference_device))
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats + 2):
         started = time.perf_counter()
         request = from_json(body)  # pydantic-core's parser, as the endpoint's; json.loads is several times slower
         values = np.asarray([s["values"] for s in request["samples"]], dtype=np.float32)
@@ -137,7 +138,7 @@ def bare_seconds(data_dir: Path, predictor_id: str, body: bytes, repeats: int) -
                    for s, p in zip(request["samples"], proba, strict=True)]
         json.dumps({"results": results})
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(times[2:])  # after the warm-up runs
 
 
 def main() -> None:
@@ -181,7 +182,7 @@ def main() -> None:
                 http_latencies(url, path, body, 1, 2, auth)  # warm the predictor cache
                 single, _ = http_latencies(url, path, body, 1, args.requests, auth)
                 loaded, rps = http_latencies(url, path, body, n, args.requests, auth)
-                bare = bare_seconds(data_dir, predictor_id, body, repeats=max(5, args.requests // 4)) * 1000
+                bare = bare_seconds(data_dir, predictor_id, body, repeats=args.requests) * 1000
                 p50_single = float(np.percentile(single, 50)) * 1000
                 p50, p95 = np.percentile(loaded, [50, 95]) * 1000
                 print(f"| {size} | {p50_single:.1f} | {p50:.1f} / {p95:.1f} | {rps:.1f} | {bare:.1f} "

@@ -44,6 +44,31 @@ class EncoderClassifier(nn.Module):
         """Map preprocessed expression ``(N, G)`` to logits ``(N, C)``."""
         return self.head(self.encoder(x))
 
+    def predict_with_embedding(self, x: np.ndarray, *, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and the encoder's representation, from one encoder pass, in eval mode.
+
+        Args:
+            x: Output of ``Preprocessor.transform``, shape ``(N, G)``.
+            batch_size: Rows per forward pass.
+
+        Returns:
+            ``(proba, z)``: float32 ``(N, C)`` rows summing to 1, and float32 ``(N, hidden)``.
+        """
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != self.encoder.n_genes:
+            raise ValueError(f"x must have shape (n_samples, {self.encoder.n_genes}), got {arr.shape}")
+        device = next(self.parameters()).device
+        self.eval()
+        probas, embeddings = [], []
+        with torch.inference_mode():
+            for start in range(0, arr.shape[0], batch_size):
+                z = self.encoder(torch.from_numpy(arr[start : start + batch_size]).to(device))
+                probas.append(torch.softmax(self.head(z).float(), dim=1).cpu())
+                embeddings.append(z.float().cpu())
+        if not probas:
+            return np.zeros((0, self.n_classes), np.float32), np.zeros((0, self.encoder.out_dim), np.float32)
+        return torch.cat(probas).numpy().astype(np.float32), torch.cat(embeddings).numpy()
+
     def predict_proba(self, x: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities in eval mode.
 

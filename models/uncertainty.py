@@ -160,14 +160,19 @@ class Uncertainty:
         """
         if not 0.0 < ood_percentile < 100.0:
             raise ValueError(f"ood_percentile must be in (0, 100), got {ood_percentile}")
-        raw = np.asarray(model.predict_proba(x), dtype=np.float64)
+        embedding = None
+        if isinstance(model, EncoderClassifier) and self.ood is not None:  # one encoder pass serves both
+            proba, embedding = model.predict_with_embedding(x)
+        else:
+            proba = model.predict_proba(x)
+        raw = np.asarray(proba, dtype=np.float64)
         members = threshold = None
         if self.conformal is not None:
             threshold = self.conformal.threshold(coverage)
             members = self.conformal.predict_sets(raw, coverage)
         score = percentile = flag = None
         if self.ood is not None:
-            score = self.ood.score(ood_features(model, x))
+            score = self.ood.score(embedding if embedding is not None else ood_features(model, x))
             percentile = self.ood.percentile(score)
             flag = percentile > ood_percentile
         return SampleUncertainty(self.calibrate(raw), raw.argmax(axis=1), members, threshold, score, percentile, flag)

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from models.classifiers import EncoderClassifier, HeadParams, fit_encoder_classifier, fit_logistic_regression
 from models.encoders import MLPEncoder
+from models.heads import LinearHead
+from models.uncertainty import ood_features
 
 
 def _encoder(n_genes: int = 20, seed: int = 0) -> MLPEncoder:
@@ -127,3 +129,14 @@ def test_logistic_regression_scaler_fitted_on_training_data(labelled: tuple) -> 
     np.testing.assert_allclose(pipe.named_steps["scaler"].mean_, (x[train] + 1.0).mean(axis=0), rtol=1e-5)
     assert pipe.named_steps["logreg"].C == 0.1 and pipe.named_steps["logreg"].max_iter == 2000
     assert (pipe.predict(x[test] + 1.0) == y[test]).mean() > 0.9
+
+
+def test_one_pass_gives_the_probabilities_and_the_embedding(labelled: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = labelled
+    classifier = EncoderClassifier(MLPEncoder(x.shape[1], 16, 2, 0.2), LinearHead(16, 3))
+
+    proba, z = classifier.predict_with_embedding(x, batch_size=50)
+
+    np.testing.assert_array_equal(proba, classifier.predict_proba(x, batch_size=50))
+    np.testing.assert_array_equal(z, ood_features(classifier, x, batch_size=50))
+    assert proba.shape == (120, 3) and z.shape == (120, 16)
