@@ -79,19 +79,7 @@ class EncoderClassifier(nn.Module):
         Returns:
             float32 array ``(N, C)`` whose rows sum to 1.
         """
-        arr = np.asarray(x, dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[1] != self.encoder.n_genes:
-            raise ValueError(f"x must have shape (n_samples, {self.encoder.n_genes}), got {arr.shape}")
-        device = next(self.parameters()).device
-        self.eval()
-        out = []
-        with torch.inference_mode():
-            for start in range(0, arr.shape[0], batch_size):
-                batch = torch.from_numpy(arr[start : start + batch_size]).to(device)
-                out.append(torch.softmax(self(batch).float(), dim=1).cpu())
-        if not out:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
-        return torch.cat(out).numpy().astype(np.float32)
+        return self.predict_with_embedding(x, batch_size=batch_size)[0]
 
 
 @dataclass
