@@ -78,10 +78,9 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
     if "" in genes:
         raise InvalidInput(f"genes: empty gene name at position {genes.index('')}")
     sample_ids = [s.sample_id for s in samples]
-    if len(set(sample_ids)) != len(sample_ids):
-        seen: set[str] = set()
-        dups = sorted({s for s in sample_ids if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
-        raise InvalidInput(f"samples: duplicate sample ids {dups[:10]}")
+    duplicate_ids = sorted(i for i, n in Counter(sample_ids).items() if n > 1)
+    if duplicate_ids:
+        raise InvalidInput(f"samples: duplicate sample ids {duplicate_ids[:10]}")
     for sample in samples:
         if len(sample.values) != len(genes):
             raise InvalidInput(

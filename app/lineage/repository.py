@@ -58,6 +58,26 @@ def encoders_from(session: Session, lab_id: str, roots: ColumnElement[bool]) -> 
     return sorted(found, key=lambda e: (depth(e.id), e.created_at, e.id))
 
 
+def ancestry(session: Session, encoder: orm.Encoder) -> list[orm.Encoder]:
+    """The encoder, then the encoder it continued from, and so on back to one pretrained from scratch."""
+    chain = [encoder]
+    while chain[-1].parent_encoder_id is not None:
+        chain.append(session.get_one(orm.Encoder, chain[-1].parent_encoder_id))
+    return chain
+
+
+def pretraining_overlap(session: Session, encoder: orm.Encoder, cohort: orm.Cohort) -> str | None:
+    """Why the encoder's pretraining saw ``cohort``'s samples, or None: it, or an encoder it continued from,
+    was pretrained on this cohort or on an identical upload of its matrix."""
+    for depth, step in enumerate(ancestry(session, encoder)):
+        trained_on = session.get(orm.Cohort, step.cohort_id)
+        if step.cohort_id == cohort.id or (trained_on is not None and trained_on.checksum == cohort.checksum):
+            where = "this cohort" if step.cohort_id == cohort.id else f"cohort {step.cohort_id}, the same matrix"
+            who = f"continued from encoder {step.id}, pretrained" if depth else "pretrained"
+            return f"{who} on {where}, so its pretraining (without labels) saw the test samples"
+    return None
+
+
 def _made_with(
     session: Session, lab_id: str, encoders: Sequence[orm.Encoder], *, cohort_id: str | None = None
 ) -> Dependents:

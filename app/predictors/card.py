@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
-from app.encoders.lineage import pretraining_overlap
+from app.lineage.repository import pretraining_overlap
 from app.predictors.schemas import CohortFacts, EncoderFacts, EvaluationFacts, Head, ModelCard
 
 INTENDED_USE = (

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import orm
-from app.encoders.lineage import pretraining_overlap
+from app.lineage.repository import pretraining_overlap
 from models import checkpoint
 from models.gene_table import align_by_gene_key
 from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.db import orm
 from app.db.base import new_id
 from app.errors import InvalidInput
+from app.lineage.repository import ancestry
 from models import checkpoint
 from models.gene_table import align_by_gene_key, gene_table_version
 from models.methods import METHODS
@@ -51,13 +52,8 @@ def _parent_artifact(ctx: JobContext, parent_id: str) -> tuple[str, str, list[st
 
 
 def _pretraining_cohorts(session: Session, encoder: orm.Encoder) -> list[str]:
-    """Every cohort the encoder's weights were pretrained on, oldest first (walking up its parents where it
-    was recorded before encoders kept the list)."""
-    recorded = encoder.preprocessing.get("pretraining_cohorts")
-    if recorded:
-        return list(recorded)
-    parent = None if encoder.parent_encoder_id is None else session.get(orm.Encoder, encoder.parent_encoder_id)
-    return [*([] if parent is None else _pretraining_cohorts(session, parent)), encoder.cohort_id]
+    """Every cohort the encoder's weights were pretrained on, oldest first."""
+    return [step.cohort_id for step in reversed(ancestry(session, encoder))]
 
 
 def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Inputs:
