@@ -132,3 +132,20 @@ def test_prediction_with_too_few_panel_genes(client: TestClient, cohort: dict, s
     message = error_of(client.post(f"/predictors/{fit['predictor']['id']}/predictions", json=request))
     assert "40.0%" in message and "500" in message and "50%" in message
     assert snapshot(settings) == before
+
+
+def test_inline_samples_name_their_duplicates(client: TestClient, cohort: dict, settings: Settings) -> None:
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    fit = client.post("/predictors", json=body).json()
+    assert wait_for_job(client, fit["job"]["id"])["state"] == "succeeded"
+    url = f"/predictors/{fit['predictor']['id']}/predictions"
+    before = snapshot(settings)
+
+    genes = error_of(client.post(url, json={"genes": ["TP53", "EGFR", "TP53"],
+                                            "samples": [{"sample_id": "a", "values": [1, 2, 3]}]}))
+    ids = error_of(client.post(url, json={"genes": ["TP53"], "samples": [
+        {"sample_id": "b", "values": [1]}, {"sample_id": "a", "values": [2]}, {"sample_id": "b", "values": [3]}]}))
+
+    assert genes == "genes: duplicate gene names ['TP53']"
+    assert ids == "samples: duplicate sample ids ['b']"
+    assert snapshot(settings) == before
