@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pandas as pd
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.db import orm
@@ -28,11 +28,22 @@ def path_of(browser: WebDriver) -> str:
 
 
 def click_to_load(browser: WebDriver, element: WebElement) -> None:
-    """Click a link or button and wait until the next page has replaced this one."""
-    page = browser.find_element(By.TAG_NAME, "html")
+    """Click a link or button and wait until the next page has replaced this one and finished loading.
+
+    The old page is marked with a window property that a new document does not have. Chromium can answer a
+    query on a node of the unloading page with a generic error rather than a stale-element one, so the wait
+    reads the mark by script and treats any WebDriver error during the swap as "not loaded yet"."""
+    browser.execute_script("window.__exprsslOldPage = true;")
     element.click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
-    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def next_page_loaded(driver: WebDriver) -> bool:
+        try:
+            return bool(driver.execute_script(
+                "return window.__exprsslOldPage === undefined && document.readyState === 'complete';"))
+        except WebDriverException:
+            return False
+
+    WebDriverWait(browser, 30).until(next_page_loaded)
 
 
 def log_in(browser: WebDriver, live: LiveServer) -> None:
