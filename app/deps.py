@@ -13,9 +13,21 @@ from app.db.session import get_session
 from app.storage import ArtifactStore, get_store
 from worker.dispatch import Dispatcher
 
+
+async def settings_dependency() -> Settings:
+    """The process-wide settings. Async because FastAPI runs a sync dependency on its thread pool, a hop each
+    way, and this one only reads a cached object."""
+    return get_settings()
+
+
+async def store_dependency() -> ArtifactStore:
+    """The configured artifact store (async for the same reason as the settings)."""
+    return get_store()
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(settings_dependency)]
+StoreDep = Annotated[ArtifactStore, Depends(store_dependency)]
 
 
 def get_dispatcher(request: Request) -> Dispatcher:

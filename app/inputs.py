@@ -4,9 +4,11 @@ follow (predictions and embeddings take either)."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, model_validator
+from pydantic_core import core_schema
 from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
@@ -20,11 +22,33 @@ from models.gene_table import align_by_gene_key
 from models.genes import AlignmentReport, PanelError
 
 
+def _float32_vector(values: list[float]) -> np.ndarray:
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused with its sample and gene
+        return np.fromiter(values, dtype=np.float32, count=len(values))
+
+
+def _float32_vector_schema(_source: Any, _handler: Any) -> core_schema.CoreSchema:
+    """A JSON array of numbers, validated by pydantic-core, kept as a float32 vector.
+
+    Each sample's list of Python floats becomes an array as soon as it is validated, so the lists die one by
+    one during the parse: a cyclic garbage collection that falls during a request no longer walks every value
+    of the body (100 samples x 2,000 genes: about 2 ms per collection), and the matrix is stacked from arrays.
+    """
+    return core_schema.no_info_after_validator_function(
+        _float32_vector,
+        core_schema.list_schema(core_schema.float_schema()),
+        serialization=core_schema.plain_serializer_function_ser_schema(lambda a: a.tolist()),
+    )
+
+
+Float32Vector = Annotated[np.ndarray, GetPydanticSchema(_float32_vector_schema)]
+
+
 class InlineSample(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sample_id: str = Field(min_length=1, max_length=orm.NAME_LENGTH)
-    values: list[float] = Field(description="Expression values in the order of `genes`.")
+    values: Float32Vector = Field(description="Expression values in the order of `genes`.")
 
 
 class SamplesInput(BaseModel):
@@ -86,7 +110,7 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
             raise InvalidInput(
                 f"sample {sample.sample_id!r} has {len(sample.values)} values but {len(genes)} genes were given"
             )
-    values = np.asarray([s.values for s in samples], dtype=np.float32)
+    values = np.stack([s.values for s in samples])
     bad = ~np.isfinite(values)
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])

@@ -32,6 +32,7 @@ is close to uniform and a flag above the 99th percentile fires for about 1 % of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -55,20 +56,33 @@ class _Core:
     residual_scale: float | None  # sigma2: residual variance per discarded dimension; None without it
     shrinkage: float
 
-    def project(self, f: torch.Tensor) -> torch.Tensor:
+    @cached_property
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Means, precision and each mean's ``mu^T P mu`` as float64 tensors, made once per loaded scorer (a
+        prediction request pays for the scoring only)."""
+        means, precision = _t(self.means), _t(self.precision)
+        return means, precision, ((means @ precision) * means).sum(dim=1)
+
+    @cached_property
+    def projection(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.components is None:
-            return f
+            return None
         assert self.center is not None
-        return (f - _t(self.center)) @ _t(self.components).T
+        return _t(self.center), _t(self.components).T
+
+    def project(self, f: torch.Tensor) -> torch.Tensor:
+        if self.projection is None:
+            return f
+        center, axes = self.projection
+        return (f - center) @ axes
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Combined score ``(N,)`` of features ``(N, F)``."""
         f = _t(features)
         z = self.project(f)
-        means, precision = _t(self.means), _t(self.precision)
+        means, precision, mean_norms = self._tensors
         zp = z @ precision
-        distances = (zp * z).sum(dim=1, keepdim=True) - 2.0 * zp @ means.T
-        distances += ((means @ precision) * means).sum(dim=1)[None, :]
+        distances = (zp * z).sum(dim=1, keepdim=True) - 2.0 * zp @ means.T + mean_norms[None, :]
         t2 = distances.min(dim=1).values.clamp_min(0.0)
         if self.residual_scale is None:
             return (t2 / z.shape[1]).numpy()
@@ -84,8 +98,8 @@ def _t(a: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def _residual(f: torch.Tensor, z: torch.Tensor, core: _Core) -> torch.Tensor:
     """Squared distance of each sample from the principal subspace (the Q statistic)."""
-    assert core.center is not None
-    centred = f - _t(core.center)
+    assert core.projection is not None
+    centred = f - core.projection[0]
     return ((centred**2).sum(dim=1) - (z**2).sum(dim=1)).clamp_min(0.0)
 
 

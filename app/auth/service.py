@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.db import orm, repository
 from app.db.base import utcnow
@@ -65,7 +65,8 @@ def authenticate(session: Session, token: str) -> Caller:
     parts = token.split("_", 2)  # the secret itself may contain "_"
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         raise Unauthorized("malformed API key: expected 'Authorization: Bearer exs_...'")
-    key = session.scalar(select(orm.ApiKey).where(orm.ApiKey.prefix == parts[1]))
+    with_user = joinedload(orm.ApiKey.user).joinedload(orm.User.lab)  # one query, not three
+    key = session.scalar(select(orm.ApiKey).options(with_user).where(orm.ApiKey.prefix == parts[1]))
     if key is None or not hmac.compare_digest(key.secret_sha256, digest(token)):
         raise Unauthorized("unknown API key")
     _check_active(key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
@@ -113,12 +113,14 @@ def predict(
     caller: CallerDep,
     store: StoreDep,
     settings: SettingsDep,
-) -> PredictionRead:
+) -> Response:
     """Predict labels and class probabilities for inline samples or a stored cohort, and keep them."""
     prediction = predictions.predict(
         session=session, caller=caller, store=store, settings=settings, predictor_id=predictor_id, request=request
     )
-    return PredictionRead.model_validate(prediction)
+    # Rendered here by pydantic-core: FastAPI would validate the PredictionRead again, on another thread hop.
+    body = PredictionRead.model_validate(prediction).model_dump_json()
+    return Response(body, status_code=status.HTTP_201_CREATED, media_type="application/json")
 
 
 @router.get("/{predictor_id}/predictions", response_model=list[PredictionRead])

@@ -149,3 +149,23 @@ def test_inline_samples_name_their_duplicates(client: TestClient, cohort: dict, 
     assert genes == "genes: duplicate gene names ['TP53']"
     assert ids == "samples: duplicate sample ids ['b']"
     assert snapshot(settings) == before
+
+
+def test_inline_values_name_their_sample_and_gene(client: TestClient, cohort: dict, settings: Settings) -> None:
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    fit = client.post("/predictors", json=body).json()
+    assert wait_for_job(client, fit["job"]["id"])["state"] == "succeeded"
+    url = f"/predictors/{fit['predictor']['id']}/predictions"
+    before = snapshot(settings)
+
+    # 1e39 is a finite JSON number but beyond float32, the matrices' type.
+    too_large = error_of(client.post(url, json={"genes": ["TP53", "EGFR"], "samples": [
+        {"sample_id": "a", "values": [1, 2]}, {"sample_id": "b", "values": [3, 1e39]}]}))
+    short = error_of(client.post(url, json={"genes": ["TP53", "EGFR"], "samples": [
+        {"sample_id": "a", "values": [1, 2]}, {"sample_id": "c", "values": [3]}]}))
+    text = client.post(url, json={"genes": ["TP53"], "samples": [{"sample_id": "d", "values": ["high"]}]})
+
+    assert too_large == "sample 'b', gene 'EGFR': value is not a finite number"
+    assert short == "sample 'c' has 1 values but 2 genes were given"
+    assert text.status_code == 422 and "samples.0.values.0" in text.json()["error"]["message"]
+    assert snapshot(settings) == before
