@@ -3,9 +3,12 @@
 Starts the real service (``exprssl serve``, uvicorn, embedded default) on 127.0.0.1 with a temporary data
 folder, trains a small SCARF encoder and a fine-tuned predictor on a synthetic cohort, then sends
 ``POST /predictors/{id}/predictions`` with 1, 100 and 1,000 inline samples from several concurrent
-clients. Beside each figure: the same predictor loaded in this process, timed on the irreducible work of
-a JSON prediction API: decode the request JSON, forward pass (alignment, preprocessing, classifier), encode
-the response JSON.
+clients. Beside each figure: the same predictor loaded in this process, timed on the work a JSON prediction
+API cannot avoid: decode the request JSON, the predictor's forward pass (alignment, preprocessing, then what
+the endpoint returns per sample: calibrated probabilities, conformal prediction set, OOD score), encode the
+results as JSON. A second bare figure stops at the classifier's raw probabilities. The single client's
+requests and the bare paths take turns in alternating blocks, so that all run warm and under the same state
+of the machine; their medians make the ratios.
 
 Usage: ``.venv/bin/python bench/predict_latency.py [--genes 2000 --concurrency 4 --requests 40]``.
 """
@@ -108,37 +111,80 @@ def http_latencies(
     return latencies, requests / wall
 
 
-def bare_seconds(data_dir: Path, predictor_id: str, body: bytes, repeats: int) -> float:
-    """Median time of decode JSON -> align -> preprocess -> classify -> encode JSON, in this process, over
-    ``repeats`` runs after two warm-up runs (as the HTTP side: two warm-up requests, then ``repeats``)."""
-    os.environ["EXPRSSL_DATA_DIR"] = str(data_dir)
-    from pydantic_core import from_json
+class BarePath:
+    """The predictor loaded in this process, on the server's inference device (EXPRSSL_INFERENCE_DEVICE,
+    default: CUDA when present), timed on decode JSON -> align -> preprocess -> predict -> encode JSON.
 
-    from app.config import get_settings
-    from app.db import orm
-    from app.db.session import session_factory
-    from app.predictions.service import load_predictor
-    from app.storage import get_store
-    from models.genes import align_to_panel
+    ``full`` predicts what the endpoint returns for each sample: calibrated probabilities, the conformal
+    prediction set and the OOD score (``Uncertainty.predict``, the predictor's own forward pass). Without it,
+    only the classifier's raw probabilities: the stricter floor, printed beside."""
 
-    with session_factory()() as session:
-        row = session.get_one(orm.Predictor, predictor_id)
-        key, sha256 = row.artifact_key or "", row.artifact_sha256 or ""
-    # On the server's inference device (EXPRSSL_INFERENCE_DEVICE, default: CUDA when present).
-    loaded = load_predictor(get_store().get_bytes(key, sha256=sha256), resolve_device(get_settings().inference_device))
-    times = []
-    for _ in range(repeats + 2):
+    def __init__(self, data_dir: Path, predictor_id: str) -> None:
+        os.environ["EXPRSSL_DATA_DIR"] = str(data_dir)
+        from app.config import get_settings
+        from app.db import orm
+        from app.db.session import session_factory
+        from app.predictions.service import load_predictor
+        from app.storage import get_store
+
+        with session_factory()() as session:
+            row = session.get_one(orm.Predictor, predictor_id)
+            key, sha256 = row.artifact_key or "", row.artifact_sha256 or ""
+        device = resolve_device(get_settings().inference_device)
+        self.loaded = load_predictor(get_store().get_bytes(key, sha256=sha256), device)
+
+    def seconds(self, body: bytes, *, full: bool) -> float:
+        from pydantic_core import from_json
+
+        from app.predictions.service import sample_results
+        from models.genes import align_to_panel
+
+        loaded = self.loaded
         started = time.perf_counter()
         request = from_json(body)  # pydantic-core's parser, as the endpoint's; json.loads is several times slower
         values = np.stack([np.fromiter(s["values"], np.float32, len(s["values"])) for s in request["samples"]])
         aligned, _ = align_to_panel(values, request["genes"], loaded.preprocessor.genes)
-        proba = loaded.predict_proba(loaded.preprocessor.transform(aligned))
-        results = [{"sample_id": s["sample_id"], "label": loaded.classes[int(p.argmax())],
-                    "probabilities": dict(zip(loaded.classes, map(float, p), strict=True))}
-                   for s, p in zip(request["samples"], proba, strict=True)]
+        x = loaded.preprocessor.transform(aligned)
+        ids = [s["sample_id"] for s in request["samples"]]
+        if full:
+            out = loaded.uncertainty.predict(loaded.model, x, coverage=0.9, ood_percentile=99.0)
+            results = sample_results(ids, loaded.classes, out)
+        else:
+            results = [{"sample_id": sid, "label": loaded.classes[int(p.argmax())],
+                        "probabilities": dict(zip(loaded.classes, map(float, p), strict=True))}
+                       for sid, p in zip(ids, loaded.predict_proba(x), strict=True)]
         json.dumps({"results": results})
-        times.append(time.perf_counter() - started)
-    return statistics.median(times[2:])  # after the warm-up runs
+        return time.perf_counter() - started
+
+
+def paired(
+    url: str, path: str, body: bytes, bare: BarePath, requests: int, auth: dict[str, str], blocks: int = 4
+) -> tuple[list[float], list[float], list[float]]:
+    """One client's request latencies and the bare path's times (full output, raw probabilities), ``requests``
+    of each, taken in alternating blocks (``requests / blocks`` of each in turn), each block after one
+    warm-up: every side runs warm, as in a stream of requests, and all see the same drift of a shared machine."""
+    http: list[float] = []
+    full: list[float] = []
+    raw: list[float] = []
+    per_block = max(1, requests // blocks)
+    with httpx.Client(base_url=url, timeout=120, headers=auth) as client:
+
+        def one_request() -> float:
+            started = time.perf_counter()
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+            elapsed = time.perf_counter() - started
+            if response.status_code != 201:
+                raise RuntimeError(response.text[:300])
+            return elapsed
+
+        while len(http) < requests:
+            n = min(per_block, requests - len(http))
+            one_request()
+            http.extend(one_request() for _ in range(n))
+            for times, whole in ((full, True), (raw, False)):
+                bare.seconds(body, full=whole)
+                times.extend(bare.seconds(body, full=whole) for _ in range(n))
+    return http, full, raw
 
 
 def main() -> None:
@@ -175,18 +221,18 @@ def main() -> None:
                   f"torch {torch.__version__}\n")
             n = args.concurrency
             print(f"| samples | p50, 1 client (ms) | p50 / p95, {n} clients (ms) | requests/s, {n} clients "
-                  "| bare decode+forward+encode (ms) | p50 (1 client) / bare |")
-            print("|---|---|---|---|---|---|")
+                  "| bare, predictor output (ms) | p50 / bare | bare, raw probabilities (ms) | p50 / bare raw |")
+            print("|---|---|---|---|---|---|---|---|")
+            bare_path = BarePath(data_dir, predictor_id)
             for size in args.sizes:
                 body = request_body(frame, size)
-                http_latencies(url, path, body, 1, 2, auth)  # warm the predictor cache
-                single, _ = http_latencies(url, path, body, 1, args.requests, auth)
+                single, full, raw = paired(url, path, body, bare_path, args.requests, auth)
                 loaded, rps = http_latencies(url, path, body, n, args.requests, auth)
-                bare = bare_seconds(data_dir, predictor_id, body, repeats=args.requests) * 1000
+                bare, bare_raw = statistics.median(full) * 1000, statistics.median(raw) * 1000
                 p50_single = float(np.percentile(single, 50)) * 1000
                 p50, p95 = np.percentile(loaded, [50, 95]) * 1000
                 print(f"| {size} | {p50_single:.1f} | {p50:.1f} / {p95:.1f} | {rps:.1f} | {bare:.1f} "
-                      f"| {p50_single / bare:.2f} |", flush=True)
+                      f"| {p50_single / bare:.2f} | {bare_raw:.1f} | {p50_single / bare_raw:.2f} |", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -344,9 +344,13 @@ def gene_drift(
         largest ``|smd|`` first, over genes observed in at least one sample.
     """
     mask = np.asarray(observed, dtype=bool)
-    counts = mask.sum(axis=0)
-    compared = counts > 0
-    smd = np.where(compared, np.where(mask, z, 0.0).sum(axis=0) / np.maximum(counts, 1), np.nan)
+    if mask.size and mask.all():  # the usual case, every panel gene sent: the same sums without the masking
+        compared = np.ones(mask.shape[1], dtype=bool)
+        smd = np.asarray(z).sum(axis=0).astype(np.float64) / mask.shape[0]
+    else:
+        counts = mask.sum(axis=0)
+        compared = counts > 0
+        smd = np.where(compared, np.where(mask, z, 0.0).sum(axis=0) / np.maximum(counts, 1), np.nan)
     if not compared.any():
         return [], 0, 0.0
     candidates = np.flatnonzero(compared)

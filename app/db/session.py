@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,7 +49,19 @@ def session_factory() -> sessionmaker[Session]:
     return _factory(get_settings().resolved_database_url)
 
 
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency: a session per request. Services commit; nothing commits here."""
-    with session_factory()() as session:
+async def get_session() -> AsyncIterator[Session]:
+    """FastAPI dependency: a session per request. Services commit; nothing commits here.
+
+    Async so that opening it costs no thread hop: a Session connects on first use, inside the sync code that
+    uses it. Closing runs on the thread pool only when a transaction is still open (its rollback is I/O), and
+    is shielded so that a request cancelled by a disconnecting client still returns its connection.
+    """
+    session = session_factory()()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()

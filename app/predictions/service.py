@@ -83,7 +83,7 @@ def predict(
     x = _model_inputs(session, store, settings, predictor, loaded, aligned, request.imputation)
     flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile
     out = loaded.uncertainty.predict(loaded.model, x, coverage=request.coverage, ood_percentile=flag_at)
-    results = _sample_results(sample_ids, loaded.classes, out)
+    results = sample_results(sample_ids, loaded.classes, out)
     version = gene_table_version()
     prediction = orm.Prediction(
         lab_id=caller.lab_id,
@@ -152,26 +152,31 @@ def coverage_report(
     }
 
 
-def _sample_results(sample_ids: list[str], classes: list[str], out: SampleUncertainty) -> list[dict[str, Any]]:
+def sample_results(sample_ids: list[str], classes: list[str], out: SampleUncertainty) -> list[dict[str, Any]]:
     """One JSON-ready result per sample: label or "uncertain", arg-max, calibrated probabilities, set, OOD."""
     top = [classes[k] for k in out.top]
     sets: list[list[str] | None] = [None] * len(top)
     labels = top
     if out.members is not None:
         sets[:], labels = set_labels(out.members, classes, out.proba)
-    results = []
-    for i, sid in enumerate(sample_ids):
-        results.append({
+    n = len(sample_ids)
+    proba = np.asarray(out.proba, dtype=np.float64).tolist()  # Python floats in one pass, not one by one
+    scores = [None] * n if out.ood_score is None else np.asarray(out.ood_score, dtype=np.float64).tolist()
+    percentiles = [None] * n if out.ood_percentile is None else np.asarray(out.ood_percentile, np.float64).tolist()
+    flags = [None] * n if out.ood_flag is None else np.asarray(out.ood_flag, dtype=bool).tolist()
+    return [
+        {
             "sample_id": sid,
             "label": labels[i],
             "top_label": top[i],
-            "probabilities": dict(zip(classes, map(float, out.proba[i]), strict=True)),
+            "probabilities": dict(zip(classes, proba[i], strict=True)),
             "prediction_set": sets[i],
-            "ood_score": None if out.ood_score is None else float(out.ood_score[i]),
-            "ood_percentile": None if out.ood_percentile is None else float(out.ood_percentile[i]),
-            "ood_flag": None if out.ood_flag is None else bool(out.ood_flag[i]),
-        })
-    return results
+            "ood_score": scores[i],
+            "ood_percentile": percentiles[i],
+            "ood_flag": flags[i],
+        }
+        for i, sid in enumerate(sample_ids)
+    ]
 
 
 def _uncertainty_summary(
