@@ -10,7 +10,7 @@ results as JSON. A second bare figure stops at the classifier's raw probabilitie
 requests and the bare paths take turns in alternating blocks, so that all run warm and under the same state
 of the machine; their medians make the ratios.
 
-Usage: ``.venv/bin/python bench/predict_latency.py [--genes 2000 --concurrency 4 --requests 40]``.
+Usage: ``.venv/bin/python bench/predict_latency.py [--genes 2000 --concurrency 4 --requests 80]``.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class BarePath:
 
 
 def paired(
-    url: str, path: str, body: bytes, bare: BarePath, requests: int, auth: dict[str, str], blocks: int = 4
+    url: str, path: str, body: bytes, bare: BarePath, requests: int, auth: dict[str, str], blocks: int = 8
 ) -> tuple[list[float], list[float], list[float]]:
     """One client's request latencies and the bare path's times (full output, raw probabilities), ``requests``
     of each, taken in alternating blocks (``requests / blocks`` of each in turn), each block after one
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=300)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=80)
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
