@@ -143,5 +143,6 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """Return the process-wide settings; tests clear the cache or override the dependency."""
+    """Return the process-wide settings; tests set the environment and clear this cache (endpoints read them
+    through ``app.deps.settings_dependency``)."""
     return Settings()

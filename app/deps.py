@@ -20,14 +20,9 @@ async def settings_dependency() -> Settings:
     return get_settings()
 
 
-async def store_dependency() -> ArtifactStore:
-    """The configured artifact store (async for the same reason as the settings)."""
-    return get_store()
-
-
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(settings_dependency)]
-StoreDep = Annotated[ArtifactStore, Depends(store_dependency)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]  # sync: it makes the store's folder
 
 
 def get_dispatcher(request: Request) -> Dispatcher:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,9 +16,12 @@ def _sqlite_pragmas(foreign_keys: bool) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode NORMAL syncs at checkpoints, not at each commit: a crash of the process loses nothing and
-        # the file cannot be corrupted; a power cut may undo the last commits (SQLite's "WAL mode" notes).
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            # In WAL mode NORMAL syncs at checkpoints, not at each commit: a crash of the process loses nothing
+            # and the file cannot be corrupted; a power cut may undo the last commits (SQLite's "WAL mode"
+            # notes). Where WAL is refused (some network file systems) FULL stays: outside WAL, NORMAL risks
+            # corruption on a power cut.
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
@@ -49,19 +50,11 @@ def session_factory() -> sessionmaker[Session]:
     return _factory(get_settings().resolved_database_url)
 
 
-async def get_session() -> AsyncIterator[Session]:
+def get_session() -> Iterator[Session]:
     """FastAPI dependency: a session per request. Services commit; nothing commits here.
 
-    Async so that opening it costs no thread hop: a Session connects on first use, inside the sync code that
-    uses it. Closing runs on the thread pool only when a transaction is still open (its rollback is I/O), and
-    is shielded so that a request cancelled by a disconnecting client still returns its connection.
+    Sync on purpose: FastAPI closes a sync generator's session on a thread limiter of its own, so that
+    requests waiting for a worker thread can never hold up the sessions that would return their connections.
     """
-    session = session_factory()()
-    try:
+    with session_factory()() as session:
         yield session
-    finally:
-        if session.in_transaction():
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(session.close)
-        else:
-            session.close()

@@ -25,3 +25,9 @@ def test_registry_connections_are_wal_normal_with_a_busy_timeout(tmp_path: Path)
     # synchronous: 1 is NORMAL (2 FULL, the default); busy_timeout in ms.
     assert pragmas(url) == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 30000, "foreign_keys": 1}
     assert pragmas(url, foreign_keys=False)["foreign_keys"] == 0  # migrations check the keys themselves
+
+
+def test_without_wal_commits_stay_fully_synced() -> None:
+    # An in-memory database has no WAL (as a file system that refuses it): NORMAL would not be safe there.
+    assert pragmas("sqlite://")["journal_mode"] == "memory"
+    assert pragmas("sqlite://")["synchronous"] == 2
