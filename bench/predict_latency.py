@@ -8,7 +8,8 @@ API cannot avoid: decode the request JSON, the predictor's forward pass (alignme
 the endpoint returns per sample: calibrated probabilities, conformal prediction set, OOD score), encode the
 results as JSON. A second bare figure stops at the classifier's raw probabilities. The single client's
 requests and the bare paths take turns in alternating blocks, so that all run warm and under the same state
-of the machine; their medians make the ratios.
+of the machine; their medians make the ratios. All single-client figures are taken before any concurrent
+load.
 
 Usage: ``.venv/bin/python bench/predict_latency.py [--genes 2000 --concurrency 4 --requests 80]``.
 """
@@ -224,10 +225,14 @@ def main() -> None:
                   "| bare, predictor output (ms) | p50 / bare | bare, raw probabilities (ms) | p50 / bare raw |")
             print("|---|---|---|---|---|---|---|---|")
             bare_path = BarePath(data_dir, predictor_id)
+            # Every size's single-client figures first, the concurrent load after: a burst of concurrent
+            # requests leaves this server slower for single requests for a while (bench/RESULTS.md), which
+            # would otherwise weigh on the next size's single-client figures.
+            bodies = {size: request_body(frame, size) for size in args.sizes}
+            unloaded = {size: paired(url, path, bodies[size], bare_path, args.requests, auth) for size in args.sizes}
             for size in args.sizes:
-                body = request_body(frame, size)
-                single, full, raw = paired(url, path, body, bare_path, args.requests, auth)
-                loaded, rps = http_latencies(url, path, body, n, args.requests, auth)
+                single, full, raw = unloaded[size]
+                loaded, rps = http_latencies(url, path, bodies[size], n, args.requests, auth)
                 bare, bare_raw = statistics.median(full) * 1000, statistics.median(raw) * 1000
                 p50_single = float(np.percentile(single, 50)) * 1000
                 p50, p95 = np.percentile(loaded, [50, 95]) * 1000
