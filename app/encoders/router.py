@@ -12,7 +12,7 @@ from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.encoders import embeddings, service
 from app.encoders.schemas import EmbeddingRead, EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
-from app.inputs import SamplesInput
+from app.inputs import SamplesInput, json_body, openapi_json_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions.schemas import CoverageReport
@@ -85,6 +85,7 @@ def delete_encoder(
     "/{encoder_id}/embeddings",
     response_model=EmbeddingRead,
     dependencies=[Depends(rate_limited("predict"))],
+    openapi_extra={"requestBody": openapi_json_body(SamplesInput)},
     responses={
         **RATE_LIMITED,
         200: {"content": TABLE_CONTENT,
@@ -94,7 +95,7 @@ def delete_encoder(
 )
 def create_embeddings(
     encoder_id: str,
-    request: SamplesInput,
+    request: Annotated[SamplesInput, Depends(json_body(SamplesInput))],
     session: SessionDep,
     caller: CallerDep,
     store: StoreDep,

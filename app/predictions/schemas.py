@@ -158,21 +158,3 @@ class PredictionRead(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return value or None
-
-
-def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
-    if isinstance(node, dict):
-        ref = node.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
-        return {key: _inline_refs(value, defs) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_inline_refs(item, defs) for item in node]
-    return node
-
-
-def create_request_body() -> dict[str, Any]:
-    """The OpenAPI request body of a prediction, which the endpoint parses itself (see the router)."""
-    schema = PredictionCreate.model_json_schema()
-    defs = schema.pop("$defs", {})
-    return {"required": True, "content": {"application/json": {"schema": _inline_refs(schema, defs)}}}

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import PlainTextResponse
-from pydantic import ValidationError
 
 from app import caches
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
+from app.inputs import json_body, openapi_json_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
-from app.predictions.schemas import PredictionCreate, PredictionRead, create_request_body
+from app.predictions.schemas import PredictionCreate, PredictionRead
 from app.predictors import card, service
 from app.predictors.schemas import Head, ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
 from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
@@ -85,30 +84,17 @@ def get_card(
     return model_card
 
 
-async def prediction_request(request: Request) -> PredictionCreate:
-    """The JSON body parsed and validated in one pass by pydantic-core.
-
-    FastAPI's own body handling (``json.loads``, then validation) takes several times longer on an inline
-    matrix: 100 samples x 2,000 genes cost 60 ms that way against 10 ms here. Errors keep FastAPI's 422 body.
-    """
-    try:
-        return PredictionCreate.model_validate_json(await request.body())
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
-
-
 @router.post(
     "/{predictor_id}/predictions",
     status_code=status.HTTP_201_CREATED,
     response_model=PredictionRead,
     dependencies=[Depends(rate_limited("predict"))],
     responses=RATE_LIMITED,
-    openapi_extra={"requestBody": create_request_body()},
+    openapi_extra={"requestBody": openapi_json_body(PredictionCreate)},
 )
 def predict(
     predictor_id: str,
-    request: Annotated[PredictionCreate, Depends(prediction_request)],
+    request: Annotated[PredictionCreate, Depends(json_body(PredictionCreate))],
     session: SessionDep,
     caller: CallerDep,
     store: StoreDep,

@@ -119,9 +119,15 @@ def test_an_unfinished_encoder_or_a_bad_request_is_refused(client: TestClient, c
 
     busy = client.post(url, json={"cohort_id": cohort["id"]})
     both = client.post(url, json={"cohort_id": cohort["id"], **inline(EXPRESSION.iloc[:1])})
+    cut_short = b'{"genes": ["TP53"], "samples": ['
+    not_json = client.post(url, content=cut_short, headers={"content-type": "application/json"})
+    text_value = client.post(url, json={"genes": ["TP53"], "samples": [{"sample_id": "a", "values": ["high"]}]})
 
     assert busy.status_code == 409 and "not ready" in busy.json()["error"]["message"]
     assert both.status_code == 422 and "either cohort_id, or genes and samples" in both.text
+    assert not_json.status_code == 422 and not_json.json()["error"]["code"] == "invalid_request"
+    assert "json" in not_json.json()["error"]["message"].lower()
+    assert text_value.status_code == 422 and "samples.0.values.0" in text_value.json()["error"]["message"]
     assert client.post(f"/jobs/{pending['job']['id']}/cancel").status_code == 200
     wait_for_job(client, pending["job"]["id"])
 

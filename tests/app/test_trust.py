@@ -193,8 +193,11 @@ def test_openapi_documents_every_new_field(client: TestClient) -> None:
     # The prediction request is documented inline (its endpoint parses the body itself, for speed).
     post = spec["paths"]["/predictors/{predictor_id}/predictions"]["post"]
     components["PredictionCreate"] = post["requestBody"]["content"]["application/json"]["schema"]
+    embed = spec["paths"]["/encoders/{encoder_id}/embeddings"]["post"]  # parsed the same way
+    components["SamplesInput"] = embed["requestBody"]["content"]["application/json"]["schema"]
+    assert set(components["SamplesInput"]["properties"]) == {"cohort_id", "genes", "samples"}
     for name in ("SamplePrediction", "PredictionUncertainty", "DriftSummary", "DriftGene", "ModelCard",
-                 "CohortFacts", "EncoderFacts", "EvaluationFacts", "PredictionCreate"):
+                 "CohortFacts", "EncoderFacts", "EvaluationFacts", "PredictionCreate", "SamplesInput"):
         undocumented = [k for k, v in components[name]["properties"].items() if "description" not in v]
         assert undocumented == [], name
     for field in ("calibration", "environment"):
