@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import ExecutableOption
 
 from app.db import orm
 from app.errors import NotFound
@@ -35,10 +36,12 @@ def newest(
     limit: int,
     offset: int,
     where: Sequence[ColumnElement[bool]] = (),
+    options: Sequence[ExecutableOption] = (),
 ) -> list[Row]:
-    """A page of lab ``lab_id``'s rows of ``table`` matching ``where``, newest first (ties broken by id)."""
+    """A page of lab ``lab_id``'s rows of ``table`` matching ``where``, newest first (ties broken by id);
+    ``options`` are the query's loader options (such as columns left unloaded)."""
     query = select(table).where(table.lab_id == lab_id, *where).order_by(table.created_at.desc(), table.id)
-    return list(session.scalars(query.limit(limit).offset(offset)))
+    return list(session.scalars(query.options(*options).limit(limit).offset(offset)))
 
 
 def equals(table: type[Row], **values: object) -> list[ColumnElement[bool]]:

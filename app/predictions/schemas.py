@@ -135,7 +135,9 @@ class CoverageReport(BaseModel):
     )
 
 
-class PredictionRead(BaseModel):
+class PredictionSummary(BaseModel):
+    """A stored prediction without its per-sample results (as listed; ``GET /predictions/{id}`` has them)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -146,7 +148,6 @@ class PredictionRead(BaseModel):
         description="Panel genes found (directly or under another identifier), imputed (and how), and ignored; "
         "a warning under the warning coverage. Fields added with gene tables are None for older predictions."
     )
-    results: list[SamplePrediction]
     uncertainty: PredictionUncertainty | None = Field(
         default=None, description="Prediction-set and OOD settings and shares (None for older predictions)."
     )
@@ -158,3 +159,9 @@ class PredictionRead(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return value or None
+
+
+class PredictionRead(PredictionSummary):
+    """A stored prediction with one result per sample."""
+
+    results: list[SamplePrediction]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
@@ -248,8 +248,11 @@ def get(session: Session, prediction_id: str, *, lab_id: str) -> orm.Prediction:
 def list_for_predictor(
     session: Session, predictor_id: str, *, lab_id: str, limit: int, offset: int
 ) -> list[orm.Prediction]:
+    """A page of the predictor's predictions, newest first, without their per-sample results (never loaded:
+    a cohort's prediction holds one result per sample)."""
     where = [orm.Prediction.predictor_id == predictor_id]
-    return repository.newest(session, orm.Prediction, lab_id=lab_id, limit=limit, offset=offset, where=where)
+    return repository.newest(session, orm.Prediction, lab_id=lab_id, limit=limit, offset=offset, where=where,
+                             options=[defer(orm.Prediction.results, raiseload=True)])
 
 
 def results_table(prediction: PredictionRead) -> pd.DataFrame:

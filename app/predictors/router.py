@@ -14,7 +14,7 @@ from app.inputs import json_body, openapi_json_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
-from app.predictions.schemas import PredictionCreate, PredictionRead
+from app.predictions.schemas import PredictionCreate, PredictionRead, PredictionSummary
 from app.predictors import card, service
 from app.predictors.schemas import Head, ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
 from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
@@ -109,18 +109,19 @@ def predict(
     return Response(body, status_code=status.HTTP_201_CREATED, media_type="application/json")
 
 
-@router.get("/{predictor_id}/predictions", response_model=list[PredictionRead])
+@router.get("/{predictor_id}/predictions", response_model=list[PredictionSummary])
 def list_predictions(
     predictor_id: str,
     session: SessionDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> list[PredictionRead]:
-    """List a predictor's predictions, newest first."""
+) -> list[PredictionSummary]:
+    """List a predictor's predictions, newest first, without their per-sample results (``GET
+    /predictions/{id}`` has them, also as CSV or Parquet)."""
     service.get(session, predictor_id, lab_id=caller.lab_id)
     rows = predictions.list_for_predictor(session, predictor_id, lab_id=caller.lab_id, limit=limit, offset=offset)
-    return [PredictionRead.model_validate(p) for p in rows]
+    return [PredictionSummary.model_validate(p) for p in rows]
 
 
 @router.delete("/{predictor_id}", status_code=status.HTTP_204_NO_CONTENT)

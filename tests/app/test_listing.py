@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.app.test_access import inline_body
 from tests.app.test_full_loop import start, upload
 from tests.conftest import wait_for_job
 
@@ -52,3 +53,22 @@ def test_lists_filter_by_lineage_method_head_and_status(client: TestClient) -> N
     assert ids(client, "/predictors", status="ready", head="linear_probe") == {probe}
     for path, params in (("/encoders", {"status": "done"}), ("/predictors", {"head": "svm"})):
         assert client.get(path, params=params).status_code == 422
+
+
+def test_a_predictors_predictions_list_newest_first_without_their_results(client: TestClient) -> None:
+    cohort = str(upload(client)["id"])
+    predictor = made(client, "/predictors", {"cohort_id": cohort, "label_column": "tissue",
+                                             "head": "logistic_regression"}, "predictor")
+    url = f"/predictors/{predictor}/predictions"
+    whole = client.post(url, json={"cohort_id": cohort}).json()
+    inline = client.post(url, json=inline_body(3)).json()
+
+    listed = client.get(url).json()
+    page = client.get(url, params={"limit": 1, "offset": 1}).json()
+
+    assert [p["id"] for p in listed] == [inline["id"], whole["id"]]  # newest first
+    assert [p["n_samples"] for p in listed] == [3, whole["n_samples"]] and whole["n_samples"] > 100
+    assert all("results" not in p for p in listed)  # one per sample: only GET /predictions/{id} has them
+    assert listed[1]["uncertainty"] == whole["uncertainty"] and listed[1]["coverage"] == whole["coverage"]
+    assert [p["id"] for p in page] == [whole["id"]]
+    assert len(client.get(f"/predictions/{whole['id']}").json()["results"]) == whole["n_samples"]
