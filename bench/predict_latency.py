@@ -91,21 +91,23 @@ def train_predictor(client: httpx.Client, frame: pd.DataFrame, labels: pd.DataFr
     return str(predictor["predictor"]["id"])
 
 
+def timed_post(client: httpx.Client, path: str, body: bytes) -> float:
+    """Seconds one prediction request takes; RuntimeError unless it answered 201."""
+    started = time.perf_counter()
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    elapsed = time.perf_counter() - started
+    if response.status_code != 201:
+        raise RuntimeError(response.text[:300])
+    return elapsed
+
+
 def http_latencies(
     url: str, path: str, body: bytes, concurrency: int, requests: int, auth: dict[str, str]
 ) -> tuple[list[float], float]:
-    def one(client: httpx.Client) -> float:
-        started = time.perf_counter()
-        response = client.post(path, content=body, headers={"content-type": "application/json"})
-        elapsed = time.perf_counter() - started
-        if response.status_code != 201:
-            raise RuntimeError(response.text[:300])
-        return elapsed
-
     clients = [httpx.Client(base_url=url, timeout=120, headers=auth) for _ in range(concurrency)]
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        latencies = list(pool.map(lambda i: one(clients[i % concurrency]), range(requests)))
+        latencies = list(pool.map(lambda i: timed_post(clients[i % concurrency], path, body), range(requests)))
     wall = time.perf_counter() - started
     for client in clients:
         client.close()
@@ -169,19 +171,10 @@ def paired(
     raw: list[float] = []
     per_block = max(1, requests // blocks)
     with httpx.Client(base_url=url, timeout=120, headers=auth) as client:
-
-        def one_request() -> float:
-            started = time.perf_counter()
-            response = client.post(path, content=body, headers={"content-type": "application/json"})
-            elapsed = time.perf_counter() - started
-            if response.status_code != 201:
-                raise RuntimeError(response.text[:300])
-            return elapsed
-
         while len(http) < requests:
             n = min(per_block, requests - len(http))
-            one_request()
-            http.extend(one_request() for _ in range(n))
+            timed_post(client, path, body)
+            http.extend(timed_post(client, path, body) for _ in range(n))
             for times, whole in ((full, True), (raw, False)):
                 bare.seconds(body, full=whole)
                 times.extend(bare.seconds(body, full=whole) for _ in range(n))
