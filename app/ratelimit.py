@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-import anyio.to_thread
 from fastapi import Depends, status
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
@@ -52,15 +51,11 @@ def hit(settings: Settings, bucket: str, user_id: str) -> None:
     )
 
 
-def rate_limited(bucket: str) -> Callable[[CallerDep, SettingsDep], Awaitable[None]]:
-    """A dependency that counts the caller's request against ``bucket``: in this process's memory on the event
-    loop (no I/O, no thread hop), in Redis on the thread pool."""
+def rate_limited(bucket: str) -> Callable[[CallerDep, SettingsDep], None]:
+    """A dependency that counts the caller's request against ``bucket``."""
 
-    async def dependency(caller: CallerDep, settings: SettingsDep) -> None:
-        if settings.rate_limit_storage.startswith("memory://"):
-            hit(settings, bucket, caller.user_id)
-        else:
-            await anyio.to_thread.run_sync(hit, settings, bucket, caller.user_id)
+    def dependency(caller: CallerDep, settings: SettingsDep) -> None:
+        hit(settings, bucket, caller.user_id)
 
     return dependency
 
