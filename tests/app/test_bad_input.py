@@ -94,6 +94,15 @@ def cohort(client: TestClient) -> dict:
     return upload(client)
 
 
+@pytest.fixture
+def predictions_url(client: TestClient, cohort: dict) -> str:
+    """Where a logistic regression fitted on the cohort takes prediction requests."""
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    fit = client.post("/predictors", json=body).json()
+    assert wait_for_job(client, fit["job"]["id"])["state"] == "succeeded"
+    return f"/predictors/{fit['predictor']['id']}/predictions"
+
+
 def test_unknown_method(client: TestClient, cohort: dict, settings: Settings) -> None:
     before = snapshot(settings)
     message = error_of(client.post("/encoders", json={"cohort_id": cohort["id"], "method": "simclr"}))
@@ -121,24 +130,18 @@ def test_label_fraction_outside_unit_interval(
     assert snapshot(settings) == before
 
 
-def test_prediction_with_too_few_panel_genes(client: TestClient, cohort: dict, settings: Settings) -> None:
-    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
-    fit = client.post("/predictors", json=body).json()
-    assert wait_for_job(client, fit["job"]["id"])["state"] == "succeeded"
+def test_prediction_with_too_few_panel_genes(client: TestClient, predictions_url: str, settings: Settings) -> None:
     panel = pd.read_parquet(COHORT / "expression.parquet")
     genes = list(panel.columns[:200])  # 200 of the 500 panel genes: 40 % coverage, under the 50 % floor
     before = snapshot(settings)
     request = {"genes": genes, "samples": [{"sample_id": "new-1", "values": np.ones(200).tolist()}]}
-    message = error_of(client.post(f"/predictors/{fit['predictor']['id']}/predictions", json=request))
+    message = error_of(client.post(predictions_url, json=request))
     assert "40.0%" in message and "500" in message and "50%" in message
     assert snapshot(settings) == before
 
 
-def test_inline_samples_name_their_duplicates(client: TestClient, cohort: dict, settings: Settings) -> None:
-    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
-    fit = client.post("/predictors", json=body).json()
-    assert wait_for_job(client, fit["job"]["id"])["state"] == "succeeded"
-    url = f"/predictors/{fit['predictor']['id']}/predictions"
+def test_inline_samples_name_their_duplicates(client: TestClient, predictions_url: str, settings: Settings) -> None:
+    url = predictions_url
     before = snapshot(settings)
 
     genes = error_of(client.post(url, json={"genes": ["TP53", "EGFR", "TP53"],
@@ -151,11 +154,8 @@ def test_inline_samples_name_their_duplicates(client: TestClient, cohort: dict, 
     assert snapshot(settings) == before
 
 
-def test_inline_values_name_their_sample_and_gene(client: TestClient, cohort: dict, settings: Settings) -> None:
-    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
-    fit = client.post("/predictors", json=body).json()
-    assert wait_for_job(client, fit["job"]["id"])["state"] == "succeeded"
-    url = f"/predictors/{fit['predictor']['id']}/predictions"
+def test_inline_values_name_their_sample_and_gene(client: TestClient, predictions_url: str, settings: Settings) -> None:
+    url = predictions_url
     before = snapshot(settings)
 
     # 1e39 is a finite JSON number but beyond float32, the matrices' type.
