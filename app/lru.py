@@ -43,6 +43,11 @@ class LruCache(Generic[K, V]):
                 self._items.popitem(last=False)
         return value
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is kept (does not count as a use)."""
+        with self._lock:
+            return key in self._items
+
     def discard(self, where: Callable[[K], bool]) -> None:
         """Drop every entry whose key satisfies ``where``."""
         with self._lock:

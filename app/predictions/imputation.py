@@ -10,8 +10,9 @@ predictor's training samples, read from its cohort; its solution per set of obse
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,23 +68,41 @@ class CoverageGate:
         )
 
 
+class RidgeKey(NamedTuple):
+    """A ridge imputer's identity: the predictor's artifact (key and content) and its cohort's matrix."""
+
+    artifact_key: str
+    artifact_sha256: str
+    checksum: str
+
+
 class RidgeCache:
-    """Ridge imputers per predictor artifact and their solutions per set of observed genes, LRU, bounded."""
+    """Ridge imputers per (predictor artifact, cohort matrix) and their solutions per set of observed genes,
+    LRU, bounded; dropped by artifact when its predictor goes and by matrix checksum when its cohort goes."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._imputers: LruCache[str, RidgeImputer] = LruCache(max(1, size))
-        self._solutions: LruCache[tuple[str, str], RidgeSolution] = LruCache(size)
+        self._imputers: LruCache[RidgeKey, RidgeImputer] = LruCache(max(1, size))
+        self._solutions: LruCache[tuple[RidgeKey, str], RidgeSolution] = LruCache(size)
 
-    def imputer(self, key: str, fit: Callable[[], RidgeImputer]) -> RidgeImputer:
+    def __contains__(self, key: RidgeKey) -> bool:
+        return key in self._imputers
+
+    def imputer(self, key: RidgeKey, fit: Callable[[], RidgeImputer]) -> RidgeImputer:
         return self._imputers.get(key, fit)
 
     def discard_cohort(self, checksum: str) -> None:
-        """Drop what was fitted on a cohort's matrix (its keys end with the matrix checksum)."""
-        self._imputers.discard(lambda key: key.endswith(f":{checksum}"))
-        self._solutions.discard(lambda item: item[0].endswith(f":{checksum}"))
+        """Drop what was fitted on a cohort's matrix."""
+        self._imputers.discard(lambda key: key.checksum == checksum)
+        self._solutions.discard(lambda item: item[0].checksum == checksum)
 
-    def solution(self, key: str, imputer: RidgeImputer, observed: np.ndarray) -> RidgeSolution:
+    def discard_artifacts(self, artifact_keys: Iterable[str]) -> None:
+        """Drop what was fitted for deleted predictors' artifacts."""
+        gone = set(artifact_keys)
+        self._imputers.discard(lambda key: key.artifact_key in gone)
+        self._solutions.discard(lambda item: item[0].artifact_key in gone)
+
+    def solution(self, key: RidgeKey, imputer: RidgeImputer, observed: np.ndarray) -> RidgeSolution:
         item = (key, hashlib.sha256(np.packbits(observed).tobytes()).hexdigest())
         return self._solutions.get(item, lambda: imputer.solve(observed))
 
@@ -121,6 +140,6 @@ def ridge_impute(
 ) -> np.ndarray:
     """Replace the unobserved columns of ``x`` (model scale, ``(M, G)``) by ridge predictions from the observed."""
     cache = get_ridge_cache(settings)
-    key = f"{predictor.artifact_sha256}:{cohort.checksum}"
+    key = RidgeKey(predictor.artifact_key or "", predictor.artifact_sha256 or "", cohort.checksum)
     imputer = cache.imputer(key, lambda: RidgeImputer().fit(training_inputs(store, predictor, cohort, pre)))
     return imputer.transform(x, observed, solution=cache.solution(key, imputer, observed))

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.db import orm
 from app.db.session import session_factory
+from app.predictions.imputation import RidgeKey, get_ridge_cache
 from models.gene_table import default_table, gene_table_version, resolve_genes
 from tests.app.test_full_loop import COHORT, start, upload
 from tests.conftest import wait_for_job
@@ -134,7 +135,9 @@ def test_symbols_and_ensembl_ids_predict_identically(
 
 
 @pytest.mark.slow
-def test_missing_genes_are_imputed_reported_and_gated(client: TestClient, predictor: dict[str, Any]) -> None:
+def test_missing_genes_are_imputed_reported_and_gated(
+    client: TestClient, predictor: dict[str, Any], settings: Settings
+) -> None:
     held_out = EXPRESSION.loc[predictor["split"]["test_sample_ids"]]
     rng = np.random.default_rng(1)
     dropped = rng.choice(held_out.columns, 150, replace=False)  # 30 % of the panel
@@ -153,9 +156,18 @@ def test_missing_genes_are_imputed_reported_and_gated(client: TestClient, predic
     correct = np.mean([r["top_label"] == labels[r["sample_id"]] for r in ridge.json()["results"]])
     assert correct >= 0.9
 
+    with session_factory()() as session:
+        stored = session.get_one(orm.Predictor, predictor["id"])
+        checksum = session.get_one(orm.Cohort, stored.cohort_id).checksum
+        key = RidgeKey(stored.artifact_key or "", stored.artifact_sha256 or "", checksum)
+    assert key in get_ridge_cache(settings)  # fitted once, kept for the next ridge request
+
     too_few = predict(client, predictor["id"], held_out.drop(columns=rng.choice(held_out.columns, 300, replace=False)))
     assert too_few.status_code == 422
     assert "input covers 40.0% of the predictor's 500 panel genes" in too_few.json()["error"]["message"]
+
+    assert client.delete(f"/predictors/{predictor['id']}", params={"force": "true"}).status_code == 204
+    assert key not in get_ridge_cache(settings)  # its imputer went with it
 
 
 @pytest.mark.slow

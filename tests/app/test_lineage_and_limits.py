@@ -222,22 +222,26 @@ def test_rows_from_before_labs_are_reachable_after_the_upgrade(
         assert [job["id"] for job in client.get("/jobs").json()] == ["oldjob"]
 
 
-def test_deleting_a_cohort_drops_the_ridge_imputers_fitted_on_it() -> None:
-    from app.predictions.imputation import RidgeCache
+def test_deleting_a_cohort_or_a_predictor_drops_the_ridge_imputers_fitted_for_it() -> None:
+    from app.predictions.imputation import RidgeCache, RidgeKey
 
-    fits: list[str] = []
-    cache = RidgeCache(4)
+    fits: list[RidgeKey] = []
+    cache = RidgeCache(8)
+    keys = [RidgeKey("p1", "s1", "matrix-a"), RidgeKey("p2", "s2", "matrix-a"), RidgeKey("p3", "s3", "matrix-b"),
+            RidgeKey("p4", "s4", "matrix-b")]
 
-    def fit(name: str) -> object:
-        fits.append(name)
-        return name
+    def fit(key: RidgeKey) -> object:
+        fits.append(key)
+        return key
 
-    for key in ("p1:matrix-a", "p2:matrix-a", "p3:matrix-b"):
+    for key in keys:
         cache.imputer(key, lambda key=key: fit(key))  # type: ignore[misc]
     cache.discard_cohort("matrix-a")
-    for key in ("p1:matrix-a", "p3:matrix-b"):
+    cache.discard_artifacts(["p3"])
+    assert [key in cache for key in keys] == [False, False, False, True]
+    for key in keys:
         cache.imputer(key, lambda key=key: fit(key))  # type: ignore[misc]
-    assert fits == ["p1:matrix-a", "p2:matrix-a", "p3:matrix-b", "p1:matrix-a"]  # only matrix-a's was refitted
+    assert fits == [*keys, *keys[:3]]  # matrix-a's and p3's were fitted again, p4's was kept
 
 
 def test_lru_cache_keeps_the_most_recently_used_and_drops_on_request() -> None:
