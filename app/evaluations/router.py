@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, StatusQuery, StoreDep
 from app.evaluations import service
-from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead
+from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead, EvaluationSummary
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.ratelimit import job_start_route
@@ -27,7 +27,7 @@ def create_evaluation(
     return EvaluationAccepted(evaluation=EvaluationRead.model_validate(evaluation), job=JobRead.model_validate(job))
 
 
-@router.get("", response_model=list[EvaluationRead])
+@router.get("", response_model=list[EvaluationSummary])
 def list_evaluations(
     session: SessionDep,
     caller: CallerDep,
@@ -36,11 +36,12 @@ def list_evaluations(
     state: StatusQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> list[EvaluationRead]:
-    """List evaluations, newest first, optionally filtered by cohort, label column and status."""
+) -> list[EvaluationSummary]:
+    """List evaluations, newest first, optionally filtered by cohort, label column and status, with their
+    summaries and label savings but without per-run metrics and splits (``GET /evaluations/{id}`` has them)."""
     filters = {"cohort_id": cohort_id, "label_column": label_column, "status": state}
     rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
-    return [EvaluationRead.model_validate(row) for row in rows]
+    return [EvaluationSummary.model_validate(row) for row in rows]
 
 
 @router.get("/{evaluation_id}", response_model=EvaluationRead)

@@ -54,7 +54,9 @@ class EvaluationCreate(BaseModel):
     pca_components: int = Field(default=50, ge=1, le=1000)
 
 
-class EvaluationRead(BaseModel):
+class EvaluationSummary(BaseModel):
+    """An evaluation as listed: its results per model and fraction, without the per-run metrics and splits."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -68,9 +70,12 @@ class EvaluationRead(BaseModel):
     label_savings: dict[str, Any] = Field(
         description="Fraction of labels each model needs to reach the from-scratch MLP's best mean accuracy."
     )
+    created_at: datetime
+
+
+class EvaluationRead(EvaluationSummary):
     runs: list[dict[str, Any]] = Field(description="Every (model, fraction, seed) with its test metrics.")
     timings: dict[str, Any] = Field(description="Seconds per model, notes, the splits per seed, classes.")
-    created_at: datetime
 
 
 class EvaluationAccepted(BaseModel):

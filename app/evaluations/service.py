@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
@@ -80,9 +80,12 @@ def get(session: Session, evaluation_id: str, *, lab_id: str) -> orm.Evaluation:
 def list_all(
     session: Session, *, lab_id: str, limit: int, offset: int, filters: Mapping[str, object] | None = None
 ) -> list[orm.Evaluation]:
-    """Return a page of the lab's evaluations, newest first, whose columns equal ``filters`` (None: any)."""
+    """Return a page of the lab's evaluations, newest first, whose columns equal ``filters`` (None: any),
+    without their runs and timings (never loaded: they hold every run's metrics and every seed's split)."""
     where = repository.equals(orm.Evaluation, **(filters or {}))
-    return repository.newest(session, orm.Evaluation, lab_id=lab_id, limit=limit, offset=offset, where=where)
+    unloaded = [defer(orm.Evaluation.runs, raiseload=True), defer(orm.Evaluation.timings, raiseload=True)]
+    return repository.newest(session, orm.Evaluation, lab_id=lab_id, limit=limit, offset=offset, where=where,
+                             options=unloaded)
 
 
 def plot_png(evaluation: orm.Evaluation) -> bytes:

@@ -50,6 +50,9 @@ def test_lists_filter_by_lineage_method_head_and_status(client: TestClient) -> N
     assert ids(client, "/evaluations", cohort_id=first) == {evaluation}
     assert ids(client, "/evaluations", cohort_id=second) == set()
     assert ids(client, "/evaluations", status="ready") == {evaluation}
+    [listed], full = client.get("/evaluations").json(), client.get(f"/evaluations/{evaluation}").json()
+    assert {"runs", "timings"} & set(listed) == set() and len(full["runs"]) == 1  # runs and splits: GET by id
+    assert listed == {key: value for key, value in full.items() if key not in ("runs", "timings")}
     assert ids(client, "/predictors", status="ready", head="linear_probe") == {probe}
     for path, params in (("/encoders", {"status": "done"}), ("/predictors", {"head": "svm"})):
         assert client.get(path, params=params).status_code == 422
