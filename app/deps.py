@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
@@ -33,3 +35,11 @@ def get_dispatcher(request: Request) -> Dispatcher:
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 # A list's status filter (query parameter "status"; the name would shadow fastapi.status in routers).
 StatusQuery = Annotated[ArtifactStatus | None, Query(alias="status", description="Only rows in this status.")]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# A time filter: ISO 8601, a date or a date and time; without a zone it is read as UTC, the registry's zone.
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -19,7 +18,7 @@ from app.auth.schemas import (
     UserRead,
     UserUpdate,
 )
-from app.deps import SessionDep
+from app.deps import SessionDep, UtcDateTime
 
 router = APIRouter(tags=["access"])
 
@@ -74,7 +73,7 @@ def list_audit(
     caller: CallerDep,
     action: Annotated[str | None, Query(description="e.g. cohort.upload, cohort.delete, key.revoke")] = None,
     user_id: str | None = None,
-    since: datetime | None = None,
+    since: Annotated[UtcDateTime | None, Query(description="At or after (ISO 8601; UTC if no zone).")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[AuditEventRead]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from app.auth.deps import CallerDep
 from app.db.orm import JobKind, JobState
-from app.deps import DispatcherDep, SessionDep
+from app.deps import DispatcherDep, SessionDep, UtcDateTime
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobRead
 from app.ratelimit import RATE_LIMITED, rate_limited
@@ -24,8 +23,8 @@ def list_jobs(
     state: JobState | None = None,
     kind: JobKind | None = None,
     user_id: Annotated[str | None, Query(description="Only jobs this user started.")] = None,
-    since: Annotated[datetime | None, Query(description="Created at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Created before (ISO 8601).")] = None,
+    since: Annotated[UtcDateTime | None, Query(description="Created at or after (ISO 8601; UTC if no zone).")] = None,
+    until: Annotated[UtcDateTime | None, Query(description="Created before (ISO 8601; UTC if no zone).")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[JobRead]:

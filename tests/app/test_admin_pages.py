@@ -310,6 +310,26 @@ def test_jobs_filters_and_paging(pages: TestClient, lab_a: LabKey) -> None:
     assert pages.get("/admin/jobs?page=0").status_code == 422
 
 
+def test_the_jobs_and_audit_apis_read_times_without_a_zone_as_utc(pages: TestClient, lab_a: LabKey) -> None:
+    admin = lab_caller("lab-a")
+    old, new = queued_job(admin), queued_job(admin)
+    with session_factory()() as session:
+        session.get_one(orm.Job, old).created_at = datetime(2020, 3, 4, 12, tzinfo=UTC)
+        session.commit()
+
+    def listed(**params: str) -> list[str]:
+        response = pages.get("/jobs", params=params, headers=lab_a.headers)
+        assert response.status_code == 200, response.text
+        return [job["id"] for job in response.json()]
+
+    assert listed(until="2020-03-04T12:00:01") == listed(until="2020-03-04T13:00:01+01:00") == [old]
+    assert listed(until="2020-03-04T11:59:59") == listed(until="2020-03-04T12:59:59+01:00") == []
+    assert listed(since="2020-03-05") == [new] and listed(since="2020-03-04", until="2020-03-05") == [old]
+    assert pages.get("/jobs", params={"since": "yesterday"}, headers=lab_a.headers).status_code == 422
+    audit = pages.get("/audit", params={"since": "2020-01-01T00:00:00"}, headers=lab_a.headers)
+    assert audit.status_code == 200 and "job.create.pretrain" in {e["action"] for e in audit.json()}
+
+
 def test_failed_job_page_shows_its_error_and_retry(pages: TestClient) -> None:
     job_id = failed_job(lab_caller("lab-a"), "ArtifactIntegrityError: stored matrix <b>does not match</b>")
     page = pages.get(f"/admin/jobs/{job_id}").text
