@@ -163,6 +163,24 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
     return values, genes, sample_ids
 
 
+def refuse_negative_counts(
+    aligned: np.ndarray, sample_ids: list[str], panel: list[str], *, log1p: bool, model: str
+) -> None:
+    """Refuse negative values for a model that takes log1p of its input (it was fitted on counts or TPM):
+    they cannot be counts, most likely log-scale values sent to a counts model."""
+    if not log1p:
+        return
+    negative = aligned < 0  # missing genes (NaN) compare False
+    if not negative.any():
+        return
+    row, col = map(int, np.argwhere(negative)[0])
+    raise InvalidInput(
+        f"sample {sample_ids[row]!r}, gene {panel[col]!r}: value {aligned[row, col]:g} is negative "
+        f"({int(negative.sum())} negative values in all), but {model} was fitted on counts or TPM and takes "
+        "log1p of its input: send raw counts or TPM, not log-scale values"
+    )
+
+
 def align_input(
     values: np.ndarray, genes: list[str], panel: list[str], *, model: str
 ) -> tuple[np.ndarray, AlignmentReport]:

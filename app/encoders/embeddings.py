@@ -19,7 +19,7 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.encoders import service as encoders
 from app.errors import InvalidInput
-from app.inputs import SamplesInput, align_input, samples_matrix
+from app.inputs import SamplesInput, align_input, refuse_negative_counts, samples_matrix
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate
 from app.predictions.service import coverage_report
@@ -80,6 +80,8 @@ def embed(
     )
     loaded = get_encoder_cache(settings).get(store, row.artifact_key or "", row.artifact_sha256 or "")
     aligned, report = align_input(values, genes, loaded.preprocessor.genes, model=f"encoder {row.id}")
+    refuse_negative_counts(aligned, sample_ids, loaded.preprocessor.genes, log1p=loaded.preprocessor.log1p,
+                           model=f"encoder {row.id}")
     gate = CoverageGate.for_imputation(settings, "mean")
     warning = gate.check(report, "mean", model="encoder", ridge=False)
     coverage = coverage_report(

@@ -65,6 +65,16 @@ def _check_parent_log1p(request: EncoderCreate, parent: orm.Encoder) -> None:
         )
 
 
+def _check_log1p_applies(request: EncoderCreate, cohort: orm.Cohort) -> None:
+    """log1p='yes' on a cohort holding negative values is refused here, not by a failed job."""
+    summary = (cohort.ingest or {}).get("values") or {}
+    if request.log1p == "yes" and summary.get("n_negative"):
+        raise InvalidInput(
+            f"log1p='yes' needs non-negative values, but cohort {cohort.id} holds {summary['n_negative']:,} negative "
+            f"ones (minimum {summary['minimum']:g}; its values are {cohort.value_kind}): leave log1p 'auto' or 'no'"
+        )
+
+
 def start_pretraining(
     *, session: Session, caller: Caller, dispatcher: Dispatcher, request: EncoderCreate
 ) -> orm.Encoder:
@@ -77,6 +87,7 @@ def start_pretraining(
         params = continued_params(method=method, requested=request.params, parent=parent)
         _check_parent_log1p(request, parent)
     cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
+    _check_log1p_applies(request, cohort)
     job_params: dict[str, object] = {"cohort_id": cohort.id, "method": method, "log1p": request.log1p}
     if parent is not None:
         job_params |= {"continue_from": parent.id, "standardise_on": request.standardise_on}

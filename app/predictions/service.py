@@ -15,7 +15,7 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict
-from app.inputs import align_input, samples_matrix
+from app.inputs import align_input, refuse_negative_counts, samples_matrix
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
 from app.predictions.schemas import PredictionCreate, PredictionRead
@@ -79,6 +79,8 @@ def predict(
     )
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
     aligned, report = align_input(values, genes, loaded.preprocessor.genes, model=f"predictor {predictor.id}")
+    refuse_negative_counts(aligned, sample_ids, loaded.preprocessor.genes, log1p=loaded.preprocessor.log1p,
+                           model=f"predictor {predictor.id}")
     warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)
     x = _model_inputs(session, store, settings, predictor, loaded, aligned, request.imputation)
     flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile

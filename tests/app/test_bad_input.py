@@ -169,3 +169,52 @@ def test_inline_values_name_their_sample_and_gene(client: TestClient, prediction
     assert short == "sample 'c' has 1 values but 2 genes were given"
     assert text.status_code == 422 and "samples.0.values.0" in text.json()["error"]["message"]
     assert snapshot(settings) == before
+
+
+def counts_matrix(negative_at: tuple[int, int] | None = None) -> tuple[bytes, bytes]:
+    """40 samples x 30 genes of Poisson counts (two classes), with one negative value if asked."""
+    rng = np.random.default_rng(0)
+    values = rng.poisson(200, size=(40, 30)).astype(float)
+    values[20:, :5] *= 3  # class b expresses the first five genes more
+    if negative_at is not None:
+        values[negative_at] = -1.5
+    samples = [f"s{i}" for i in range(40)]
+    header = ["sample_id", *GENES, *[f"GENE{i}" for i in range(26)]]
+    expression = csv_bytes([[s, *row] for s, row in zip(samples, values.tolist(), strict=True)], header)
+    labels = csv_bytes([[s, "a" if i < 20 else "b"] for i, s in enumerate(samples)], ["sample_id", "kind"])
+    return expression, labels
+
+
+def test_negative_values_for_a_counts_model_name_their_sample_and_gene(client: TestClient) -> None:
+    expression, labels = counts_matrix()
+    cohort = client.post("/cohorts", files={"expression": ("c.csv", expression), "labels": ("l.csv", labels)}).json()
+    assert cohort["value_kind"] == "counts"
+    fit = client.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "kind",
+                                            "head": "logistic_regression"}).json()
+    pretrain = client.post("/encoders", json={"cohort_id": cohort["id"], "params": {
+        "epochs": 1, "hidden_dim": 16, "n_layers": 1, "batch_size": 16}}).json()
+    for job in (fit["job"], pretrain["job"]):
+        assert wait_for_job(client, job["id"])["state"] == "succeeded"
+    genes = [*GENES, *[f"GENE{i}" for i in range(26)]]
+    samples = [{"sample_id": "ok", "values": [100.0] * 30}, {"sample_id": "logged", "values": [7.0] * 30}]
+    samples[1]["values"][2] = -0.25  # a log-scale value below zero, gene MYC
+    body = {"genes": genes, "samples": samples}
+
+    for url, model in ((f"/predictors/{fit['predictor']['id']}/predictions", f"predictor {fit['predictor']['id']}"),
+                       (f"/encoders/{pretrain['encoder']['id']}/embeddings", f"encoder {pretrain['encoder']['id']}")):
+        message = error_of(client.post(url, json=body))
+        assert message.startswith("sample 'logged', gene 'MYC': value -0.25 is negative (1 negative values in all)")
+        assert f"{model} was fitted on counts or TPM" in message
+    assert client.get(f"/predictors/{fit['predictor']['id']}/predictions").json() == []
+    samples[1]["values"][2] = 0.0
+    assert client.post(f"/predictors/{fit['predictor']['id']}/predictions", json=body).status_code == 201
+
+
+def test_log1p_on_a_cohort_with_negative_values_is_refused_before_a_job(client: TestClient, settings: Settings) -> None:
+    expression, _ = counts_matrix(negative_at=(3, 4))
+    cohort = client.post("/cohorts", files={"expression": ("c.csv", expression)}).json()
+    assert cohort["value_kind"] == "log"  # a negative value: not counts
+    before = snapshot(settings)
+    message = error_of(client.post("/encoders", json={"cohort_id": cohort["id"], "log1p": "yes"}))
+    assert f"cohort {cohort['id']} holds 1 negative ones (minimum -1.5; its values are log)" in message
+    assert snapshot(settings) == before  # no encoder, no job
