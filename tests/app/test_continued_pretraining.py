@@ -198,6 +198,30 @@ def test_a_cohort_covering_too_little_of_the_panel_fails_the_job(
     assert "EXPRSSL_MIN_GENE_COVERAGE" in job["error"]
 
 
+def test_fitting_and_evaluating_an_encoder_whose_panel_the_cohort_barely_covers_fail(
+    client: TestClient, parent: dict[str, Any]
+) -> None:
+    narrow = EXPRESSION[list(EXPRESSION.columns)[:200]]  # 40 % of the panel, under the 50 % gate
+    cohort = upload_frame(client, narrow, "narrow")
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "methods": [], "encoder_ids": [parent["id"]],
+            "heads": ["linear_probe"], "baselines": ["logistic_regression"], "fractions": [1.0], "n_seeds": 1}
+    accepted = start(client, "/evaluations", body)
+
+    job = wait_for_job(client, accepted["job"]["id"])
+    assert job["state"] == "failed"  # not scored on constant input beside the baselines
+    assert f"covers 40.0% of encoder {parent['id']}'s 500 genes (200 found); evaluating it needs at least 50%" in (
+        job["error"]
+    )
+    evaluation = client.get(f"/evaluations/{accepted['evaluation']['id']}").json()
+    assert evaluation["status"] == "failed" and evaluation["summary"] == []
+
+    fit = start(client, "/predictors", {"cohort_id": cohort["id"], "label_column": "tissue", "encoder_id": parent["id"],
+                                        "head": "linear_probe"})
+    job = wait_for_job(client, fit["job"]["id"])
+    assert job["state"] == "failed"
+    assert "covers 40.0% of the encoder's 500 genes (200 found); fitting needs at least 50%" in job["error"]
+
+
 def test_counts_are_not_standardised_with_a_log_scale_parents_statistics(
     client: TestClient, parent: dict[str, Any]
 ) -> None:

@@ -1,4 +1,4 @@
-"""Helpers shared by pipelines: reading a cohort's verified matrix and its samples."""
+"""Helpers shared by pipelines: reading a cohort's verified matrix and its samples, and the coverage gate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from app.cohorts import parsing
 from app.cohorts import repository as cohorts
 from app.db import orm
+from app.errors import InvalidInput
 from app.storage import ArtifactIntegrityError
+from models.genes import AlignmentReport
 from worker.context import JobContext
 
 
@@ -43,3 +45,13 @@ def load_cohort(ctx: JobContext, cohort_id: str) -> CohortData:
     if parsing.matrix_checksum(matrix) != checksum or matrix.sample_ids != stored_ids:
         raise ArtifactIntegrityError(f"stored matrix of cohort {cohort_id} does not match its registry checksum")
     return CohortData(cohort_id, group_column, matrix, labels, groups, value_kind)
+
+
+def require_coverage(ctx: JobContext, report: AlignmentReport, *, cohort_id: str, model: str, use: str) -> None:
+    """Refuse a cohort covering less than EXPRSSL_MIN_GENE_COVERAGE of ``model``'s gene panel for ``use``."""
+    if report.coverage < ctx.min_gene_coverage:
+        raise InvalidInput(
+            f"cohort {cohort_id} covers {report.coverage:.1%} of {model}'s {report.n_panel} genes "
+            f"({report.n_found} found); {use} needs at least {ctx.min_gene_coverage:.0%} "
+            f"(EXPRSSL_MIN_GENE_COVERAGE). First missing: {', '.join(report.missing[:10])}"
+        )

@@ -12,7 +12,7 @@ from models import checkpoint
 from models.gene_table import align_by_gene_key
 from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
 from worker.context import JobContext, Recorder
-from worker.pipelines.common import ArtifactIntegrityError, CohortData, load_cohort
+from worker.pipelines.common import ArtifactIntegrityError, CohortData, load_cohort, require_coverage
 from worker.pipelines.fit import labelled_set
 
 
@@ -26,6 +26,7 @@ def _pretrained(
             checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256))
         )
         aligned, report = align_by_gene_key(data.matrix.values[rows], data.matrix.genes, preprocessor.genes)
+        require_coverage(ctx, report, cohort_id=data.cohort_id, model=f"encoder {encoder_id}", use="evaluating it")
         note = f"{info['method']} encoder {encoder_id}; cohort covers {report.coverage:.1%} of its panel"
         if overlap is not None:
             note += f"; {overlap}"

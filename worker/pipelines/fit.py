@@ -42,7 +42,7 @@ from models.uncertainty import (
     report_on_test,
 )
 from worker.context import JobContext, Recorder
-from worker.pipelines.common import CohortData, load_cohort
+from worker.pipelines.common import CohortData, load_cohort, require_coverage
 
 MIN_CLASS_SIZE = 2
 
@@ -120,11 +120,7 @@ def _fit_head(
     artifact = ctx.store.get_bytes(key, sha256=sha256)
     encoder, preprocessor, _ = checkpoint.encoder_from_payload(checkpoint.loads(artifact))
     aligned, report = align_by_gene_key(values[rows_train], genes, preprocessor.genes)
-    if report.coverage < ctx.min_gene_coverage:
-        raise InvalidInput(
-            f"cohort {spec.cohort_id} covers only {report.coverage:.1%} of the encoder's {report.n_panel} genes; "
-            f"fitting needs at least {ctx.min_gene_coverage:.0%} (EXPRSSL_MIN_GENE_COVERAGE)"
-        )
+    require_coverage(ctx, report, cohort_id=spec.cohort_id, model="the encoder", use="fitting")
     x = preprocessor.transform(aligned)
     y = labelled.y[train]
     groups = None if labelled.groups is None else labelled.groups[train]

@@ -27,7 +27,7 @@ from models.methods import METHODS
 from models.preprocessing import Preprocessor
 from worker import checkpoints
 from worker.context import JobContext, Recorder
-from worker.pipelines.common import CohortData, load_cohort
+from worker.pipelines.common import CohortData, load_cohort, require_coverage
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,7 @@ def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Input
     encoder, parent_pre, _ = checkpoint.encoder_from_payload(checkpoint.loads(ctx.store.get_bytes(key, sha256=sha256)))
     matrix = data.matrix
     aligned, report = align_by_gene_key(matrix.values, matrix.genes, parent_pre.genes)
-    if report.coverage < ctx.min_gene_coverage:
-        raise InvalidInput(
-            f"cohort {data.cohort_id} covers {report.coverage:.1%} of encoder {parent_id}'s {report.n_panel} genes "
-            f"({report.n_found} found); continued pretraining needs at least {ctx.min_gene_coverage:.0%} "
-            f"(EXPRSSL_MIN_GENE_COVERAGE). First missing: {', '.join(report.missing[:10])}"
-        )
+    require_coverage(ctx, report, cohort_id=data.cohort_id, model=f"encoder {parent_id}", use="continued pretraining")
     log1p = data.log1p(str(ctx.params["log1p"]))
     if ctx.params.get("standardise_on") == "parent":
         if log1p != parent_pre.log1p:
