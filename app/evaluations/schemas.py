@@ -40,7 +40,11 @@ class EvaluationCreate(BaseModel):
         default_factory=list, description="Registry encoders evaluated beside the methods (pretrained elsewhere)."
     )
     heads: list[HeadName] = Field(default_factory=_all_heads)
-    baselines: list[Baseline] = Field(default_factory=_all_baselines)
+    baselines: list[Baseline] = Field(
+        default_factory=_all_baselines,
+        description="Supervised baselines; all three whenever methods or encoder_ids are given (SSL is always "
+        "reported beside them), any of them in a baseline-only evaluation.",
+    )
     fractions: list[float] = Field(
         default_factory=lambda: list(DEFAULT_FRACTIONS), min_length=1, max_length=20,
         description="Shares of each class of the labelled training pool, each in (0, 1].",

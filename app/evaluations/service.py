@@ -18,7 +18,7 @@ from app.jobs import service as jobs
 from app.lineage import repository as lineage
 from app.lineage import service as deletion
 from app.storage import ArtifactStore
-from models.protocol import ProtocolConfig
+from models.protocol import BASELINES, ProtocolConfig
 from worker.dispatch import Dispatcher
 
 
@@ -44,6 +44,12 @@ def _config(request: EvaluationCreate) -> dict[str, object]:
         raise InvalidInput("nothing to evaluate: give methods, encoder_ids or baselines")
     if (request.methods or request.encoder_ids) and not request.heads:
         raise InvalidInput("heads: encoders need at least one head (linear_probe, finetune)")
+    left_out = [b for b in BASELINES if b not in request.baselines]
+    if (request.methods or request.encoder_ids) and left_out:
+        raise InvalidInput(
+            f"baselines: SSL encoders are evaluated beside every baseline, so that a model that trails them shows; "
+            f"{', '.join(left_out)} left out (mlp_scratch is also the reference of label savings)"
+        )
     config = request.model_dump(exclude={"cohort_id", "label_column", "name"})
     config["fractions"] = fractions
     return config

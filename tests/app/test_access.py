@@ -131,7 +131,7 @@ def test_a_key_of_lab_b_finds_nothing_of_lab_a(client: TestClient, lab_objects: 
     for path, body in (
         ("/encoders", {"cohort_id": ids["cohort_id"]}),
         ("/predictors", {"cohort_id": ids["cohort_id"], "label_column": "tissue", "head": "logistic_regression"}),
-        ("/evaluations", {"cohort_id": ids["cohort_id"], "label_column": "tissue",
+        ("/evaluations", {"cohort_id": ids["cohort_id"], "label_column": "tissue", "methods": [],
                           "baselines": ["logistic_regression"]}),
     ):
         response = client.post(path, json=body, headers=lab_b.headers)

@@ -204,7 +204,7 @@ def test_fitting_and_evaluating_an_encoder_whose_panel_the_cohort_barely_covers_
     narrow = EXPRESSION[list(EXPRESSION.columns)[:200]]  # 40 % of the panel, under the 50 % gate
     cohort = upload_frame(client, narrow, "narrow")
     body = {"cohort_id": cohort["id"], "label_column": "tissue", "methods": [], "encoder_ids": [parent["id"]],
-            "heads": ["linear_probe"], "baselines": ["logistic_regression"], "fractions": [1.0], "n_seeds": 1}
+            "heads": ["linear_probe"], "fractions": [1.0], "n_seeds": 1}
     accepted = start(client, "/evaluations", body)
 
     job = wait_for_job(client, accepted["job"]["id"])
@@ -308,7 +308,7 @@ def test_an_evaluation_says_when_an_ancestors_pretraining_saw_the_cohort(
     def notes(cohort_id: str) -> dict[str, str]:
         body = {
             "cohort_id": cohort_id, "label_column": "tissue", "methods": [], "encoder_ids": [parent["id"], child["id"]],
-            "heads": ["linear_probe"], "baselines": ["logistic_regression"], "fractions": [1.0], "n_seeds": 1,
+            "heads": ["linear_probe"], "fractions": [1.0], "n_seeds": 1,
             "head_params": {"max_epochs": 3},
         }
         accepted = start(client, "/evaluations", body)

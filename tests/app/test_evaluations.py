@@ -95,6 +95,8 @@ def test_evaluation_request_errors_name_the_problem(client: TestClient) -> None:
         ({"label_column": "stage"}, "stage"),
         ({"method_params": {"scarf": {"epochs": -1}}}, "epochs"),
         ({"encoder_ids": ["nope"]}, "encoder nope not found"),
+        ({"baselines": ["logistic_regression"]}, "mlp_scratch, pca_logistic_regression left out"),
+        ({"methods": [], "encoder_ids": ["nope"], "baselines": []}, "mlp_scratch, logistic_regression, pca_"),
     ]
     for change, fragment in cases:
         body = {"cohort_id": cohort["id"], "label_column": "tissue", "methods": ["scarf"], **change}

@@ -164,7 +164,7 @@ def test_an_encoder_continued_elsewhere_and_named_by_an_evaluation(client: TestC
                                            "params": {"epochs": 1}}, "encoder")
     evaluation = finished(client, "/evaluations", {
         "cohort_id": cohort["id"], "label_column": "tissue", "methods": [], "encoder_ids": [encoder["id"]],
-        "heads": ["linear_probe"], "baselines": [], "fractions": [1.0], "n_seeds": 1,
+        "heads": ["linear_probe"], "fractions": [1.0], "n_seeds": 1,
         "head_params": {"max_epochs": 2}}, "evaluation")
 
     refused = client.delete(f"/encoders/{encoder['id']}")
