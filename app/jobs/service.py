@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.auth import service as auth
 from app.auth.service import Caller
@@ -148,17 +149,36 @@ def request_cancel(session: Session, caller: Caller, job_id: str) -> orm.Job:
     """
     job = get_job(session, job_id, lab_id=caller.lab_id)
     _own_or_admin(caller, job, "cancelling")
-    if job.state in TERMINAL:
-        raise Conflict(f"job {job.id} already ended ({job.state.value}); nothing to cancel")
-    if job.state is State.QUEUED:
-        transition(session, job, State.CANCELLED, message="cancelled before it started")
+    if job.state is State.QUEUED and _cancel_if_still_queued(session, job):
         mark_target(session, job, orm.ArtifactStatus.CANCELLED)
     else:
+        if job.state is State.QUEUED:  # a worker claimed it since it was read: cancel it running
+            session.refresh(job)
+        if job.state in TERMINAL:
+            raise Conflict(f"job {job.id} already ended ({job.state.value}); nothing to cancel")
         job.cancel_requested = True
         add_event(session, job, f"cancellation requested by {caller.user_name}")
     auth.record(session, caller, "job.cancel", job, {"kind": job.kind.value, "state": job.state.value})
     session.commit()
     return job
+
+
+def _cancel_if_still_queued(session: Session, job: orm.Job) -> bool:
+    """Cancel ``job`` if the registry still has it queued (compare-and-set, like :func:`claim`: a worker may
+    have claimed it since it was read); False if not. Does not commit."""
+    now = utcnow()
+    result = session.execute(
+        update(orm.Job)
+        .where(orm.Job.id == job.id, orm.Job.state == State.QUEUED)
+        .values(state=State.CANCELLED, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(session, job, "cancelled before it started", to_state=State.CANCELLED)
+    set_committed_value(job, "state", State.CANCELLED)  # what the row now holds; nothing left to flush
+    set_committed_value(job, "finished_at", now)
+    return True
 
 
 def retry(session: Session, caller: Caller, job_id: str) -> orm.Job:

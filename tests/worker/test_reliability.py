@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import orm
@@ -235,6 +236,31 @@ def test_reaper_cancels_a_lost_job_whose_cancellation_was_requested(client: Test
     result, sent = sweep_now(settings)
     assert result.cancelled == [job_id] and sent == []
     assert job_row(job_id).state is orm.JobState.CANCELLED
+
+
+def test_a_job_claimed_while_its_cancellation_was_being_read_is_flagged_not_overwritten(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with session_factory()() as session:
+        job_id = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {}).id
+        session.commit()
+    read = jobs.get_job
+
+    def read_then_claimed(session: Session, job_id: str, *, lab_id: str) -> orm.Job:
+        job = read(session, job_id, lab_id=lab_id)  # the request sees it queued ...
+        with session_factory()() as worker:  # ... and a worker takes it before the request writes
+            assert jobs.claim(worker, job_id, worker_id="w:1") is not None
+        return job
+
+    monkeypatch.setattr(jobs, "get_job", read_then_claimed)
+    with session_factory()() as session:
+        answered = jobs.request_cancel(session, lab_caller(), job_id)
+        assert answered.state is orm.JobState.RUNNING and answered.cancel_requested
+
+    job = job_row(job_id)
+    assert job.state is orm.JobState.RUNNING and job.cancel_requested and job.worker_id == "w:1"
+    assert [(e.from_state, e.to_state) for e in job.events if e.to_state] == [("queued", "running")]  # no cancel
+    assert job.events[-1].message.startswith("cancellation requested by")
 
 
 def test_reaper_resends_jobs_queued_too_long(client: TestClient, settings: Settings) -> None:
