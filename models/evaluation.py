@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -95,19 +96,34 @@ def _check_split(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.sort(train).astype(np.int64), np.sort(test).astype(np.int64)
 
 
+MAX_GROUP_FOLDS = 20  # the test share's grain with many groups: 1/20
+
+
+def _group_folds(test_size: float, n_groups: int) -> tuple[int, int]:
+    """``(k, m)``: the test side is ``m`` of ``k`` group folds, ``m / k`` as near ``test_size`` as the number of
+    groups allows. One of ``round(1 / test_size)`` folds when that is exact (0.2: 1 of 5), else ``m`` of up to
+    20 folds (0.4: 8 of 20; 0.8: 16 of 20)."""
+    k = round(1 / test_size)
+    if 2 <= k <= n_groups and abs(1 / k - test_size) < 1e-9:
+        return k, 1
+    k = max(2, min(n_groups, MAX_GROUP_FOLDS))
+    return k, min(max(1, round(test_size * k)), k - 1)
+
+
 def _group_split(y: np.ndarray, groups: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Grouped split, stratified by StratifiedGroupKFold when it can, else GroupShuffleSplit."""
     n_groups = np.unique(groups).size
     if n_groups < 2:
         raise ValueError(f"a grouped split needs at least 2 groups, got {n_groups}")
-    n_splits = min(max(2, round(1 / test_size)), n_groups)
+    n_splits, n_test_folds = _group_folds(test_size, n_groups)
     idx = np.arange(y.size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            train, test = next(cv.split(idx, y, groups))
-        return _check_split(train, test)
+            folds = [fold for _, fold in itertools.islice(cv.split(idx, y, groups), n_test_folds)]
+        test = np.concatenate(folds)
+        return _check_split(np.setdiff1d(idx, test), test)
     except ValueError:
         gss = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
         train, test = next(gss.split(idx, y, groups))
@@ -120,9 +136,10 @@ def split_train_test(
     """Split sample indices into train and test.
 
     With ``groups`` (e.g. patient ids) no group appears on both sides: the first fold of a shuffled
-    ``StratifiedGroupKFold(n_splits=round(1/test_size))`` (capped at the number of groups), falling back to
-    ``GroupShuffleSplit``. Without groups the split is stratified by ``y``, or unstratified when a class has
-    fewer than 2 members or the test set cannot hold every class.
+    ``StratifiedGroupKFold(n_splits=round(1/test_size))`` when ``1/test_size`` is a whole number, else the
+    first ``m`` of up to 20 folds with ``m/20`` nearest ``test_size`` (fewer folds with fewer groups),
+    falling back to ``GroupShuffleSplit``. Without groups the split is stratified by ``y``, or unstratified
+    when a class has fewer than 2 members or the test set cannot hold every class.
 
     Args:
         y: Labels ``(N,)``.
