@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.auth.service import Caller
 from app.cohorts import parsing
 from app.cohorts import repository as cohorts
+from app.cohorts.values import LOG1P_KINDS
 from app.config import Settings
 from app.db import orm
 from app.errors import Conflict, InvalidInput
@@ -178,6 +179,25 @@ def refuse_negative_counts(
         f"sample {sample_ids[row]!r}, gene {panel[col]!r}: value {aligned[row, col]:g} is negative "
         f"({int(negative.sum())} negative values in all), but {model} was fitted on counts or TPM and takes "
         "log1p of its input: send raw counts or TPM, not log-scale values"
+    )
+
+
+def refuse_other_scale(
+    session: Session, request: SamplesInput, fitted_on: str, *, lab_id: str, model: str
+) -> None:
+    """Refuse a stored cohort whose values are on another scale than the cohort ``model``'s standardisation was
+    fitted on (counts or TPM against log values): log1p would be applied twice, or not at all."""
+    if request.cohort_id is None:
+        return
+    given = cohorts.get(session, request.cohort_id, lab_id=lab_id)
+    fitted = session.get(orm.Cohort, fitted_on)
+    if fitted is None or (given.value_kind in LOG1P_KINDS) == (fitted.value_kind in LOG1P_KINDS):
+        return
+    raise InvalidInput(
+        f"cohort {given.id} holds {given.value_kind} values ({given.value_kind_source}), but {model} was "
+        f"standardised on {fitted.value_kind} values (cohort {fitted.id}): its input would be on another scale. "
+        "Upload the cohort's values on the model's scale, or declare their kind at upload (values=counts, tpm "
+        "or log) if it was detected wrongly"
     )
 
 

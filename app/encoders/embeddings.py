@@ -19,7 +19,13 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.encoders import service as encoders
 from app.errors import InvalidInput
-from app.inputs import SamplesInput, align_input, refuse_negative_counts, samples_matrix
+from app.inputs import (
+    SamplesInput,
+    align_input,
+    refuse_negative_counts,
+    refuse_other_scale,
+    samples_matrix,
+)
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate
 from app.predictions.service import coverage_report
@@ -75,6 +81,7 @@ def embed(
                 f"cohort {cohort.id} has {cohort.n_samples:,} samples; JSON holds at most {max_samples:,} "
                 "(EXPRSSL_MAX_INLINE_SAMPLES): ask for format=parquet or format=csv"
             )
+    refuse_other_scale(session, request, row.cohort_id, lab_id=caller.lab_id, model=f"encoder {row.id}")
     values, genes, sample_ids = samples_matrix(
         session=session, caller=caller, store=store, settings=settings, request=request, use="embed"
     )

@@ -15,7 +15,7 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict
-from app.inputs import align_input, refuse_negative_counts, samples_matrix
+from app.inputs import align_input, refuse_negative_counts, refuse_other_scale, samples_matrix
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
 from app.predictions.schemas import PredictionCreate, PredictionRead
@@ -74,6 +74,9 @@ def predict(
     predictor = predictors.get(session, predictor_id, lab_id=caller.lab_id)
     if predictor.status is not orm.ArtifactStatus.READY or predictor.artifact_key is None:
         raise Conflict(f"predictor {predictor.id} is {predictor.status.value}, not ready (job {predictor.job_id})")
+    encoder = None if predictor.encoder_id is None else session.get(orm.Encoder, predictor.encoder_id)
+    fitted_on = predictor.cohort_id if encoder is None else encoder.cohort_id  # where its z-scores come from
+    refuse_other_scale(session, request, fitted_on, lab_id=caller.lab_id, model=f"predictor {predictor.id}")
     values, genes, sample_ids = samples_matrix(
         session=session, caller=caller, store=store, settings=settings, request=request, use="predict"
     )

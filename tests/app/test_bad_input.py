@@ -185,7 +185,7 @@ def counts_matrix(negative_at: tuple[int, int] | None = None) -> tuple[bytes, by
     return expression, labels
 
 
-def test_negative_values_for_a_counts_model_name_their_sample_and_gene(client: TestClient) -> None:
+def test_log_scale_input_for_a_counts_model_is_refused_naming_its_sample_gene_or_cohort(client: TestClient) -> None:
     expression, labels = counts_matrix()
     cohort = client.post("/cohorts", files={"expression": ("c.csv", expression), "labels": ("l.csv", labels)}).json()
     assert cohort["value_kind"] == "counts"
@@ -208,6 +208,18 @@ def test_negative_values_for_a_counts_model_name_their_sample_and_gene(client: T
     assert client.get(f"/predictors/{fit['predictor']['id']}/predictions").json() == []
     samples[1]["values"][2] = 0.0
     assert client.post(f"/predictors/{fit['predictor']['id']}/predictions", json=body).status_code == 201
+
+    # A stored cohort of log values (all non-negative) for the counts models: refused, not log-transformed twice.
+    frame = pd.read_csv(io.BytesIO(expression), index_col=0)
+    logged = np.log2(frame + 1).round(3).to_csv().encode()
+    log_cohort = client.post("/cohorts", files={"expression": ("log.csv", logged)}).json()
+    assert log_cohort["value_kind"] == "log"
+    for url, model in ((f"/predictors/{fit['predictor']['id']}/predictions", f"predictor {fit['predictor']['id']}"),
+                       (f"/encoders/{pretrain['encoder']['id']}/embeddings", f"encoder {pretrain['encoder']['id']}")):
+        message = error_of(client.post(url, json={"cohort_id": log_cohort["id"]}))
+        assert message.startswith(f"cohort {log_cohort['id']} holds log values (detected), but {model} was "
+                                  f"standardised on counts values (cohort {cohort['id']})")
+        assert client.post(url, json={"cohort_id": cohort["id"]}).status_code in (200, 201)
 
 
 def test_log1p_on_a_cohort_with_negative_values_is_refused_before_a_job(client: TestClient, settings: Settings) -> None:
