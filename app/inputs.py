@@ -182,6 +182,27 @@ def refuse_negative_counts(
     )
 
 
+# The largest |z-score| a model is given: beyond it float32 arithmetic through the 4 encoder layers (at most
+# 20,000 inputs each) could overflow. No expression value is a trillion standard deviations from its gene's mean.
+MAX_ABS_Z = 1e15
+
+
+def refuse_out_of_range(
+    x: np.ndarray, aligned: np.ndarray, sample_ids: list[str], panel: list[str], *, model: str
+) -> None:
+    """Refuse standardised input ``x`` (rows of ``aligned``, named by ``sample_ids``) beyond :data:`MAX_ABS_Z`
+    or not finite: the model's outputs would be infinite or NaN."""
+    bad = ~(np.abs(x) <= MAX_ABS_Z)  # NaN and inf too
+    if not bad.any():
+        return
+    row, col = map(int, np.argwhere(bad)[0])
+    raise InvalidInput(
+        f"sample {sample_ids[row]!r}, gene {panel[col]!r}: value {aligned[row, col]:g} is {abs(float(x[row, col])):g} "
+        f"standard deviations from the mean of {model}'s training data, beyond the {MAX_ABS_Z:g} it computes "
+        "with: check the values' scale"
+    )
+
+
 def refuse_other_scale(
     session: Session, request: SamplesInput, fitted_on: str, *, lab_id: str, model: str
 ) -> None:

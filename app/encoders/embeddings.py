@@ -24,6 +24,7 @@ from app.inputs import (
     align_input,
     refuse_negative_counts,
     refuse_other_scale,
+    refuse_out_of_range,
     samples_matrix,
 )
 from app.lru import ArtifactCache, cached
@@ -94,15 +95,18 @@ def embed(
     coverage = coverage_report(
         report, "mean", warning, gene_table_version(), fitted_with=row.gene_table_version, model="encoder"
     )
-    return Embeddings(list(sample_ids), encode(loaded, aligned), coverage)
+    return Embeddings(list(sample_ids), encode(loaded, aligned, list(sample_ids), model=f"encoder {row.id}"), coverage)
 
 
-def encode(loaded: LoadedEncoder, aligned: np.ndarray) -> np.ndarray:
-    """Preprocess and encode ``aligned`` (samples x panel, NaN for missing genes) a batch at a time."""
+def encode(loaded: LoadedEncoder, aligned: np.ndarray, sample_ids: list[str], *, model: str) -> np.ndarray:
+    """Preprocess and encode ``aligned`` (samples x panel, NaN for missing genes, rows named by ``sample_ids``)
+    a batch at a time; refuse values the model cannot compute with."""
     device = next(loaded.encoder.parameters()).device
     out = np.empty((aligned.shape[0], loaded.encoder.out_dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, aligned.shape[0], BATCH):
-            x = loaded.preprocessor.transform(aligned[start : start + BATCH])
+            rows = slice(start, start + BATCH)
+            x = loaded.preprocessor.transform(aligned[rows])
+            refuse_out_of_range(x, aligned[rows], sample_ids[rows], loaded.preprocessor.genes, model=model)
             out[start : start + x.shape[0]] = loaded.encoder(torch.from_numpy(x).to(device)).float().cpu().numpy()
     return out

@@ -15,7 +15,13 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict
-from app.inputs import align_input, refuse_negative_counts, refuse_other_scale, samples_matrix
+from app.inputs import (
+    align_input,
+    refuse_negative_counts,
+    refuse_other_scale,
+    refuse_out_of_range,
+    samples_matrix,
+)
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
 from app.predictions.schemas import PredictionCreate, PredictionRead
@@ -86,6 +92,7 @@ def predict(
                            model=f"predictor {predictor.id}")
     warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)
     x = _model_inputs(session, store, settings, predictor, loaded, aligned, request.imputation)
+    refuse_out_of_range(x, aligned, sample_ids, loaded.preprocessor.genes, model=f"predictor {predictor.id}")
     flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile
     out = loaded.uncertainty.predict(loaded.model, x, coverage=request.coverage, ood_percentile=flag_at)
     results = sample_results(sample_ids, loaded.classes, out)

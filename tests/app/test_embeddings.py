@@ -113,6 +113,27 @@ def test_too_few_genes_are_refused_and_few_are_warned_about(client: TestClient, 
     assert warned.json()["coverage"]["imputed"] == 100
 
 
+def test_values_too_large_for_the_model_are_refused_naming_sample_and_gene(
+    client: TestClient, cohort: dict[str, Any], encoder: dict[str, Any]
+) -> None:
+    frame = EXPRESSION.iloc[:3].copy()
+    gene = frame.columns[7]
+    frame.loc[frame.index[1], gene] = 3e38  # finite in float32, but its z-score is not
+    predictor = start(client, "/predictors", {"cohort_id": cohort["id"], "label_column": "tissue",
+                                              "head": "logistic_regression"})
+    assert wait_for_job(client, predictor["job"]["id"])["state"] == "succeeded"
+    models = {f"encoder {encoder['id']}": f"/encoders/{encoder['id']}/embeddings",
+              f"predictor {predictor['predictor']['id']}": f"/predictors/{predictor['predictor']['id']}/predictions"}
+    for model, url in models.items():
+        for fmt in ("json", "csv", "parquet"):
+            response = client.post(url, json=inline(frame), params={"format": fmt} if "embeddings" in url else {})
+            assert response.status_code == 422, (model, fmt, response.text[:200])
+            message = response.json()["error"]["message"]
+            assert message.startswith(f"sample {frame.index[1]!r}, gene {gene!r}: value 3e+38 is ")
+            assert f"standard deviations from the mean of {model}'s training data" in message
+    assert client.get(f"/predictors/{predictor['predictor']['id']}/predictions").json() == []
+
+
 def test_an_unfinished_encoder_or_a_bad_request_is_refused(client: TestClient, cohort: dict[str, Any]) -> None:
     pending = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 500, "batch_size": 64}})
     url = f"/encoders/{pending['encoder']['id']}/embeddings"
