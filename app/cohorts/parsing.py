@@ -217,7 +217,7 @@ def check_labels(labels: pd.DataFrame, sample_ids: Sequence[str], *, group_colum
         available = ", ".join(repr(str(c)) for c in labels.columns)
         raise InvalidInput(f"group column {group_column!r} is not a column of the labels; columns: {available}")
     known = set(sample_ids)
-    unknown = [str(s) for s in labels.index if s not in known]
+    unknown = [repr(str(s)) for s in labels.index if s not in known]  # quoted: "'S0 '" is not "'S0'"
     if unknown:
         raise InvalidInput(
             f"{len(unknown)} labelled sample id(s) are not in the expression matrix: {_listing(unknown)}"
@@ -654,23 +654,26 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
 
 
 def _label_values(column: pa.ChunkedArray) -> np.ndarray:
-    """Strings as an object array, with pandas' missing-value markers (and blank cells) as NaN."""
-    missing = pc.is_in(pc.utf8_trim_whitespace(column), value_set=pa.array(sorted(_MISSING_TOKENS)))
-    values = np.asarray(column.to_pylist(), dtype=object)
+    """Strings without surrounding spaces (``"kidney "`` is ``"kidney"``, ``" P1"`` the group ``"P1"``) as an
+    object array, with pandas' missing-value markers (and blank cells) as NaN."""
+    trimmed = pc.utf8_trim_whitespace(column)
+    missing = pc.is_in(trimmed, value_set=pa.array(sorted(_MISSING_TOKENS)))
+    values = np.asarray(trimmed.to_pylist(), dtype=object)
     values[np.asarray(missing)] = np.nan
     return values
 
 
 def text_annotations(sample_ids: Sequence[str], columns: Mapping[str, Sequence[str | None]]) -> pd.DataFrame | None:
-    """Per-sample text columns as a label table (missing-value markers become NaN); None if there are none."""
+    """Per-sample text columns as a label table, values without surrounding spaces (missing-value markers
+    become NaN); None if there are none."""
     if not columns:
         return None
     data = {}
     for name, values in columns.items():
         cells = np.asarray(list(values), dtype=object)
         for i, cell in enumerate(cells):
-            if cell is None or (isinstance(cell, str) and cell.strip() in _MISSING_TOKENS):
-                cells[i] = np.nan
+            text = cell.strip() if isinstance(cell, str) else cell
+            cells[i] = np.nan if text is None or text in _MISSING_TOKENS else text
         data[name] = cells
     index = pd.Index(list(sample_ids), dtype=object, name=SAMPLE_ID_COLUMN)
     return pd.DataFrame(data, index=index, dtype=object)

@@ -313,6 +313,23 @@ def csv_upload(client: TestClient, text: str, **data: str):  # type: ignore[no-u
     return client.post("/cohorts", files={"expression": ("m.csv", text.encode())}, data=data)
 
 
+def test_spaces_around_labels_and_group_ids_do_not_make_other_classes_or_patients(client: TestClient) -> None:
+    expression = "sample_id,TP53,MYC\n" + "".join(f"s{i},{i},{i + 1}\n" for i in range(6))
+    labels = ("sample_id,tissue,patient\ns0,kidney,P1\ns1, kidney,P1 \ns2,kidney , P1\ns3,liver,P2\n"
+              "s4,liver ,P2\ns5, NA ,P3\n")
+    response = client.post("/cohorts", files={"expression": ("m.csv", expression.encode()),
+                                              "labels": ("l.csv", labels.encode())}, data={"group_column": "patient"})
+
+    assert response.status_code == 201, response.text
+    cohort = response.json()
+    assert cohort["n_groups"] == 3  # P1 is one patient, whatever the spaces
+    tissue = next(c for c in cohort["label_columns"] if c["name"] == "tissue")
+    assert tissue["classes"] == {"kidney": 3, "liver": 2} and tissue["n_labelled"] == 5
+    annotations = parsing.text_annotations(["a", "b", "c"], {"tissue": [" kidney", "kidney ", " NA "]})
+    assert annotations is not None and annotations["tissue"].tolist()[:2] == ["kidney", "kidney"]
+    assert pd.isna(annotations["tissue"].iloc[2])
+
+
 VERSIONED = "sample_id,ENSG00000141510.16,ensg00000141510.17,tp53,TP53,MYC\ns1,1,2,3,4,5\ns2,10,20,30,40,50\n"
 
 
