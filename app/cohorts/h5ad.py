@@ -15,9 +15,11 @@ import h5py
 import numpy as np
 
 from app.cohorts.parsing import (
+    NO_LIMITS,
     SAMPLES_AS_ROWS,
     ExpressionMatrix,
     ParsedExpression,
+    SizeLimits,
     _brief,
     _check_finite,
     _check_names,
@@ -29,8 +31,11 @@ from app.errors import InvalidInput
 _BLOCK_CELLS = 4_000_000
 
 
-def read_h5ad(path: Path, filename: str, *, orientation: str = "auto") -> ParsedExpression:
-    """Read ``X`` with obs names as sample ids and var names as genes."""
+def read_h5ad(
+    path: Path, filename: str, *, orientation: str = "auto", limits: SizeLimits = NO_LIMITS
+) -> ParsedExpression:
+    """Read ``X`` with obs names as sample ids and var names as genes; more than ``limits`` is refused before
+    ``X`` is read."""
     if orientation not in ("auto", SAMPLES_AS_ROWS):
         raise InvalidInput(
             f"{filename}: .h5ad files hold samples (obs) as rows; orientation {orientation!r} does not apply"
@@ -41,7 +46,7 @@ def read_h5ad(path: Path, filename: str, *, orientation: str = "auto") -> Parsed
         raise InvalidInput(f"{filename}: not a readable HDF5 (.h5ad) file: {_brief(exc)}") from None
     try:
         with handle:
-            return _read(handle, filename)
+            return _read(handle, filename, limits)
     except InvalidInput:
         raise
     except (KeyError, ValueError, TypeError, OSError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
@@ -49,7 +54,7 @@ def read_h5ad(path: Path, filename: str, *, orientation: str = "auto") -> Parsed
         raise InvalidInput(f"{filename}: malformed .h5ad file: {_brief(exc)}") from None
 
 
-def _read(handle: h5py.File, filename: str) -> ParsedExpression:
+def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpression:
     for part in ("X", "obs", "var"):
         if part not in handle:
             raise InvalidInput(f"{filename}: the .h5ad file has no {part!r}; expected an AnnData file")
@@ -64,6 +69,7 @@ def _read(handle: h5py.File, filename: str) -> ParsedExpression:
         raise InvalidInput(f"{filename}: no samples (obs is empty)")
     if not genes:
         raise InvalidInput(f"{filename}: no genes (var is empty)")
+    limits.check(filename, samples=len(sample_ids), genes=len(genes))
     _check_ids(sample_ids, filename)
     _check_names(genes, filename, kind="gene")
     values = _matrix(handle["X"], (len(sample_ids), len(genes)), filename)

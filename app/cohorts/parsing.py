@@ -149,6 +149,37 @@ class _Shape:
         return "gene" if self.orientation == SAMPLES_AS_ROWS else "sample"
 
 
+@dataclass(frozen=True)
+class SizeLimits:
+    """The most samples and genes an upload may hold, checked as soon as a reader knows a count, before the
+    matrix is allocated (a small compressed file can declare an enormous one)."""
+
+    samples: int | None = None
+    genes: int | None = None
+
+    def check(self, filename: str, *, samples: int | None = None, genes: int | None = None,
+              partial: bool = False) -> None:
+        """Refuse counts over the limits (422 naming the setting); ``partial``: the count is still growing."""
+        for what, count, most, setting in (
+            ("samples", samples, self.samples, "EXPRSSL_MAX_UPLOAD_SAMPLES"),
+            ("genes", genes, self.genes, "EXPRSSL_MAX_UPLOAD_GENES"),
+        ):
+            if count is not None and most is not None and count > most:
+                counted = f"more than {most:,}" if partial else f"{count:,}"
+                raise InvalidInput(f"{filename}: {counted} {what}; this server accepts at most {most:,} ({setting})")
+
+    def check_shape(self, filename: str, orientation: str, *, rows: int | None = None, columns: int | None = None,
+                    partial: bool = False) -> None:
+        """:meth:`check` for a file's rows and columns in ``orientation``."""
+        if orientation == SAMPLES_AS_ROWS:
+            self.check(filename, samples=rows, genes=columns, partial=partial)
+        else:
+            self.check(filename, samples=columns, genes=rows, partial=partial)
+
+
+NO_LIMITS = SizeLimits()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Public API
 
@@ -158,33 +189,36 @@ def read_expression(path: Path, filename: str, *, orientation: str = "auto") -> 
     return parse_expression(path, filename, orientation=orientation).matrix
 
 
-def parse_expression(path: Path, filename: str, *, orientation: str = "auto") -> ParsedExpression:
+def parse_expression(
+    path: Path, filename: str, *, orientation: str = "auto", limits: SizeLimits = NO_LIMITS
+) -> ParsedExpression:
     """Read an expression matrix as samples x genes, whatever its format and orientation.
 
     ``orientation`` is ``auto`` (samples as rows unless the id column's name or values say genes),
-    ``samples_as_rows`` or ``genes_as_rows``.
+    ``samples_as_rows`` or ``genes_as_rows``. A file holding more than ``limits`` is refused as soon as
+    its reader can count, before the matrix is built.
     """
     if orientation not in ORIENTATIONS:
         raise InvalidInput(f"orientation {orientation!r} is not one of {', '.join(ORIENTATIONS)}")
     name = filename.lower()
     if name.endswith(".parquet"):
-        return _read_parquet_matrix(path, filename, orientation)
+        return _read_parquet_matrix(path, filename, orientation, limits)
     if name.endswith(".h5ad"):
         from app.cohorts import h5ad
 
-        return h5ad.read_h5ad(path, filename, orientation=orientation)
+        return h5ad.read_h5ad(path, filename, orientation=orientation, limits=limits)
     if name.endswith(".h5ad.gz"):
         raise InvalidInput(f"{filename}: a gzip-compressed .h5ad cannot be read; upload the .h5ad itself")
     if name.endswith((".gct", ".gct.gz")):
-        return _read_gct(path, filename, _Delimited("\t", name.endswith(".gz")), orientation)
+        return _read_gct(path, filename, _Delimited("\t", name.endswith(".gz")), orientation, limits)
     layout = _delimited_layout(filename)
     if layout is None:
         raise InvalidInput(
             f"{filename}: unsupported file type; accepted extensions: {', '.join(EXPRESSION_EXTENSIONS)}"
         )
     if layout.delimiter == "\t" and _starts_like_gct(path, layout):
-        return _read_gct(path, filename, layout, orientation)
-    return _read_delimited_matrix(path, filename, layout, orientation)
+        return _read_gct(path, filename, layout, orientation, limits)
+    return _read_delimited_matrix(path, filename, layout, orientation, limits)
 
 
 def read_labels(path: Path, filename: str) -> pd.DataFrame:
@@ -463,7 +497,9 @@ def _csv_options(
     }
 
 
-def _read_delimited_matrix(path: Path, filename: str, layout: _Delimited, orientation: str) -> ParsedExpression:
+def _read_delimited_matrix(
+    path: Path, filename: str, layout: _Delimited, orientation: str, limits: SizeLimits
+) -> ParsedExpression:
     head = _sniff(path, filename, layout)
     header = head.header
     if len(header) < 2:
@@ -474,7 +510,7 @@ def _read_delimited_matrix(path: Path, filename: str, layout: _Delimited, orient
         )
     resolved, detected = _resolve_orientation(orientation, header[0], header[1:], head.first_ids)
     shape = _shape_for(header, resolved, head.comments + 1, _block_size(head.longest_row))
-    matrix = _read_text_values(path, filename, layout, shape)
+    matrix = _read_text_values(path, filename, layout, shape, limits)
     file_format = "csv" if layout.delimiter == "," else "tsv"
     return ParsedExpression(matrix, file_format, resolved, detected, shape.skipped)
 
@@ -488,7 +524,9 @@ def _block_size(longest_row: int) -> int:
     return max(min(max(_BLOCK_SIZE, 256 * longest_row), _MAX_BLOCK_SIZE), 4 * longest_row)
 
 
-def _read_text_values(path: Path, filename: str, layout: _Delimited, shape: _Shape) -> ExpressionMatrix:
+def _read_text_values(
+    path: Path, filename: str, layout: _Delimited, shape: _Shape, limits: SizeLimits
+) -> ExpressionMatrix:
     """Read the id column and the value columns of ``shape`` as float32, batch by batch, into the matrix.
 
     Each batch of rows becomes one dense float32 block at once, so memory holds the blocks (one matrix)
@@ -500,12 +538,14 @@ def _read_text_values(path: Path, filename: str, layout: _Delimited, shape: _Sha
         layout, shape.n_fields, lambda i: pa.string() if i == 0 else pa.float32(), include=include,
         skip_rows=shape.skip_rows, block_size=shape.block_size,
     )
+    limits.check_shape(filename, shape.orientation, columns=len(shape.names))
     blocks = _Blocks(shape.orientation, len(shape.names))
     try:
         with _open_stream(path, layout) as stream:
             for batch in pacsv.open_csv(stream, **options):
                 if not blocks.add(batch.column(0), batch.columns[1:]):
                     break
+                limits.check_shape(filename, shape.orientation, rows=blocks.n_rows, partial=True)
     except (pa.ArrowException, OSError, EOFError) as exc:
         blocks.clear()
         _raise_first_delimited_error(path, filename, layout, shape, exc)
@@ -683,7 +723,9 @@ def text_annotations(sample_ids: Sequence[str], columns: Mapping[str, Sequence[s
 # GCT (GenePattern): genes as rows
 
 
-def _read_gct(path: Path, filename: str, layout: _Delimited, orientation: str) -> ParsedExpression:
+def _read_gct(
+    path: Path, filename: str, layout: _Delimited, orientation: str, limits: SizeLimits
+) -> ParsedExpression:
     """GCT 1.2 (``Name``, ``Description``, samples) and 1.3 (id, row metadata, samples; column metadata
     lines before the data)."""
     if orientation == SAMPLES_AS_ROWS:
@@ -698,7 +740,8 @@ def _read_gct(path: Path, filename: str, layout: _Delimited, orientation: str) -
         skip_rows=3 + len(column_meta),
         skipped=header[1 : 1 + n_row_meta],
     )
-    matrix = _read_text_values(path, filename, layout, shape)
+    limits.check(filename, genes=n_rows)  # as the header declares
+    matrix = _read_text_values(path, filename, layout, shape, limits)
     if len(matrix.genes) != n_rows:
         raise InvalidInput(
             f"{filename}: the GCT {version} header declares {n_rows} rows but the file has {len(matrix.genes)}"
@@ -757,7 +800,7 @@ def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:
 # Parquet
 
 
-def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedExpression:
+def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: SizeLimits) -> ParsedExpression:
     """Read a Parquet file batch by batch (see :class:`_Blocks`); ids are the pandas index or the first column."""
     try:
         parquet = pq.ParquetFile(path)
@@ -799,6 +842,7 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str) -> ParsedE
     if parquet.metadata.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows")
     n_rows = parquet.metadata.num_rows
+    limits.check_shape(filename, resolved, rows=n_rows, columns=len(other))  # as the footer declares
     values = np.empty((n_rows, len(other)) if resolved == SAMPLES_AS_ROWS else (len(other), n_rows), np.float32)
     id_chunks: list[pa.Array] = []
     for group, start, stop in reader.groups():

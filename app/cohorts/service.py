@@ -222,17 +222,6 @@ def _sample_rows(
     return rows
 
 
-def check_size(matrix: ExpressionMatrix, settings: Settings, filename: str) -> None:
-    """Refuse a matrix with more samples or genes than this server accepts (422 naming the setting)."""
-    limits = (
-        ("samples", len(matrix.sample_ids), settings.max_upload_samples, "EXPRSSL_MAX_UPLOAD_SAMPLES"),
-        ("genes", len(matrix.genes), settings.max_upload_genes, "EXPRSSL_MAX_UPLOAD_GENES"),
-    )
-    for what, count, most, setting in limits:
-        if count > most:
-            raise InvalidInput(f"{filename}: {count:,} {what}; this server accepts at most {most:,} ({setting})")
-
-
 def create_cohort(
     *,
     session: Session,
@@ -247,8 +236,10 @@ def create_cohort(
 ) -> orm.Cohort:
     """Parse, harmonise and check an upload, store its matrix once, and register the cohort with its samples."""
     options = options or IngestOptions()
-    parsed = parsing.parse_expression(expression.path, expression.filename, orientation=options.orientation)
-    check_size(parsed.matrix, settings, expression.filename)
+    limits = parsing.SizeLimits(settings.max_upload_samples, settings.max_upload_genes)
+    parsed = parsing.parse_expression(
+        expression.path, expression.filename, orientation=options.orientation, limits=limits
+    )
     policy = options.duplicate_genes or settings.duplicate_genes
     gene_ids = summarise_gene_ids(parsed.matrix.genes)
     resolved = ResolvedColumns.of(parsed.matrix.genes)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -144,6 +151,43 @@ def test_upload_and_inline_limits_name_the_setting(client: TestClient, monkeypat
     get_settings.cache_clear()
     response = client.post(f"/predictors/{predictor['id']}/predictions", json=inline_body(1))
     assert response.status_code == 422 and "500 genes; at most 100" in response.json()["error"]["message"]
+
+
+def test_a_small_file_declaring_a_huge_matrix_is_refused_before_it_is_built(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_SAMPLES", "1000")
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_GENES", "1000")
+    get_settings.cache_clear()
+    n = 200_000  # an empty 200,000 x 200,000 CSR matrix: 149 GiB once dense, a few hundred kB stored
+    path = tmp_path / "huge.h5ad"
+    with h5py.File(path, "w") as f:
+        group = f.create_group("X")
+        group.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": np.array([n, n])})
+        group.create_dataset("data", data=np.zeros(0, np.float32))
+        group.create_dataset("indices", data=np.zeros(0, np.int32))
+        group.create_dataset("indptr", data=np.zeros(n + 1, np.int64), compression="gzip")
+        for part, prefix in (("obs", "s"), ("var", "g")):
+            index = f.create_group(part)
+            index.attrs.update({"_index": "_index", "encoding-type": "dataframe", "encoding-version": "0.2.0"})
+            names = np.array([f"{prefix}{i}".encode() for i in range(n)], dtype="S7")
+            index.create_dataset("_index", data=names, compression="gzip")
+    rows = "sample_id,A,B\n" + "".join(f"s{i},1,2\n" for i in range(5000))  # 5,000 samples, streamed
+    huge_csv = gzip.compress(rows.encode())
+    wide = pd.DataFrame(np.zeros((2, 1500), np.float32), index=["a", "b"], columns=[f"g{i}" for i in range(1500)])
+    buffer = io.BytesIO()
+    wide.rename_axis("sample_id").to_parquet(buffer)
+    cases = {
+        "huge.h5ad": (path.read_bytes(), "huge.h5ad: 200,000 samples; this server accepts at most 1,000"),
+        "long.csv.gz": (huge_csv, "long.csv.gz: more than 1,000 samples; this server accepts at most 1,000"),
+        "wide.parquet": (buffer.getvalue(), "wide.parquet: 1,500 genes; this server accepts at most 1,000"),
+    }
+    for name, (content, message) in cases.items():
+        assert len(content) < 1_000_000
+        response = client.post("/cohorts", files={"expression": (name, content)})
+        assert response.status_code == 422, (name, response.text[:300])
+        assert response.json()["error"]["message"].startswith(message)
+    assert client.get("/cohorts").json() == []
 
 
 def test_a_long_file_name_is_cut_to_the_name_columns(client: TestClient) -> None:
