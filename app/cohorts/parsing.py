@@ -36,6 +36,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from app.errors import InvalidInput
+from models.gene_table import resolve_genes
 from models.genes import summarise_gene_ids
 
 EXPRESSION_EXTENSIONS = (
@@ -263,7 +264,9 @@ def detect_orientation(id_name: str, column_names: Sequence[str], first_ids: Seq
 
     Genes as rows when the id column is named like a gene column (``gene_id``, ``Geneid``, ``symbol``,
     ``probe_id`` ...) or its values are Ensembl or probe ids, in both cases only if the other column
-    names are not themselves Ensembl or probe ids. Samples as rows otherwise.
+    names are not themselves Ensembl or probe ids; also when at least half of the first ids are current
+    gene symbols (by the gene table) and almost none of the column names are, as in a table written by
+    pandas or R with an unnamed id column. Samples as rows otherwise.
     """
     label = id_name.strip().lstrip("#").strip().lower()
     if label in SAMPLE_COLUMN_NAMES:
@@ -273,7 +276,18 @@ def detect_orientation(id_name: str, column_names: Sequence[str], first_ids: Seq
         return SAMPLES_AS_ROWS
     if label in GENE_COLUMN_NAMES or summarise_gene_ids(list(first_ids)).id_type in _STRONG_GENE_IDS:
         return GENES_AS_ROWS
+    if _symbol_share(first_ids) >= 0.5 and _symbol_share(column_names[:2000]) < 0.1:
+        return GENES_AS_ROWS
     return SAMPLES_AS_ROWS
+
+
+def _symbol_share(names: Sequence[str]) -> float:
+    """Share of ``names`` that are current gene symbols: not previous symbols or aliases, which short sample
+    codes (``s1``, ``P2``) often are, nor numeric ids, which sample numbers imitate."""
+    if not names:
+        return 0.0
+    hits = sum(r.rule == "symbol" for r in resolve_genes(list(names)))
+    return hits / len(names)
 
 
 def matrix_checksum(matrix: ExpressionMatrix) -> str:

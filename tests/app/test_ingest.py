@@ -200,15 +200,35 @@ def test_featurecounts_output_comment_and_annotation_columns(tmp_path: Path) -> 
 
 def test_orientation_given_overrides_detection(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
-    path.write_text("id,patient1,patient2\nTP53,1.5,2.5\nMYC,3.0,4.0\nEGFR,5.0,6.0\n")
+    path.write_text("id,BRCA1,KRAS\nTP53,1.5,2.5\nMYC,3.0,4.0\nEGFR,5.0,6.0\n")  # gene names both ways
 
     detected = parse_expression(path, "m.csv")
     given = parse_expression(path, "m.csv", orientation="genes_as_rows")
 
-    assert detected.orientation == "samples_as_rows" and detected.matrix.genes == ["patient1", "patient2"]
+    assert detected.orientation == "samples_as_rows" and detected.matrix.genes == ["BRCA1", "KRAS"]
     assert given.orientation == "genes_as_rows" and not given.orientation_detected
-    assert given.matrix.sample_ids == ["patient1", "patient2"] and given.matrix.genes == ["TP53", "MYC", "EGFR"]
+    assert given.matrix.sample_ids == ["BRCA1", "KRAS"] and given.matrix.genes == ["TP53", "MYC", "EGFR"]
     assert given.matrix.values.tolist() == [[1.5, 3.0, 5.0], [2.5, 4.0, 6.0]]
+
+
+@pytest.mark.parametrize("header", ["", "id", "Unnamed: 0"])
+def test_gene_symbols_as_rows_under_an_unnamed_id_column_are_read_as_genes(tmp_path: Path, header: str) -> None:
+    # pandas' to_csv() and R's write.csv() leave the first header cell empty.
+    frame = pd.DataFrame([[850.0, 12.0], [5.5, 7.0], [31.0, 2.0]], index=["TP53", "MYC", "SEPT9"],
+                         columns=["GSM100", "GSM101"])
+    path = tmp_path / "m.csv"
+    path.write_text(frame.to_csv().replace(",GSM100", f"{header},GSM100", 1))
+
+    parsed = parse_expression(path, "m.csv")
+
+    assert parsed.orientation == "genes_as_rows" and parsed.orientation_detected
+    assert parsed.matrix.sample_ids == ["GSM100", "GSM101"] and parsed.matrix.genes == ["TP53", "MYC", "SEPT9"]
+    assert parsed.matrix.values.tolist() == [[850.0, 5.5, 31.0], [12.0, 7.0, 2.0]]
+    # Sample names that are numbers or short codes are not taken for genes.
+    path.write_text(f"{header},TP53,MYC\n1,1.5,2.5\n2,3.0,4.0\n3,5.0,6.0\n")
+    assert parse_expression(path, "m.csv").orientation == "samples_as_rows"
+    path.write_text(f"{header},GENE1,GENE2\nA1,1.5,2.5\nP2,3.0,4.0\nS3,5.0,6.0\nC4,1.0,1.0\n")
+    assert parse_expression(path, "m.csv").orientation == "samples_as_rows"
 
 
 def test_bad_cell_in_genes_as_rows_names_the_gene_and_the_sample(tmp_path: Path) -> None:
