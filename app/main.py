@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +21,10 @@ from app.db.session import session_factory
 from app.errors import ExprsslError, TooManyRequests, Unauthorized
 from app.storage import get_store
 from worker.dispatch import make_dispatcher
+
+log = logging.getLogger(__name__)
+# Staged files this old at start-up were left by a process killed mid-upload: no write takes 6 hours.
+STALE_STAGING_S = 6 * 3600
 
 
 def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
@@ -78,7 +83,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    dispatcher = make_dispatcher(session_factory=session_factory(), store=get_store(), settings=settings)
+    store = get_store()
+    swept = store.sweep_staging(STALE_STAGING_S)
+    if swept:
+        log.info("removed %d staged file(s) older than %d hours, left by interrupted uploads", swept,
+                 STALE_STAGING_S // 3600)
+    dispatcher = make_dispatcher(session_factory=session_factory(), store=store, settings=settings)
     app.state.dispatcher = dispatcher
     dispatcher.start()
     try:

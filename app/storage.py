@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,7 @@ class ArtifactStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def staging_dir(self) -> Path: ...
+    def sweep_staging(self, older_than_s: float) -> int: ...
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -56,6 +58,19 @@ class LocalArtifactStore:
         staging = self.root / ".staging"
         staging.mkdir(exist_ok=True)
         return staging
+
+    def sweep_staging(self, older_than_s: float) -> int:
+        """Remove staged files not touched for ``older_than_s`` seconds (left by a process killed during an
+        upload or a write); return how many. Younger ones may belong to a write in progress elsewhere."""
+        cutoff, removed = time.time() - older_than_s, 0
+        for path in self.staging_dir().iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # finished (moved into the store) meanwhile
+                continue
+        return removed
 
     def put_bytes(self, key: str, data: bytes) -> str:
         """Store ``data`` under a new ``key``; return its sha256."""

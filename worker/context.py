@@ -38,8 +38,15 @@ class JobContext:
     shutdown_event: threading.Event = field(default_factory=threading.Event)
     progress_interval_s: float = 0.5
     checkpoint_every_epochs: int = 0  # pipelines that train save a resumable state this often
+    written: list[str] = field(default_factory=list, init=False)  # artifacts put by put_artifact
     _last_write: float = field(default=0.0, init=False)
     _last_poll: float = field(default=0.0, init=False)
+
+    def put_artifact(self, key: str, data: bytes) -> str:
+        """Store a result file (a trained model) and return its sha256; the runner removes it again if the job
+        does not record it (failed, cancelled, or taken over meanwhile), so no file outlives its row."""
+        self.written.append(key)
+        return self.store.put_bytes(key, data)
 
     def _check_events(self, where: str) -> None:
         if self.cancel_event.is_set():

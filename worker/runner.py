@@ -70,6 +70,7 @@ def run_job(
     heartbeat = Heartbeat(
         session_factory, job_id, attempt, interval_s=settings.heartbeat_interval_s, on_lost=ctx.cancel_event.set
     )
+    recorded = False
     try:
         with heartbeat:
             record = PIPELINES[kind](ctx)
@@ -79,6 +80,7 @@ def run_job(
             record(session)
             jobs.transition(session, job, orm.JobState.SUCCEEDED)
             session.commit()
+            recorded = True
             return orm.JobState.SUCCEEDED
     except JobCancelled as exc:
         if heartbeat.lost.is_set():
@@ -89,6 +91,10 @@ def run_job(
     except Exception as exc:
         log.exception("job %s failed", job_id)
         return _finish(session_factory, job_id, attempt, orm.JobState.FAILED, f"{type(exc).__name__}: {exc}")
+    finally:
+        if not recorded:  # no row points at what this attempt stored
+            for key in ctx.written:
+                store.delete(key)
 
 
 def _owned(session: Session, job_id: str, attempt: int) -> orm.Job | None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import os
 import re
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,8 @@ from app.cohorts.h5ad import read_h5ad
 from app.cohorts.parsing import ExpressionMatrix, matrix_checksum, parse_expression, write_matrix
 from app.config import Settings, get_settings
 from app.errors import InvalidInput
+from app.main import STALE_STAGING_S, create_app
+from app.storage import get_store
 from tests.conftest import SHARED_DATA, wait_for_job
 
 FIXTURES = Path(__file__).resolve().parent / "data"
@@ -527,6 +531,20 @@ def test_form_fields_are_validated(client: TestClient) -> None:
 def test_staging_is_empty_after_a_successful_upload(client: TestClient, settings: Settings) -> None:
     assert csv_upload(client, "sample_id,A\ns1,1\n").status_code == 201
     assert staged(settings) == []
+
+
+def test_files_left_in_staging_by_a_killed_upload_are_removed_at_start(settings: Settings) -> None:
+    staging = get_store().staging_dir()
+    old, recent = staging / "killed.upload", staging / "in-progress.upload"
+    for path in (old, recent):
+        path.write_bytes(b"x" * 1000)
+    an_hour_too_old = time.time() - STALE_STAGING_S - 3600
+    os.utime(old, (an_hour_too_old, an_hour_too_old))
+
+    with TestClient(create_app()):
+        pass
+
+    assert staged(settings) == [recent]  # another process may still be writing the recent one
 
 
 # --- memory of the store write ------------------------------------------------------------------------------

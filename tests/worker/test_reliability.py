@@ -238,6 +238,33 @@ def test_reaper_cancels_a_lost_job_whose_cancellation_was_requested(client: Test
     assert job_row(job_id).state is orm.JobState.CANCELLED
 
 
+def test_a_model_file_whose_job_records_nothing_is_removed(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, encoder_id = pretrain_job(client, epochs=2)
+    transition = jobs.transition
+
+    def failing_success(session: Session, job: orm.Job, to: orm.JobState, **kwargs: object) -> None:
+        if to is orm.JobState.SUCCEEDED:
+            raise RuntimeError("the registry went away")
+        transition(session, job, to, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs, "transition", failing_success)
+    assert run(job_id, settings) is orm.JobState.FAILED
+    with session_factory()() as session:
+        assert session.get_one(orm.Encoder, encoder_id).artifact_key is None
+    models = settings.resolved_artifact_dir / "encoders" / encoder_id
+    assert not models.exists() or list(models.iterdir()) == []  # the trained weights went with the failure
+
+    monkeypatch.setattr(jobs, "transition", transition)  # a retry stores them, and its row points at them
+    with session_factory()() as session:
+        jobs.retry(session, lab_caller(), job_id)
+    assert run(job_id, settings) is orm.JobState.SUCCEEDED
+    with session_factory()() as session:
+        key = session.get_one(orm.Encoder, encoder_id).artifact_key
+    assert key is not None and [f"encoders/{encoder_id}/{p.name}" for p in models.iterdir()] == [key]
+
+
 def test_a_job_claimed_while_its_cancellation_was_being_read_is_flagged_not_overwritten(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

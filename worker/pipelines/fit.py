@@ -225,7 +225,7 @@ def run(ctx: JobContext) -> Recorder:
         "test_sample_ids": [ids[i] for i in rows_test],
     }
     key = f"predictors/{spec.predictor_id}/{new_id()}.pt"
-    sha256 = ctx.store.put_bytes(key, checkpoint.dumps(payload))
+    sha256 = ctx.put_artifact(key, checkpoint.dumps(payload))
     version = gene_table_version()
 
     def record(session: Session) -> None:

@@ -118,7 +118,7 @@ def run(ctx: JobContext) -> Recorder:
     ssl.fit(inputs.x, seed=seed, on_epoch_end=on_epoch_end, state=resume.state, init_encoder=inputs.init_encoder)
     payload = checkpoint.encoder_payload(ssl.encoder, preprocessor, method=method, params=params)
     key = f"encoders/{encoder_id}/{new_id()}.pt"
-    sha256 = ctx.store.put_bytes(key, checkpoint.dumps(payload))
+    sha256 = ctx.put_artifact(key, checkpoint.dumps(payload))
     version = gene_table_version()
     summary: dict[str, Any] = {
         "log1p": preprocessor.log1p,
