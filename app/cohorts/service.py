@@ -250,8 +250,11 @@ def create_cohort(
     summary = values.summarise(matrix.values)
     value_kind, value_source = values.resolve_kind(options.values, summary, matrix.sample_ids, matrix.genes)
     checksum = parsing.matrix_checksum(matrix)
-    original = repository.find_by_checksum(session, checksum, lab_id=caller.lab_id)
-    storage_key = original.storage_key if original else _store_matrix(store, matrix, f"{caller.lab_id}/{checksum}")
+    # Locked, the original's row cannot be deleted (with the file this upload shares) until this one commits.
+    original = repository.find_by_checksum(session, checksum, lab_id=caller.lab_id, lock=True)
+    storage_key = original.storage_key if original else _store_matrix(
+        store, matrix, f"cohorts/{caller.lab_id}/{checksum}.arrow"
+    )
     label_summary = []
     if label_table is not None:
         label_summary = summarise_labels(label_table.drop(columns=[group_column] if group_column else []))
@@ -288,6 +291,8 @@ def create_cohort(
     details = {"name": cohort.name, "n_samples": cohort.n_samples, "n_genes": cohort.n_genes, "checksum": checksum}
     auth.record(session, caller, "cohort.upload", cohort, details)
     session.commit()
+    if not store.exists(storage_key):  # SQLite locks no row: the original was deleted with its file meanwhile
+        _store_matrix(store, matrix, storage_key)
     return cohort
 
 
@@ -332,8 +337,7 @@ def _value_report(summary: values.ValueSummary, matrix: ExpressionMatrix) -> dic
     return {**summary.to_dict(), "zero_fraction": round(summary.n_zero / n_cells, 6)}
 
 
-def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, name: str) -> str:
-    key = f"cohorts/{name}.arrow"
+def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, key: str) -> str:
     if store.exists(key):  # written by an upload whose registry row was rolled back
         return key
     fd, name = tempfile.mkstemp(dir=store.staging_dir(), suffix=".arrow")

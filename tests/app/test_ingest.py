@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,15 +24,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from app.cohorts import parsing
+from app.cohorts import repository as cohort_repository
+from app.cohorts import service as cohort_service
 from app.cohorts.h5ad import read_h5ad
 from app.cohorts.parsing import ExpressionMatrix, matrix_checksum, parse_expression, write_matrix
 from app.config import Settings, get_settings
+from app.db import orm
+from app.db.session import session_factory
 from app.errors import InvalidInput
 from app.main import STALE_STAGING_S, create_app
 from app.storage import get_store
-from tests.conftest import SHARED_DATA, wait_for_job
+from tests.conftest import SHARED_DATA, lab_caller, wait_for_job
 
 FIXTURES = Path(__file__).resolve().parent / "data"
 TISSUES = SHARED_DATA / "tissue_symbols"
@@ -531,6 +537,30 @@ def test_form_fields_are_validated(client: TestClient) -> None:
 def test_staging_is_empty_after_a_successful_upload(client: TestClient, settings: Settings) -> None:
     assert csv_upload(client, "sample_id,A\ns1,1\n").status_code == 201
     assert staged(settings) == []
+
+
+def test_an_identical_upload_keeps_its_matrix_when_the_original_is_deleted_meanwhile(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "sample_id,TP53,MYC\ns1,1,2\ns2,3,4\n"
+    original = csv_upload(client, text).json()
+    find = cohort_repository.find_by_checksum
+
+    def found_then_deleted(session: Session, checksum: str, **kwargs: Any) -> orm.Cohort | None:
+        row = find(session, checksum, **kwargs)  # the upload will share the original's file ...
+        with session_factory()() as other:  # ... which another request deletes before the upload commits
+            cohort_service.delete_cohort(session=other, store=get_store(), caller=lab_caller(),
+                                         cohort_id=original["id"], force=False)
+        return row
+
+    monkeypatch.setattr(cohort_repository, "find_by_checksum", found_then_deleted)
+    copy = csv_upload(client, text)
+
+    assert copy.status_code == 201 and client.get(f"/cohorts/{original['id']}").status_code == 404
+    with session_factory()() as session:
+        key = session.get_one(orm.Cohort, copy.json()["id"]).storage_key
+    stored = parsing.read_matrix(get_store().local_path(key))  # written again: the upload still held it
+    assert matrix_checksum(stored) == copy.json()["checksum"] == original["checksum"]
 
 
 def test_files_left_in_staging_by_a_killed_upload_are_removed_at_start(settings: Settings) -> None:
