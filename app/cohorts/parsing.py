@@ -82,6 +82,7 @@ _MAX_BLOCK_SIZE = 64 << 20  # more rows per batch cost memory; fewer cost a per-
 _SLICE_COLUMNS = 500  # Parquet columns read at once (see _ParquetSlices)
 _SCAN_CELLS = 4_000_000  # cells per batch when looking for the first bad cell
 _SNIFF_ROWS = 200  # data rows whose first field is read to detect the orientation
+_MIN_SYMBOL_ROWS = 20  # gene symbols as row ids turn a file only from this many rows: never a short sample sheet
 _SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
 _LISTED = 10  # names listed in a message before "and N more"
@@ -264,9 +265,9 @@ def detect_orientation(id_name: str, column_names: Sequence[str], first_ids: Seq
 
     Genes as rows when the id column is named like a gene column (``gene_id``, ``Geneid``, ``symbol``,
     ``probe_id`` ...) or its values are Ensembl or probe ids, in both cases only if the other column
-    names are not themselves Ensembl or probe ids; also when at least half of the first ids are current
-    gene symbols (by the gene table) and almost none of the column names are, as in a table written by
-    pandas or R with an unnamed id column. Samples as rows otherwise.
+    names are not themselves Ensembl or probe ids; also when at least half of 20 or more first ids are
+    current gene symbols (by the gene table) and almost no column name is a gene id of any kind, as in a
+    table written by pandas or R with an unnamed id column. Samples as rows otherwise.
     """
     label = id_name.strip().lstrip("#").strip().lower()
     if label in SAMPLE_COLUMN_NAMES:
@@ -276,7 +277,7 @@ def detect_orientation(id_name: str, column_names: Sequence[str], first_ids: Seq
         return SAMPLES_AS_ROWS
     if label in GENE_COLUMN_NAMES or summarise_gene_ids(list(first_ids)).id_type in _STRONG_GENE_IDS:
         return GENES_AS_ROWS
-    if _symbol_share(first_ids) >= 0.5 and _symbol_share(column_names[:2000]) < 0.1:
+    if len(first_ids) >= _MIN_SYMBOL_ROWS and _symbol_share(first_ids) >= 0.5 and not _any_gene_ids(column_names):
         return GENES_AS_ROWS
     return SAMPLES_AS_ROWS
 
@@ -284,10 +285,13 @@ def detect_orientation(id_name: str, column_names: Sequence[str], first_ids: Seq
 def _symbol_share(names: Sequence[str]) -> float:
     """Share of ``names`` that are current gene symbols: not previous symbols or aliases, which short sample
     codes (``s1``, ``P2``) often are, nor numeric ids, which sample numbers imitate."""
-    if not names:
-        return 0.0
-    hits = sum(r.rule == "symbol" for r in resolve_genes(list(names)))
-    return hits / len(names)
+    return sum(r.rule == "symbol" for r in resolve_genes(list(names))) / len(names)
+
+
+def _any_gene_ids(names: Sequence[str]) -> bool:
+    """Whether more than a few of ``names`` resolve as genes by any rule (symbols, aliases, NCBI ids ...)."""
+    sample = list(names[:2000])
+    return sum(r.resolved for r in resolve_genes(sample)) > 0.05 * len(sample)
 
 
 def matrix_checksum(matrix: ExpressionMatrix) -> str:

@@ -221,23 +221,37 @@ def test_orientation_given_overrides_detection(tmp_path: Path) -> None:
     assert given.matrix.values.tolist() == [[1.5, 3.0, 5.0], [2.5, 4.0, 6.0]]
 
 
+SYMBOLS = ["TP53", "MYC", "SEPTIN9", "EGFR", "BRCA1", "KRAS", "PTEN", "CDK4", "MDM2", "RB1", "ATM", "NRAS",
+           "BRAF", "ERBB2", "CCND1", "VHL", "APC", "SMAD4", "NOTCH1", "GAPDH", "ACTB", "ALB"]
+
+
 @pytest.mark.parametrize("header", ["", "id", "Unnamed: 0"])
 def test_gene_symbols_as_rows_under_an_unnamed_id_column_are_read_as_genes(tmp_path: Path, header: str) -> None:
     # pandas' to_csv() and R's write.csv() leave the first header cell empty.
-    frame = pd.DataFrame([[850.0, 12.0], [5.5, 7.0], [31.0, 2.0]], index=["TP53", "MYC", "SEPT9"],
-                         columns=["GSM100", "GSM101"])
+    values = np.arange(2 * len(SYMBOLS), dtype=np.float64).reshape(len(SYMBOLS), 2)
+    frame = pd.DataFrame(values, index=SYMBOLS, columns=["GSM100", "GSM101"])
     path = tmp_path / "m.csv"
     path.write_text(frame.to_csv().replace(",GSM100", f"{header},GSM100", 1))
 
     parsed = parse_expression(path, "m.csv")
 
     assert parsed.orientation == "genes_as_rows" and parsed.orientation_detected
-    assert parsed.matrix.sample_ids == ["GSM100", "GSM101"] and parsed.matrix.genes == ["TP53", "MYC", "SEPT9"]
-    assert parsed.matrix.values.tolist() == [[850.0, 5.5, 31.0], [12.0, 7.0, 2.0]]
-    # Sample names that are numbers or short codes are not taken for genes.
-    path.write_text(f"{header},TP53,MYC\n1,1.5,2.5\n2,3.0,4.0\n3,5.0,6.0\n")
-    assert parse_expression(path, "m.csv").orientation == "samples_as_rows"
-    path.write_text(f"{header},GENE1,GENE2\nA1,1.5,2.5\nP2,3.0,4.0\nS3,5.0,6.0\nC4,1.0,1.0\n")
+    assert parsed.matrix.sample_ids == ["GSM100", "GSM101"] and parsed.matrix.genes == SYMBOLS
+    assert parsed.matrix.values.tolist() == values.T.tolist()
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns"),
+    [
+        (SYMBOLS[:19], ["GSM100", "GSM101"]),  # too few rows to tell from a sample sheet
+        ([str(i) for i in range(1, 30)], ["TP53", "MYC"]),  # sample numbers, which look like NCBI gene ids
+        ([f"CA{i}" for i in range(1, 30)], ["7157", "4609"]),  # sample codes that are symbols; NCBI gene columns
+        ([f"WT{i}" for i in range(1, 30)], ["TP53", "CDKN2A"]),
+    ],
+)
+def test_samples_that_look_like_genes_stay_rows(tmp_path: Path, rows: list[str], columns: list[str]) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(pd.DataFrame(1.0, index=rows, columns=columns).to_csv())
     assert parse_expression(path, "m.csv").orientation == "samples_as_rows"
 
 
