@@ -101,13 +101,12 @@ MAX_GROUP_FOLDS = 20  # the test share's grain with many groups: 1/20
 
 def _group_folds(test_size: float, n_groups: int) -> tuple[int, int]:
     """``(k, m)``: the test side is ``m`` of ``k`` group folds, ``m / k`` as near ``test_size`` as the number of
-    groups allows. One of ``round(1 / test_size)`` folds when that is exact (0.2: 1 of 5), else ``m`` of up to
-    20 folds (0.4: 8 of 20; 0.8: 16 of 20)."""
-    k = round(1 / test_size)
-    if 2 <= k <= n_groups and abs(1 / k - test_size) < 1e-9:
-        return k, 1
+    groups allows: one of ``round(1 / test_size)`` folds (0.2: 1 of 5; 0.33: 1 of 3) or ``m`` of up to 20
+    folds (0.4: 8 of 20; 0.8: 16 of 20), whichever is nearer; one fold of the two on a tie."""
+    k_one = min(max(2, round(1 / test_size)), n_groups)
     k = max(2, min(n_groups, MAX_GROUP_FOLDS))
-    return k, min(max(1, round(test_size * k)), k - 1)
+    m = min(max(1, round(test_size * k)), k - 1)
+    return (k_one, 1) if abs(1 / k_one - test_size) <= abs(m / k - test_size) else (k, m)
 
 
 def _group_split(y: np.ndarray, groups: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,10 +135,10 @@ def split_train_test(
     """Split sample indices into train and test.
 
     With ``groups`` (e.g. patient ids) no group appears on both sides: the first fold of a shuffled
-    ``StratifiedGroupKFold(n_splits=round(1/test_size))`` when ``1/test_size`` is a whole number, else the
-    first ``m`` of up to 20 folds with ``m/20`` nearest ``test_size`` (fewer folds with fewer groups),
-    falling back to ``GroupShuffleSplit``. Without groups the split is stratified by ``y``, or unstratified
-    when a class has fewer than 2 members or the test set cannot hold every class.
+    ``StratifiedGroupKFold(n_splits=round(1/test_size))``, or the first ``m`` of up to 20 folds when ``m/20``
+    is nearer ``test_size`` (fewer folds with fewer groups), falling back to ``GroupShuffleSplit``. Without
+    groups the split is stratified by ``y``, or unstratified when a class has fewer than 2 members or the
+    test set cannot hold every class.
 
     Args:
         y: Labels ``(N,)``.
