@@ -91,8 +91,7 @@ def predict(
     refuse_negative_counts(aligned, sample_ids, loaded.preprocessor.genes, log1p=loaded.preprocessor.log1p,
                            model=f"predictor {predictor.id}")
     warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)
-    x = _model_inputs(session, store, settings, predictor, loaded, aligned, request.imputation)
-    refuse_out_of_range(x, aligned, sample_ids, loaded.preprocessor.genes, model=f"predictor {predictor.id}")
+    x = _model_inputs(session, store, settings, predictor, loaded, aligned, sample_ids, request.imputation)
     flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile
     out = loaded.uncertainty.predict(loaded.model, x, coverage=request.coverage, ood_percentile=flag_at)
     results = sample_results(sample_ids, loaded.classes, out)
@@ -122,10 +121,13 @@ def _model_inputs(
     predictor: orm.Predictor,
     loaded: LoadedPredictor,
     aligned: np.ndarray,
+    sample_ids: list[str],
     imputation: str,
 ) -> np.ndarray:
-    """Preprocess the aligned input; missing genes get the training mean (z-score 0) or ridge predictions."""
+    """Preprocess the aligned input; missing genes get the training mean (z-score 0) or ridge predictions.
+    Values out of the model's range are refused before any imputation can spread them."""
     x = loaded.preprocessor.transform(aligned)
+    refuse_out_of_range(x, aligned, sample_ids, loaded.preprocessor.genes, model=f"predictor {predictor.id}")
     if imputation != "ridge":
         return x
     observed = observed_genes(aligned)

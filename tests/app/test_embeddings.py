@@ -131,6 +131,11 @@ def test_values_too_large_for_the_model_are_refused_naming_sample_and_gene(
             message = response.json()["error"]["message"]
             assert message.startswith(f"sample {frame.index[1]!r}, gene {gene!r}: value 3e+38 is ")
             assert f"standard deviations from the mean of {model}'s training data" in message
+    # With ridge imputation too: the value is refused before it could spread into the imputed genes.
+    partial = inline(frame.drop(columns=frame.columns[100:200]))
+    response = client.post(models[f"predictor {predictor['predictor']['id']}"], json={**partial, "imputation": "ridge"})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith(f"sample {frame.index[1]!r}, gene {gene!r}: value 3e+38")
     assert client.get(f"/predictors/{predictor['predictor']['id']}/predictions").json() == []
 
 
