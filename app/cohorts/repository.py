@@ -20,10 +20,11 @@ def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[
 
 def find_by_checksum(session: Session, checksum: str, *, lab_id: str, lock: bool = False) -> orm.Cohort | None:
     """The lab's first cohort registered with this matrix checksum, if any (other labs' are never seen);
-    ``lock``: its row stays locked until the transaction ends (PostgreSQL), so it cannot be deleted meanwhile."""
+    ``lock``: its row is locked until the transaction ends (PostgreSQL ``FOR KEY SHARE``), so it cannot be
+    deleted meanwhile; rows referring to it and other such locks are not held up."""
     query = select(orm.Cohort).where(orm.Cohort.checksum == checksum, orm.Cohort.lab_id == lab_id)
     query = query.order_by(orm.Cohort.created_at, orm.Cohort.id).limit(1)
-    return session.scalars(query.with_for_update() if lock else query).first()
+    return session.scalars(query.with_for_update(read=True, key_share=True) if lock else query).first()
 
 
 def add_samples(session: Session, cohort_id: str, rows: Sequence[dict[str, object]]) -> None:
