@@ -38,6 +38,8 @@ from app.errors import InvalidInput
 from app.main import STALE_STAGING_S, create_app
 from app.storage import get_store
 from tests.conftest import SHARED_DATA, lab_caller, wait_for_job
+from worker.context import JobContext
+from worker.pipelines.common import load_cohort
 
 FIXTURES = Path(__file__).resolve().parent / "data"
 TISSUES = SHARED_DATA / "tissue_symbols"
@@ -369,6 +371,17 @@ def test_spaces_around_labels_and_group_ids_do_not_make_other_classes_or_patient
     assert cohort["n_groups"] == 3  # P1 is one patient, whatever the spaces
     tissue = next(c for c in cohort["label_columns"] if c["name"] == "tissue")
     assert tissue["classes"] == {"kidney": 3, "liver": 2} and tissue["n_labelled"] == 5
+    # A cohort stored before ingest trimmed them: jobs read its groups and labels trimmed all the same.
+    with session_factory()() as session:
+        for row in session.query(orm.CohortSample).filter_by(cohort_id=cohort["id"]):
+            tissue = row.labels["tissue"]
+            row.group_id, row.labels = f" {row.group_id} ", {"tissue": None if tissue is None else f"{tissue} "}
+        session.commit()
+    context = JobContext(job_id="j", params={}, store=get_store(), session_factory=session_factory(),
+                         min_gene_coverage=0.5)
+    data = load_cohort(context, cohort["id"])
+    assert data.groups == ["P1", "P1", "P1", "P2", "P2", "P3"]
+    assert [labels["tissue"] for labels in data.labels] == ["kidney"] * 3 + ["liver"] * 2 + [None]
     annotations = parsing.text_annotations(["a", "b", "c"], {"tissue": [" kidney", "kidney ", " NA "]})
     assert annotations is not None and annotations["tissue"].tolist()[:2] == ["kidney", "kidney"]
     assert pd.isna(annotations["tissue"].iloc[2])

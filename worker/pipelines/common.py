@@ -38,8 +38,9 @@ def load_cohort(ctx: JobContext, cohort_id: str) -> CohortData:
         samples: list[orm.CohortSample] = cohorts.samples(session, cohort_id)
         key, checksum, group_column = cohort.storage_key, cohort.checksum, cohort.group_column
         value_kind = cohort.value_kind
-        labels = [dict(s.labels) for s in samples]
-        groups = [s.group_id for s in samples]
+        # Stripped here too: cohorts uploaded before ingest trimmed them may hold "P1 " beside "P1".
+        labels = [{k: v.strip() if isinstance(v, str) else v for k, v in s.labels.items()} for s in samples]
+        groups = [s.group_id.strip() if s.group_id is not None else None for s in samples]
         stored_ids = [s.sample_id for s in samples]
     matrix = parsing.read_matrix(ctx.store.local_path(key))
     if parsing.matrix_checksum(matrix) != checksum or matrix.sample_ids != stored_ids:
