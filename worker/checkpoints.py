@@ -86,7 +86,15 @@ def discard_on_commit(session: Session, ctx: JobContext) -> None:
     job = session.get_one(orm.Job, ctx.job_id)
     info, job.checkpoint = job.checkpoint, None
     if info:
-        event.listen(session, "after_commit", lambda _: ctx.store.delete(info["key"]), once=True)
+        event.listen(session, "after_commit", lambda _: _delete_quietly(ctx, info["key"]), once=True)
+
+
+def _delete_quietly(ctx: JobContext, key: str) -> None:
+    """Delete a blob no row points at any more; a failure leaves disk space, never fails the commit."""
+    try:
+        ctx.store.delete(key)
+    except OSError as exc:
+        log.warning("job %s: could not delete %s: %s", ctx.job_id, key, exc)
 
 
 def _note(ctx: JobContext, message: str) -> None:

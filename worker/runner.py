@@ -8,7 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -70,17 +70,17 @@ def run_job(
     heartbeat = Heartbeat(
         session_factory, job_id, attempt, interval_s=settings.heartbeat_interval_s, on_lost=ctx.cancel_event.set
     )
-    recorded = False
+    recorded: list[bool] = []  # set when the results' transaction commits (before any after-commit cleanup)
     try:
         with heartbeat:
             record = PIPELINES[kind](ctx)
         with session_factory() as session:
             if (job := _owned(session, job_id, attempt)) is None:
                 return None
+            event.listen(session, "after_commit", lambda _: recorded.append(True), once=True)
             record(session)
             jobs.transition(session, job, orm.JobState.SUCCEEDED)
             session.commit()
-            recorded = True
             return orm.JobState.SUCCEEDED
     except JobCancelled as exc:
         if heartbeat.lost.is_set():
@@ -93,8 +93,15 @@ def run_job(
         return _finish(session_factory, job_id, attempt, orm.JobState.FAILED, f"{type(exc).__name__}: {exc}")
     finally:
         if not recorded:  # no row points at what this attempt stored
-            for key in ctx.written:
-                store.delete(key)
+            _delete_unrecorded(store, ctx.written)
+
+
+def _delete_unrecorded(store: ArtifactStore, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(key)
+        except OSError as exc:  # disk space is all it costs
+            log.warning("could not delete %s, stored by a job that recorded nothing: %s", key, exc)
 
 
 def _owned(session: Session, job_id: str, attempt: int) -> orm.Job | None:

@@ -265,6 +265,28 @@ def test_a_model_file_whose_job_records_nothing_is_removed(
     assert key is not None and [f"encoders/{encoder_id}/{p.name}" for p in models.iterdir()] == [key]
 
 
+def test_a_failing_cleanup_after_the_commit_keeps_the_recorded_model(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, encoder_id = pretrain_job(client, epochs=3)
+    store = get_store()
+    delete = type(store).delete
+
+    def refuse_checkpoints(self: object, key: str) -> None:
+        if key.startswith("checkpoints/"):
+            raise PermissionError(f"read-only: {key}")
+        delete(self, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(store), "delete", refuse_checkpoints)
+    every_2 = settings.model_copy(update={"checkpoint_every_epochs": 2})  # a checkpoint is left at the end
+    assert run(job_id, every_2) is orm.JobState.SUCCEEDED
+    with session_factory()() as session:
+        encoder = session.get_one(orm.Encoder, encoder_id)
+        assert encoder.status is orm.ArtifactStatus.READY and encoder.artifact_key is not None
+        key, sha256 = encoder.artifact_key, encoder.artifact_sha256
+    assert get_store().get_bytes(key, sha256=sha256 or "")  # the model its row points at is there
+
+
 def test_a_job_claimed_while_its_cancellation_was_being_read_is_flagged_not_overwritten(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
