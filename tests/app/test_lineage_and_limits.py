@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -174,16 +175,27 @@ def test_a_small_file_declaring_a_huge_matrix_is_refused_before_it_is_built(
             index.create_dataset("_index", data=names, compression="gzip")
     rows = "sample_id,A,B\n" + "".join(f"s{i},1,2\n" for i in range(5000))  # 5,000 samples, streamed
     huge_csv = gzip.compress(rows.encode())
-    wide = pd.DataFrame(np.zeros((2, 1500), np.float32), index=["a", "b"], columns=[f"g{i}" for i in range(1500)])
+    tall = pd.DataFrame(np.zeros((300_000, 40), np.float32), columns=[f"g{i}" for i in range(40)])
     buffer = io.BytesIO()
-    wide.rename_axis("sample_id").to_parquet(buffer)
+    tall.set_axis([f"s{i}" for i in range(300_000)]).rename_axis("sample_id").to_parquet(buffer)
+    gct = b"#1.2\n200000\t2\nName\tDescription\tS1\tS2\nTP53\tna\t1\t2\n"  # its header declares 200,000 genes
     cases = {
         "huge.h5ad": (path.read_bytes(), "huge.h5ad: 200,000 samples; this server accepts at most 1,000"),
         "long.csv.gz": (huge_csv, "long.csv.gz: more than 1,000 samples; this server accepts at most 1,000"),
-        "wide.parquet": (buffer.getvalue(), "wide.parquet: 1,500 genes; this server accepts at most 1,000"),
+        "tall.parquet": (buffer.getvalue(), "tall.parquet: 300,000 samples; this server accepts at most 1,000"),
+        "long.gct": (gct, "long.gct: 200,000 genes; this server accepts at most 1,000"),
     }
+
+    def small_only(make: Any) -> Any:  # the readers must refuse before they allocate the matrix
+        def made(shape: Any, *args: Any, **kwargs: Any) -> Any:
+            assert np.prod(shape, dtype=np.float64) < 1e7, f"a {shape} array was allocated before the check"
+            return make(shape, *args, **kwargs)
+        return made
+
+    monkeypatch.setattr(np, "empty", small_only(np.empty))
+    monkeypatch.setattr(np, "zeros", small_only(np.zeros))
     for name, (content, message) in cases.items():
-        assert len(content) < 1_000_000
+        assert len(content) < 2_000_000
         response = client.post("/cohorts", files={"expression": (name, content)})
         assert response.status_code == 422, (name, response.text[:300])
         assert response.json()["error"]["message"].startswith(message)
