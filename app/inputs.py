@@ -24,6 +24,7 @@ from app.errors import Conflict, InvalidInput
 from app.storage import ArtifactStore
 from models.gene_table import align_by_gene_key
 from models.genes import AlignmentReport, PanelError
+from models.preprocessing import Preprocessor
 
 
 def _float32_vector(values: list[float]) -> np.ndarray:
@@ -233,3 +234,27 @@ def align_input(
         raise Conflict(f"{model} has an inconsistent gene panel: {exc}; refit it") from exc
     except ValueError as exc:
         raise InvalidInput(f"genes: {exc}") from exc
+
+
+def model_input(
+    *,
+    session: Session,
+    caller: Caller,
+    store: ArtifactStore,
+    settings: Settings,
+    request: SamplesInput,
+    preprocessor: Preprocessor,
+    fitted_on: str,
+    model: str,
+    use: str,
+) -> tuple[np.ndarray, AlignmentReport, list[str]]:
+    """The request's samples aligned to ``model``'s panel, as ``(aligned, report, sample_ids)``, after every
+    check of their scale: a stored cohort on another scale than the cohort ``fitted_on`` is refused before it
+    is read, negative values for a model taking log1p after it is aligned."""
+    refuse_other_scale(session, request, fitted_on, lab_id=caller.lab_id, model=model)
+    values, genes, sample_ids = samples_matrix(
+        session=session, caller=caller, store=store, settings=settings, request=request, use=use
+    )
+    aligned, report = align_input(values, genes, preprocessor.genes, model=model)
+    refuse_negative_counts(aligned, sample_ids, preprocessor.genes, log1p=preprocessor.log1p, model=model)
+    return aligned, report, sample_ids

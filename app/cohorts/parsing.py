@@ -713,26 +713,21 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
 
 def _label_values(column: pa.ChunkedArray) -> np.ndarray:
     """Strings without surrounding spaces (``"kidney "`` is ``"kidney"``, ``" P1"`` the group ``"P1"``) as an
-    object array, with pandas' missing-value markers (and blank cells) as NaN."""
+    object array, with nulls, blank cells and pandas' missing-value markers as NaN."""
     trimmed = pc.utf8_trim_whitespace(column)
-    missing = pc.is_in(trimmed, value_set=pa.array(sorted(_MISSING_TOKENS)))
+    missing = pc.fill_null(pc.is_in(trimmed, value_set=pa.array(sorted(_MISSING_TOKENS))), True)
     values = np.asarray(trimmed.to_pylist(), dtype=object)
     values[np.asarray(missing)] = np.nan
     return values
 
 
 def text_annotations(sample_ids: Sequence[str], columns: Mapping[str, Sequence[str | None]]) -> pd.DataFrame | None:
-    """Per-sample text columns as a label table, values without surrounding spaces (missing-value markers
-    become NaN); None if there are none."""
+    """Per-sample text columns as a label table, read as a labels file's cells are (:func:`_label_values`);
+    None if there are none."""
     if not columns:
         return None
-    data = {}
-    for name, values in columns.items():
-        cells = np.asarray(list(values), dtype=object)
-        for i, cell in enumerate(cells):
-            text = cell.strip() if isinstance(cell, str) else cell
-            cells[i] = np.nan if text is None or text in _MISSING_TOKENS else text
-        data[name] = cells
+    data = {name: _label_values(pa.chunked_array([pa.array(list(values), pa.string())]))
+            for name, values in columns.items()}
     index = pd.Index(list(sample_ids), dtype=object, name=SAMPLE_ID_COLUMN)
     return pd.DataFrame(data, index=index, dtype=object)
 

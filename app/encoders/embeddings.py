@@ -19,14 +19,7 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.encoders import service as encoders
 from app.errors import InvalidInput
-from app.inputs import (
-    SamplesInput,
-    align_input,
-    refuse_negative_counts,
-    refuse_other_scale,
-    refuse_out_of_range,
-    samples_matrix,
-)
+from app.inputs import SamplesInput, model_input, refuse_out_of_range
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate
 from app.predictions.service import coverage_report
@@ -82,20 +75,17 @@ def embed(
                 f"cohort {cohort.id} has {cohort.n_samples:,} samples; JSON holds at most {max_samples:,} "
                 "(EXPRSSL_MAX_INLINE_SAMPLES): ask for format=parquet or format=csv"
             )
-    refuse_other_scale(session, request, row.cohort_id, lab_id=caller.lab_id, model=f"encoder {row.id}")
-    values, genes, sample_ids = samples_matrix(
-        session=session, caller=caller, store=store, settings=settings, request=request, use="embed"
-    )
     loaded = get_encoder_cache(settings).get(store, row.artifact_key or "", row.artifact_sha256 or "")
-    aligned, report = align_input(values, genes, loaded.preprocessor.genes, model=f"encoder {row.id}")
-    refuse_negative_counts(aligned, sample_ids, loaded.preprocessor.genes, log1p=loaded.preprocessor.log1p,
-                           model=f"encoder {row.id}")
+    aligned, report, sample_ids = model_input(
+        session=session, caller=caller, store=store, settings=settings, request=request,
+        preprocessor=loaded.preprocessor, fitted_on=row.cohort_id, model=f"encoder {row.id}", use="embed",
+    )
     gate = CoverageGate.for_imputation(settings, "mean")
     warning = gate.check(report, "mean", model="encoder", ridge=False)
     coverage = coverage_report(
         report, "mean", warning, gene_table_version(), fitted_with=row.gene_table_version, model="encoder"
     )
-    return Embeddings(list(sample_ids), encode(loaded, aligned, list(sample_ids), model=f"encoder {row.id}"), coverage)
+    return Embeddings(sample_ids, encode(loaded, aligned, sample_ids, model=f"encoder {row.id}"), coverage)
 
 
 def encode(loaded: LoadedEncoder, aligned: np.ndarray, sample_ids: list[str], *, model: str) -> np.ndarray:

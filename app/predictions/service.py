@@ -15,13 +15,7 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict
-from app.inputs import (
-    align_input,
-    refuse_negative_counts,
-    refuse_other_scale,
-    refuse_out_of_range,
-    samples_matrix,
-)
+from app.inputs import model_input, refuse_out_of_range
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
 from app.predictions.schemas import PredictionCreate, PredictionRead
@@ -82,14 +76,11 @@ def predict(
         raise Conflict(f"predictor {predictor.id} is {predictor.status.value}, not ready (job {predictor.job_id})")
     encoder = None if predictor.encoder_id is None else session.get(orm.Encoder, predictor.encoder_id)
     fitted_on = predictor.cohort_id if encoder is None else encoder.cohort_id  # where its z-scores come from
-    refuse_other_scale(session, request, fitted_on, lab_id=caller.lab_id, model=f"predictor {predictor.id}")
-    values, genes, sample_ids = samples_matrix(
-        session=session, caller=caller, store=store, settings=settings, request=request, use="predict"
-    )
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
-    aligned, report = align_input(values, genes, loaded.preprocessor.genes, model=f"predictor {predictor.id}")
-    refuse_negative_counts(aligned, sample_ids, loaded.preprocessor.genes, log1p=loaded.preprocessor.log1p,
-                           model=f"predictor {predictor.id}")
+    aligned, report, sample_ids = model_input(
+        session=session, caller=caller, store=store, settings=settings, request=request,
+        preprocessor=loaded.preprocessor, fitted_on=fitted_on, model=f"predictor {predictor.id}", use="predict",
+    )
     warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)
     x = _model_inputs(session, store, settings, predictor, loaded, aligned, sample_ids, request.imputation)
     flag_at = request.ood_percentile if request.ood_percentile is not None else settings.ood_percentile
