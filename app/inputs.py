@@ -158,11 +158,18 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
                 f"sample {sample.sample_id!r} has {len(sample.values)} values but {len(genes)} genes were given"
             )
     values = np.stack([s.values for s in samples])
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
+    if (cell := _first_cell(~np.isfinite(values))) is not None:
+        row, col = cell
         raise InvalidInput(f"sample {sample_ids[row]!r}, gene {genes[col]!r}: value is not a finite number")
     return values, genes, sample_ids
+
+
+def _first_cell(mask: np.ndarray) -> tuple[int, int] | None:
+    """``(row, column)`` of the first True of a 2-D mask, row by row; None if there is none."""
+    if not mask.any():
+        return None
+    row, col = np.argwhere(mask)[0]
+    return int(row), int(col)
 
 
 def refuse_negative_counts(
@@ -170,12 +177,10 @@ def refuse_negative_counts(
 ) -> None:
     """Refuse negative values for a model that takes log1p of its input (it was fitted on counts or TPM):
     they cannot be counts, most likely log-scale values sent to a counts model."""
-    if not log1p:
+    negative = aligned < 0 if log1p else None  # missing genes (NaN) compare False
+    if negative is None or (cell := _first_cell(negative)) is None:
         return
-    negative = aligned < 0  # missing genes (NaN) compare False
-    if not negative.any():
-        return
-    row, col = map(int, np.argwhere(negative)[0])
+    row, col = cell
     raise InvalidInput(
         f"sample {sample_ids[row]!r}, gene {panel[col]!r}: value {aligned[row, col]:g} is negative "
         f"({int(negative.sum())} negative values in all), but {model} was fitted on counts or TPM and takes "
@@ -193,10 +198,9 @@ def refuse_out_of_range(
 ) -> None:
     """Refuse standardised input ``x`` (rows of ``aligned``, named by ``sample_ids``) beyond :data:`MAX_ABS_Z`
     or not finite: the model's outputs would be infinite or NaN."""
-    bad = ~(np.abs(x) <= MAX_ABS_Z)  # NaN and inf too
-    if not bad.any():
+    if (cell := _first_cell(~(np.abs(x) <= MAX_ABS_Z))) is None:  # NaN and inf are beyond too
         return
-    row, col = map(int, np.argwhere(bad)[0])
+    row, col = cell
     raise InvalidInput(
         f"sample {sample_ids[row]!r}, gene {panel[col]!r}: value {aligned[row, col]:g} is {abs(float(x[row, col])):g} "
         f"standard deviations from the mean of {model}'s training data, beyond the {MAX_ABS_Z:g} it computes "
