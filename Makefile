@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # The CPU build of PyTorch, installed before the project so that its `torch` range pulls no CUDA build.
 # GPU users: set TORCH_SPEC to their CUDA build, or install torch into the venv first.
 TORCH_SPEC ?= torch==2.13.0
+# Where that build comes from: pip's own configuration when empty (a local wheel, a mirror); elsewhere
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu, as PyPI's Linux torch brings the CUDA libraries.
+TORCH_INDEX ?=
 
 .PHONY: install run test browser migrate lint clean
 
@@ -13,7 +16,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
