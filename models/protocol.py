@@ -3,8 +3,8 @@
 Follows the comparison of Dradjat et al. (Bioinformatics 2025, arXiv 2507.13912) but without its leaks:
 
 * the test split is drawn first, per seed, by group (patient) when groups are given;
-* every SSL method is pretrained, per seed, on the non-test samples only (plus unlabelled samples), and its
-  scaler is fitted on those same samples;
+* every SSL method is pretrained, per seed, on the non-test samples only (plus the unlabelled samples of
+  patients outside that seed's test split), and its scaler is fitted on those same samples;
 * every baseline's scaler (and PCA) is fitted on the labelled training subset only;
 * label subsets are nested per class across fractions (``label_fraction_subset``);
 * metrics are accuracy, balanced accuracy, macro-F1 and one-vs-rest AUROC, reported as mean and standard
@@ -142,12 +142,13 @@ class _Runner:
         classes: Sequence[str],
         groups: np.ndarray | None,
         x_unlabelled: np.ndarray | None,
+        groups_unlabelled: np.ndarray | None,
         config: ProtocolConfig,
         on_progress: ProgressCallback | None,
         on_epoch: EpochCallback | None,
     ) -> None:
         self.x, self.y, self.classes, self.groups = x, y, list(classes), groups
-        self.x_unlabelled = x_unlabelled
+        self.x_unlabelled, self.groups_unlabelled = x_unlabelled, groups_unlabelled
         self.config = config
         self.head_params = HeadParams.from_dict(config.head_params)
         self.probe_params = HeadParams.from_dict(config.head_params, linear_probe=True)
@@ -223,10 +224,26 @@ class _Runner:
             self.record(name, fraction, seed, train, test, proba, started)
             self.progress(f"seed {seed}, {fraction:g} of labels: {name}")
 
-    def pretrain(self, method: str, pool: np.ndarray, seed: int) -> tuple[MLPEncoder, np.ndarray]:
-        """Pretrain ``method`` on the non-test rows ``pool`` (and unlabelled rows); return it and all rows' input."""
+    def unlabelled_outside(self, test: np.ndarray) -> np.ndarray:
+        """Indices of the unlabelled rows a seed may pretrain on: all but those of a patient in its ``test``
+        rows (a sample without a group id is a patient of its own)."""
+        if self.x_unlabelled is None:
+            return np.zeros(0, dtype=np.int64)
+        everyone = np.arange(self.x_unlabelled.shape[0])
+        if self.groups is None or self.groups_unlabelled is None:
+            return everyone
+        tested = set(self.groups[test].tolist())
+        return everyone[[g is None or g not in tested for g in self.groups_unlabelled.tolist()]]
+
+    def pretrain(
+        self, method: str, pool: np.ndarray, unlabelled: np.ndarray, seed: int
+    ) -> tuple[MLPEncoder, np.ndarray]:
+        """Pretrain ``method`` on the non-test rows ``pool`` and the ``unlabelled`` rows; return it and all
+        labelled rows' input."""
         started = time.perf_counter()
-        rows = self.x[pool] if self.x_unlabelled is None else np.concatenate([self.x[pool], self.x_unlabelled])
+        rows = self.x[pool]
+        if self.x_unlabelled is not None:
+            rows = np.concatenate([rows, self.x_unlabelled[unlabelled]])
         genes = [str(i) for i in range(self.x.shape[1])]
         scaler = Preprocessor.fit(rows, genes, log1p=self.config.log1p)
         cls = METHODS[method]
@@ -304,6 +321,7 @@ def run_protocol(
     *,
     groups: np.ndarray | None = None,
     x_unlabelled: np.ndarray | None = None,
+    groups_unlabelled: np.ndarray | None = None,
     pretrained: Mapping[str, PretrainedEncoder] | None = None,
     config: ProtocolConfig | None = None,
     on_progress: ProgressCallback | None = None,
@@ -317,27 +335,32 @@ def run_protocol(
         classes: Class names.
         groups: Optional group (patient) ids ``(N,)``; no group is ever on both sides of a split.
         x_unlabelled: Optional unlabelled samples ``(M, G)``, used only for SSL pretraining.
+        groups_unlabelled: Their group ids ``(M,)`` (None: no group); a seed's pretraining leaves out those of
+            the patients in its test split.
         pretrained: Encoders trained elsewhere, evaluated with every head beside the others.
         config: What to run; the paper's comparison by default.
         on_progress: Called as ``on_progress(step, total, message)`` after each fitted model.
         on_epoch: Passed to every training loop (``on_epoch(epoch, loss)``); raise in it to abort.
 
     Returns:
-        A :class:`ProtocolResult`. ``splits`` lists, per seed, the train-pool and test row indices.
+        A :class:`ProtocolResult`. ``splits`` lists, per seed, the train-pool and test row indices and the
+        unlabelled rows pretraining used.
     """
     config = config or ProtocolConfig()
     pretrained = dict(pretrained or {})
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
-    runner = _Runner(x, y, classes, groups, x_unlabelled, config, on_progress, on_epoch)
+    runner = _Runner(x, y, classes, groups, x_unlabelled, groups_unlabelled, config, on_progress, on_epoch)
     n_encoders = len(config.methods) + len(pretrained)
     per_fraction = len(config.baselines) + n_encoders * len(config.heads)
     runner.total = config.n_seeds * (len(config.methods) + len(config.fractions) * per_fraction)
     splits = []
     for seed in range(config.n_seeds):
         pool, test = split_train_test(y, groups, test_size=config.test_size, seed=seed)
-        splits.append({"seed": seed, "train_pool": pool.tolist(), "test": test.tolist()})
-        encoders = {m: runner.pretrain(m, pool, seed) for m in config.methods}
+        unlabelled = runner.unlabelled_outside(test)
+        splits.append({"seed": seed, "train_pool": pool.tolist(), "test": test.tolist(),
+                       "unlabelled": unlabelled.tolist()})
+        encoders = {m: runner.pretrain(m, pool, unlabelled, seed) for m in config.methods}
         encoders.update({name: (p.encoder, np.asarray(p.x, dtype=np.float32)) for name, p in pretrained.items()})
         for fraction in config.fractions:
             train = pool[label_fraction_subset(y[pool], fraction, seed=seed)]

@@ -18,9 +18,12 @@ from tests.app.test_full_loop import COHORT
 from tests.conftest import wait_for_job
 
 
-def upload_with_donors(client: TestClient) -> tuple[dict, pd.Series]:
+def upload_with_donors(client: TestClient, unlabelled: int = 0) -> tuple[dict, pd.Series]:
+    """The cohort with donors of three samples; the first sample of the first ``unlabelled`` donors has no
+    tissue label (an unlabelled sample of a donor whose other samples are labelled)."""
     labels = pd.read_csv(COHORT / "labels.csv", dtype=str).sort_values("sample_id").reset_index(drop=True)
     labels["donor"] = [f"donor-{i // 3:02d}" for i in range(len(labels))]
+    labels.loc[[3 * d for d in range(unlabelled)], "tissue"] = None
     response = client.post(
         "/cohorts",
         files={
@@ -35,7 +38,7 @@ def upload_with_donors(client: TestClient) -> tuple[dict, pd.Series]:
 
 @pytest.mark.slow
 def test_evaluation_protocol_on_real_cohort(client: TestClient) -> None:
-    cohort, donors = upload_with_donors(client)
+    cohort, donors = upload_with_donors(client, unlabelled=20)
     assert cohort["group_column"] == "donor" and cohort["n_groups"] == 63
     methods = sorted(METHODS)
     body = {
@@ -71,9 +74,13 @@ def test_evaluation_protocol_on_real_cohort(client: TestClient) -> None:
     assert evaluation["label_savings"]["reference"] == "mlp_scratch"
     assert set(evaluation["label_savings"]["models"]) == models
 
+    assert evaluation["timings"]["n_unlabelled"] == 20 and evaluation["timings"]["n_labelled"] == 169
     for split in evaluation["timings"]["splits"]:
         test_donors = set(donors[split["test_sample_ids"]])
         assert test_donors.isdisjoint(donors[split["train_pool_sample_ids"]])
+        # SSL pretraining used the unlabelled samples of every donor but the test donors.
+        unlabelled_donors = set(donors[split["unlabelled_sample_ids"]])
+        assert unlabelled_donors == {f"donor-{d:02d}" for d in range(20)} - test_donors
 
     png = client.get(f"/evaluations/{evaluation['id']}/plot.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

@@ -78,6 +78,35 @@ def test_no_scaler_or_pca_sees_a_test_sample(monkeypatch: pytest.MonkeyPatch) ->
     assert all(markers.isdisjoint(test_markers) for markers in fitted)
 
 
+def test_unlabelled_samples_of_a_test_patient_are_not_pretrained_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y, groups = grouped_data()
+    # One unlabelled sample per patient (marker gene 0: 10,000 + patient) and two without a patient.
+    x_unlabelled = x[::3].copy()
+    x_unlabelled[:, 0] = 10_000.0 + np.arange(30)
+    x_unlabelled = np.concatenate([x_unlabelled, x_unlabelled[:2] + 0.5])
+    x_unlabelled[30:, 0] = [20_000.0, 20_001.0]
+    groups_unlabelled = np.array([*[str(g) for g in range(30)], None, None], dtype=object)
+    seen: list[set[float]] = []
+
+    def spy(original):  # type: ignore[no-untyped-def]
+        def wrapper(cls, x, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(set(np.asarray(x)[:, 0].round(1).tolist()))
+            return original(cls, x, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(Preprocessor, "fit", classmethod(spy(Preprocessor.fit.__func__)))  # type: ignore[attr-defined]
+    result = run_protocol(x, y, ["a", "b", "c"], groups=groups, x_unlabelled=x_unlabelled,
+                          groups_unlabelled=groups_unlabelled, config=config(baselines=("logistic_regression",)))
+
+    ssl_scalers = [markers for markers in seen if max(markers) >= 10_000]  # one per seed; the baselines' after
+    for split, pretrained_on in zip(result.splits, ssl_scalers, strict=True):
+        tested = set(groups[split["test"]])
+        kept = set(split["unlabelled"])
+        assert kept == {i for i in range(32) if i >= 30 or str(i) not in tested}
+        assert {10_000.0 + int(g) for g in tested}.isdisjoint(pretrained_on)  # no test patient's sample
+        assert {20_000.0, 20_001.0} <= pretrained_on and len(kept) == 32 - len(tested)
+
+
 def test_label_savings_follow_the_papers_definition() -> None:
     runs = []
     curves = {"mlp_scratch": [0.5, 0.7, 0.8, 0.8], "scarf/finetune": [0.6, 0.8, 0.85, 0.9], "x/linear_probe":

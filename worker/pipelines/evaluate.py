@@ -13,7 +13,7 @@ from models.gene_table import align_by_gene_key
 from models.protocol import PretrainedEncoder, ProtocolConfig, run_protocol
 from worker.context import JobContext, Recorder
 from worker.pipelines.common import ArtifactIntegrityError, CohortData, load_cohort, require_coverage
-from worker.pipelines.fit import labelled_set
+from worker.pipelines.fit import group_ids, labelled_set
 
 
 def _pretrained(
@@ -72,6 +72,7 @@ def run(ctx: JobContext) -> Recorder:
         labelled.classes,
         groups=labelled.groups,
         x_unlabelled=data.matrix.values[unlabelled] if unlabelled.size else None,
+        groups_unlabelled=group_ids(data, unlabelled),
         pretrained=_pretrained(ctx, data, labelled.rows, encoder_rows),
         config=protocol,
         on_progress=lambda step, total, message: ctx.report(step, None, total_epochs=total, stage=message),
@@ -83,6 +84,7 @@ def run(ctx: JobContext) -> Recorder:
             "seed": split["seed"],
             "test_sample_ids": [ids[labelled.rows[i]] for i in split["test"]],
             "train_pool_sample_ids": [ids[labelled.rows[i]] for i in split["train_pool"]],
+            "unlabelled_sample_ids": [ids[unlabelled[i]] for i in split["unlabelled"]],
         }
         for split in result.splits
     ]

@@ -95,11 +95,14 @@ def labelled_set(data: CohortData, label_column: str) -> LabelledSet:
     index = {c: i for i, c in enumerate(classes)}
     rows = np.array([i for i, v in enumerate(values) if v in index], dtype=np.int64)
     y = np.array([index[values[i]] for i in rows], dtype=np.int64)
-    groups = None
-    if data.group_column is not None:
-        # A sample without a group id is its own group.
-        groups = np.array([data.groups[i] or f"__sample_{i}" for i in rows], dtype=object)
-    return LabelledSet(rows, y, classes, groups, dropped)
+    return LabelledSet(rows, y, classes, group_ids(data, rows), dropped)
+
+
+def group_ids(data: CohortData, rows: np.ndarray) -> np.ndarray | None:
+    """The group ids of matrix ``rows``, a sample without one its own group; None without a group column."""
+    if data.group_column is None:
+        return None
+    return np.array([data.groups[i] or f"__sample_{i}" for i in rows], dtype=object)
 
 
 def _fit_head(
