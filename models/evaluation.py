@@ -25,15 +25,17 @@ def _label_indices(y_true: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return np.array([lookup[str(v)] for v in y], dtype=np.int64)
 
 
-def _macro_ovr_auroc(y: np.ndarray, proba: np.ndarray) -> float | None:
-    """One-vs-rest macro AUROC; None unless every class is both present and absent in ``y``."""
+def _macro_ovr_auroc(y: np.ndarray, proba: np.ndarray) -> tuple[float | None, int]:
+    """One-vs-rest macro AUROC over the classes ``y`` holds both in and out of, and how many those are;
+    ``(None, n)`` when fewer than two (a class with no test sample has no AUROC, but the others still do)."""
     n_classes = proba.shape[1]
     counts = np.bincount(y, minlength=n_classes)
-    if (counts == 0).any() or (counts == y.size).any():
-        return None
+    scored = [k for k in range(n_classes) if 0 < counts[k] < y.size]
+    if len(scored) < 2:
+        return None, len(scored)
     if n_classes == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(np.mean([roc_auc_score(y == k, proba[:, k]) for k in range(n_classes)]))
+        return float(roc_auc_score(y, proba[:, 1])), 2
+    return float(np.mean([roc_auc_score(y == k, proba[:, k]) for k in scored])), len(scored)
 
 
 def _per_class(cm: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -53,8 +55,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Seque
     """Accuracy, balanced accuracy, macro-F1, one-vs-rest macro AUROC, confusion matrix, per-class figures.
 
     Predictions are ``argmax(proba)``. Balanced accuracy is the mean recall over classes present in
-    ``y_true``; macro-F1 averages over classes present in ``y_true`` or the predictions; AUROC is None
-    when a class is absent from ``y_true`` (binary: ``proba[:, 1]`` scores class 1).
+    ``y_true``; macro-F1 averages over classes present in ``y_true`` or the predictions; AUROC averages
+    one-vs-rest over the classes present in ``y_true`` (``auroc_classes`` of them; None below two; binary:
+    ``proba[:, 1]`` scores class 1).
 
     Args:
         y_true: Class indices ``(N,)`` (or labels spelled as in ``classes``).
@@ -62,8 +65,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Seque
         classes: Class names, length C.
 
     Returns:
-        A JSON-serialisable dict: accuracy, balanced_accuracy, macro_f1, auroc, confusion_matrix
-        (rows = true, columns = predicted), per_class, n_samples.
+        A JSON-serialisable dict: accuracy, balanced_accuracy, macro_f1, auroc, auroc_classes,
+        confusion_matrix (rows = true, columns = predicted), per_class, n_samples.
     """
     y = _label_indices(y_true, classes)
     p = np.asarray(proba, dtype=np.float64)
@@ -78,11 +81,13 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Seque
     cm = confusion_matrix(y, pred, labels=np.arange(n_classes))
     recalls = [r["recall"] for r in _per_class(cm, classes).values() if r["recall"] is not None]
     present = np.union1d(y, pred)
+    auroc, auroc_classes = _macro_ovr_auroc(y, p)
     return {
         "accuracy": float((pred == y).mean()),
         "balanced_accuracy": float(np.mean(recalls)),
         "macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
-        "auroc": _macro_ovr_auroc(y, p),
+        "auroc": auroc,
+        "auroc_classes": auroc_classes,
         "confusion_matrix": cm.astype(int).tolist(),
         "per_class": _per_class(cm, classes),
         "n_samples": int(y.size),

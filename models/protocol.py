@@ -177,6 +177,7 @@ class _Runner:
                 "n_test": int(test.size),
                 "seconds": elapsed,
                 **{k: metrics[k] for k in METRICS},
+                "auroc_classes": metrics["auroc_classes"],
             }
         )
 
@@ -271,7 +272,8 @@ def _full_proba(proba: np.ndarray, seen: np.ndarray, n_classes: int) -> np.ndarr
 
 
 def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (ddof 0) over seeds per model and fraction; None values are skipped."""
+    """Mean, standard deviation (ddof 0) and number of seeds per model, fraction and metric; None values (an
+    undefined AUROC) are skipped and so not counted."""
     grouped: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
     for run in runs:
         grouped[(run["model"], run["fraction"])].append(run)
@@ -279,9 +281,11 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for (model, fraction), rows in sorted(grouped.items()):
         entry: dict[str, Any] = {"model": model, "fraction": fraction, "n_seeds": len(rows),
                                  "n_train": float(np.mean([r["n_train"] for r in rows]))}
-        for metric in METRICS:
+        for metric in METRICS:  # n: the seeds with a value (AUROC has none where a split left it undefined)
             values = [r[metric] for r in rows if r[metric] is not None]
-            entry[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values))} if values else None
+            entry[metric] = (
+                {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)} if values else None
+            )
         summary.append(entry)
     return summary
 

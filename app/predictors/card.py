@@ -20,8 +20,8 @@ INTENDED_USE = (
     "(same platform, gene identifiers and preprocessing). Not a diagnostic device; every prediction should be "
     "read with its prediction set and out-of-distribution flag."
 )
-_METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "chance_accuracy", "n_samples", "bootstrap",
-                "per_class")
+_METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "auroc_classes", "chance_accuracy", "n_samples",
+                "bootstrap", "per_class")
 
 
 def _cohort(session: Session, cohort_id: str | None) -> CohortFacts | None:

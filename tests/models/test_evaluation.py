@@ -35,7 +35,7 @@ def test_metrics_on_hand_made_example() -> None:
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
-    assert m["auroc"] == pytest.approx((1.0 + 0.8125 + 1.0) / 3)
+    assert m["auroc"] == pytest.approx((1.0 + 0.8125 + 1.0) / 3) and m["auroc_classes"] == 3
     assert m["per_class"]["a"] == {"support": 3, "recall": pytest.approx(2 / 3), "precision": 1.0}
     assert m["per_class"]["c"] == {"support": 1, "recall": 1.0, "precision": 0.5}
     assert m["n_samples"] == 6
@@ -52,7 +52,10 @@ def test_metrics_binary_uses_column_one() -> None:
 
 def test_metrics_with_class_absent_from_y_true() -> None:
     m = classification_metrics(np.array([0, 0, 1]), P[[0, 2, 3]], ["a", "b", "c"])
-    assert m["auroc"] is None
+    # AUROC over the classes the test holds: a (.7, .3 over .2) and b (.6 over .2, .5) both rank perfectly.
+    assert m["auroc"] == 1.0 and m["auroc_classes"] == 2
+    assert classification_metrics(np.array([0, 0, 0]), P[[0, 1, 2]], ["a", "b", "c"])["auroc"] is None
+    assert classification_metrics(np.array([1, 1]), np.array([[0.3, 0.7], [0.6, 0.4]]), ["n", "p"])["auroc"] is None
     assert m["per_class"]["c"] == {"support": 0, "recall": None, "precision": None}
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 1) / 2)
     with pytest.raises(ValueError, match="shape"):

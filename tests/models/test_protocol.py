@@ -107,6 +107,18 @@ def test_unlabelled_samples_of_a_test_patient_are_not_pretrained_on(monkeypatch:
         assert {20_000.0, 20_001.0} <= pretrained_on and len(kept) == 32 - len(tested)
 
 
+def test_a_class_too_small_for_the_test_split_leaves_auroc_over_the_others() -> None:
+    x, y, _ = grouped_data()
+    y = y.copy()
+    y[[0, 1]] = 3  # a fourth class of two samples: a 20 % stratified split never tests it
+    result = run_protocol(x, y, ["a", "b", "c", "d"], config=config(methods=(), method_params={}, n_seeds=3,
+                                                                   baselines=("logistic_regression",)))
+    for run in result.runs:
+        assert run["auroc"] is not None and run["auroc_classes"] == 3  # a, b and c, not d
+    for entry in result.summary:
+        assert entry["auroc"]["n"] == entry["accuracy"]["n"] == entry["n_seeds"] == 3
+
+
 def test_label_savings_follow_the_papers_definition() -> None:
     runs = []
     curves = {"mlp_scratch": [0.5, 0.7, 0.8, 0.8], "scarf/finetune": [0.6, 0.8, 0.85, 0.9], "x/linear_probe":
