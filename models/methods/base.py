@@ -40,6 +40,10 @@ class MethodParams(ParamsMixin):
     lr: float = param(1e-4, low=0.0, low_open=True)
     batch_size: int = param(256, low=2)
     epochs: int = param(1000, low=1)
+    # "clean": after pretraining the encoder's BatchNorm statistics are re-estimated on the clean pretraining
+    # matrix, the kind of data the encoder is then used on; "training": those accumulated while training
+    # (the released code's: for SCARF they average the clean and the corrupted view).
+    batchnorm_stats: str = param("clean", choices=("clean", "training"))
 
 
 P = TypeVar("P", bound=MethodParams)
@@ -199,8 +203,27 @@ class SSLMethod(ABC, Generic[P]):
             losses.append(loss)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, loss)
+        if self.params.batchnorm_stats == "clean":
+            self._estimate_batchnorm(data)
         self.network.eval()
         return losses
+
+    def _estimate_batchnorm(self, data: torch.Tensor) -> None:
+        """Re-estimate the encoder's BatchNorm running statistics on ``data``, the clean matrix, as the mean
+        over its batches, with dropout off as at inference."""
+        norms = [m for m in self.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches
+        self.encoder.eval()
+        for norm in norms:
+            norm.train()
+        with torch.no_grad(), autocast(self.device):
+            for start, stop in batch_slices(data.shape[0], self.params.batch_size):
+                self.encoder(data[start:stop])
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
 
     def _run_epoch(self, data: torch.Tensor, generator: torch.Generator) -> float:
         """One pass over shuffled mini-batches; returns the sample-weighted mean loss."""

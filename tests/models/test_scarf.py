@@ -111,3 +111,21 @@ def test_fit_validates_input(tiny_x: np.ndarray) -> None:
 def test_device_auto_resolves() -> None:
     method = Scarf(5, _params())
     assert method.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_batchnorm_statistics_are_those_of_clean_data_after_pretraining(tiny_x: np.ndarray) -> None:
+    x = torch.from_numpy(tiny_x)
+    stats = {}
+    for choice in ("clean", "training"):
+        method = Scarf(30, _params(batch_size=x.shape[0], epochs=3, batchnorm_stats=choice), device="cpu")
+        method.fit(tiny_x, seed=0)
+        first_linear, first_norm = method.encoder.net[0], method.encoder.net[1]
+        with torch.no_grad():
+            h = first_linear(x)  # what the first BatchNorm sees on clean data
+        stats[choice] = (first_norm.running_mean.clone(), first_norm.running_var.clone(), h.mean(0), h.var(0))
+    mean, var, clean_mean, clean_var = stats["clean"]
+    torch.testing.assert_close(mean, clean_mean, rtol=0, atol=1e-5)  # one batch: exactly the clean statistics
+    torch.testing.assert_close(var, clean_var, rtol=1e-4, atol=1e-5)
+    # The released code's statistics also average SCARF's corrupted view: further from the clean data's.
+    mean, var, clean_mean, clean_var = stats["training"]
+    assert (var / clean_var).median() > 1.2
