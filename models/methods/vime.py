@@ -74,8 +74,9 @@ class Vime(SSLMethod[VimeParams]):
         }
 
     def build_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
-        """RMSprop, as VIME's released code."""
-        return torch.optim.RMSprop(parameters, lr=self.params.lr)
+        """RMSprop as the paper's VIME code compiles it (Keras ``optimizer='rmsprop'``): squared-gradient
+        average decay 0.9 and epsilon 1e-7, Keras' defaults (torch's are 0.99 and 1e-8)."""
+        return torch.optim.RMSprop(parameters, lr=self.params.lr, alpha=0.9, eps=1e-7)
 
     def setup(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """With ``corruption="fixed"``, draw the corruption of the whole training set ``(N, G)`` once."""

@@ -53,7 +53,8 @@ def test_default_architecture_and_optimiser() -> None:
         linears = [m for m in method.heads[name].modules() if isinstance(m, nn.Linear)]
         assert [(m.in_features, m.out_features) for m in linears] == [(256, 256)] * 4 + [(256, 30)]
     assert isinstance(method.optimizer, torch.optim.RMSprop)
-    assert method.optimizer.param_groups[0]["lr"] == 1e-3
+    group = method.optimizer.param_groups[0]
+    assert (group["lr"], group["alpha"], group["eps"]) == (1e-3, 0.9, 1e-7)  # Keras' 'rmsprop', as the paper's code
 
 
 def test_one_optimiser_step_lowers_the_loss(tiny_x: np.ndarray) -> None:
