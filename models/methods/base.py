@@ -16,6 +16,7 @@ from models.encoders import MLPEncoder
 from models.params import ParamsMixin, param
 
 STATE_VERSION = 1
+BATCHNORM_CHUNK = 2048  # rows per pass when BatchNorm statistics are re-estimated after pretraining
 
 
 class EpochCallback(Protocol):
@@ -204,13 +205,14 @@ class SSLMethod(ABC, Generic[P]):
             if on_epoch_end is not None:
                 on_epoch_end(epoch, loss)
         if self.params.batchnorm_stats == "clean":
-            self._estimate_batchnorm(data)
+            self._estimate_batchnorm(data, make_generator(_epoch_seed(seed, self.params.epochs + 1), self.device))
         self.network.eval()
         return losses
 
-    def _estimate_batchnorm(self, data: torch.Tensor) -> None:
-        """Re-estimate the encoder's BatchNorm running statistics on ``data``, the clean matrix, as the mean
-        over its batches, with dropout off as at inference."""
+    def _estimate_batchnorm(self, data: torch.Tensor, generator: torch.Generator) -> None:
+        """Re-estimate the encoder's BatchNorm running statistics on ``data``, the clean matrix, with dropout
+        off as at inference: the mean over shuffled chunks of up to 2,048 rows (shuffled, as rows stored in
+        order, e.g. by tissue, would hide the spread between chunks)."""
         norms = [m for m in self.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in norms]
         for norm in norms:
@@ -219,9 +221,10 @@ class SSLMethod(ABC, Generic[P]):
         self.encoder.eval()
         for norm in norms:
             norm.train()
+        order = torch.randperm(data.shape[0], generator=generator, device=self.device)
         with torch.no_grad(), autocast(self.device):
-            for start, stop in batch_slices(data.shape[0], self.params.batch_size):
-                self.encoder(data[start:stop])
+            for start, stop in batch_slices(data.shape[0], max(self.params.batch_size, BATCHNORM_CHUNK)):
+                self.encoder(data[order[start:stop]])
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
 

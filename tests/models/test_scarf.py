@@ -129,3 +129,18 @@ def test_batchnorm_statistics_are_those_of_clean_data_after_pretraining(tiny_x: 
     # The released code's statistics also average SCARF's corrupted view: further from the clean data's.
     mean, var, clean_mean, clean_var = stats["training"]
     assert (var / clean_var).median() > 1.2
+
+
+def test_batchnorm_statistics_cover_rows_stored_in_order() -> None:
+    # 8 groups of 640 rows, stored group after group, each group shifted: chunks in stored order would each
+    # see one or two groups, and their mean within-chunk variance would leave out the spread between groups.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5120, 30)) + np.repeat(rng.normal(scale=2.0, size=(8, 30)), 640, axis=0)
+    x = x.astype(np.float32)
+    method = Scarf(30, _params(batch_size=256, epochs=1), device="cpu")
+    method.fit(x, seed=0)
+    first_linear, first_norm = method.encoder.net[0], method.encoder.net[1]
+    with torch.no_grad():
+        clean_var = first_linear(torch.from_numpy(x)).var(0)
+    ratio = (first_norm.running_var / clean_var).median().item()
+    assert 0.9 < ratio < 1.1, ratio  # chunks in stored order: well below 1
