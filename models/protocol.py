@@ -347,8 +347,8 @@ def run_protocol(
         on_epoch: Passed to every training loop (``on_epoch(epoch, loss)``); raise in it to abort.
 
     Returns:
-        A :class:`ProtocolResult`. ``splits`` lists, per seed, the train-pool and test row indices and the
-        unlabelled rows pretraining used.
+        A :class:`ProtocolResult`. ``splits`` lists, per seed, the train-pool and test row indices, the
+        unlabelled rows pretraining left out (those of test patients) and how many it used.
     """
     config = config or ProtocolConfig()
     pretrained = dict(pretrained or {})
@@ -362,8 +362,10 @@ def run_protocol(
     for seed in range(config.n_seeds):
         pool, test = split_train_test(y, groups, test_size=config.test_size, seed=seed)
         unlabelled = runner.unlabelled_outside(test)
+        n_unlabelled = 0 if x_unlabelled is None else len(x_unlabelled)
         splits.append({"seed": seed, "train_pool": pool.tolist(), "test": test.tolist(),
-                       "unlabelled": unlabelled.tolist()})
+                       "unlabelled_left_out": np.setdiff1d(np.arange(n_unlabelled), unlabelled).tolist(),
+                       "n_unlabelled_used": int(unlabelled.size)})
         encoders = {m: runner.pretrain(m, pool, unlabelled, seed) for m in config.methods}
         encoders.update({name: (p.encoder, np.asarray(p.x, dtype=np.float32)) for name, p in pretrained.items()})
         for fraction in config.fractions:

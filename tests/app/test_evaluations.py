@@ -78,9 +78,10 @@ def test_evaluation_protocol_on_real_cohort(client: TestClient) -> None:
     for split in evaluation["timings"]["splits"]:
         test_donors = set(donors[split["test_sample_ids"]])
         assert test_donors.isdisjoint(donors[split["train_pool_sample_ids"]])
-        # SSL pretraining used the unlabelled samples of every donor but the test donors.
-        unlabelled_donors = set(donors[split["unlabelled_sample_ids"]])
-        assert unlabelled_donors == {f"donor-{d:02d}" for d in range(20)} - test_donors
+        # SSL pretraining left out the unlabelled samples of the test donors, and used the others.
+        left_out = set(donors[split["unlabelled_left_out_sample_ids"]])
+        assert left_out == {f"donor-{d:02d}" for d in range(20)} & test_donors
+        assert split["n_unlabelled_used"] == 20 - len(left_out)
 
     png = client.get(f"/evaluations/{evaluation['id']}/plot.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

@@ -101,10 +101,10 @@ def test_unlabelled_samples_of_a_test_patient_are_not_pretrained_on(monkeypatch:
     ssl_scalers = [markers for markers in seen if max(markers) >= 10_000]  # one per seed; the baselines' after
     for split, pretrained_on in zip(result.splits, ssl_scalers, strict=True):
         tested = set(groups[split["test"]])
-        kept = set(split["unlabelled"])
-        assert kept == {i for i in range(32) if i >= 30 or str(i) not in tested}
+        assert split["unlabelled_left_out"] == sorted(int(g) for g in tested)  # unlabelled row i: patient i
         assert {10_000.0 + int(g) for g in tested}.isdisjoint(pretrained_on)  # no test patient's sample
-        assert {20_000.0, 20_001.0} <= pretrained_on and len(kept) == 32 - len(tested)
+        assert {10_000.0 + g for g in range(30) if str(g) not in tested} <= pretrained_on
+        assert {20_000.0, 20_001.0} <= pretrained_on and split["n_unlabelled_used"] == 32 - len(tested)
 
 
 def test_a_class_too_small_for_the_test_split_leaves_auroc_over_the_others() -> None:
