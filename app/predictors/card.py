@@ -172,7 +172,10 @@ def _metric_lines(card: ModelCard) -> list[str]:
     rows = []
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "chance_accuracy"):
         interval = boot.get(key)
-        rows.append([key, m.get(key), "" if not interval else f"{interval[0]:.3f} to {interval[1]:.3f}"])
+        name = key
+        if key == "auroc" and m.get("auroc_classes") is not None and m["auroc_classes"] < len(card.classes):
+            name = f"auroc (over the {m['auroc_classes']} of {len(card.classes)} classes in the test split)"
+        rows.append([name, m.get(key), "" if not interval else f"{interval[0]:.3f} to {interval[1]:.3f}"])
     return _table(["metric (test split)", "value", "bootstrap 95 % interval"], rows)
 
 

@@ -119,6 +119,19 @@ def test_predictions_carry_sets_calibration_ood_and_drift(client: TestClient) ->
     assert batch["drift"]["mean_abs_smd"] < 0.2
 
 
+def test_the_card_says_when_auroc_leaves_out_classes_the_test_split_lacks() -> None:
+    from app.predictors.card import _metric_lines
+    from app.predictors.schemas import ModelCard
+
+    def auroc_line(auroc_classes: int) -> str:
+        card = ModelCard.model_construct(classes=["a", "b", "c", "d"],
+                                         metrics={"auroc": 0.9, "auroc_classes": auroc_classes})
+        return next(line for line in _metric_lines(card) if "auroc" in line)
+
+    assert auroc_line(3).startswith("| auroc (over the 3 of 4 classes in the test split) | 0.9")
+    assert auroc_line(4).startswith("| auroc | 0.9")
+
+
 @pytest.mark.slow
 def test_model_card_as_json_and_markdown(client: TestClient) -> None:
     cohort = upload(client)
