@@ -69,12 +69,15 @@ def scaled_params(scale: float) -> dict[str, dict[str, int]]:
 def table(result: ProtocolResult, metric: str, fractions: list[float]) -> list[str]:
     lines = [f"| model | {' | '.join(fraction_label(f) for f in fractions)} |", "|---|" + "---|" * len(fractions)]
     models = sorted({e["model"] for e in result.summary}, key=lambda m: ("/" in m, m))
-    cells = {(e["model"], e["fraction"]): e[metric] for e in result.summary}
+    cells = {(e["model"], e["fraction"]): (e[metric], e["n_seeds"]) for e in result.summary}
     for model in models:
         row = []
         for f in fractions:
-            value = cells.get((model, f))
-            row.append("n/a" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}")
+            value, n_seeds = cells.get((model, f), (None, 0))
+            text = "n/a" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
+            if value is not None and value["n"] < n_seeds:  # undefined on some seeds' test splits
+                text += f" ({value['n']} of {n_seeds} seeds)"
+            row.append(text)
         lines.append(f"| {model} | {' | '.join(row)} |")
     return lines
 
