@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from app import caches
+from app import caches, ratelimit
 from app.admin import service, views
 from app.admin.access import SESSION_COOKIE, AdminRoute, PageCaller, end_session, start_session
 from app.auth import service as auth
@@ -25,7 +25,7 @@ from app.cohorts import service as cohort_service
 from app.db import orm, repository
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.encoders import service as encoders
-from app.errors import Conflict, InvalidInput, Unauthorized
+from app.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
 from app.evaluations import service as evaluations
 from app.jobs import service as jobs
 from app.lineage import repository as lineage
@@ -204,11 +204,15 @@ def cancel_job(job_id: str, session: SessionDep, caller: PageCaller, dispatcher:
 
 
 @router.post("/jobs/{job_id}/retry")
-def retry_job(job_id: str, session: SessionDep, caller: PageCaller, dispatcher: DispatcherDep) -> Response:
-    """Queue a failed or cancelled job again (your own; admins any of the lab's) and go back to its page."""
+def retry_job(
+    job_id: str, session: SessionDep, caller: PageCaller, dispatcher: DispatcherDep, settings: SettingsDep
+) -> Response:
+    """Queue a failed or cancelled job again (your own; admins any of the lab's) and go back to its page;
+    counted against the caller's "train" limit, as the API's retry is."""
     try:
+        ratelimit.hit(settings, "train", caller.user_id)
         job = jobs.retry(session, caller, job_id)
-    except Conflict as exc:
+    except (Conflict, TooManyRequests) as exc:
         return _flash_redirect(f"/admin/jobs/{job_id}", "error", exc.message)
     dispatcher.submit(job.id)
     return _flash_redirect(f"/admin/jobs/{job_id}", "ok", "Job queued again; it resumes from its last checkpoint.")

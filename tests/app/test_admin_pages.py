@@ -15,7 +15,7 @@ from app.admin import views
 from app.admin.service import EfficiencyPoint
 from app.auth import service as auth
 from app.auth.service import Caller
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.db import orm
 from app.db.session import session_factory
 from app.encoders import service as encoders
@@ -382,6 +382,21 @@ def test_cancel_and_retry_through_the_forms(pages: TestClient, lab_a: LabKey) ->
     assert '<svg id="loss-curve"' in encoder_page and "scarf" in encoder_page
     audit = pages.get("/admin/audit?action=job.retry").text
     assert audit.count('data-action="job.retry"') == 1 and 'data-action="job.cancel"' not in audit
+
+
+def test_retries_from_the_pages_count_against_the_train_limit(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPRSSL_RATE_LIMIT_TRAIN", "1/hour")
+    get_settings.cache_clear()
+    job_id = failed_job(lab_caller("lab-a"), "ValueError: boom")
+
+    first = pages.post(f"/admin/jobs/{job_id}/retry")  # counted, though this job cannot run again
+    second = pages.post(f"/admin/jobs/{job_id}/retry")
+
+    assert "cannot be retried" in first.text
+    assert "rate limit for train requests reached (1 per 1 hour)" in second.text and "flash-error" in second.text
+    assert job_state(job_id) is orm.JobState.FAILED
 
 
 def test_cohort_encoder_and_predictor_pages(pages: TestClient, lab_a: LabKey) -> None:
