@@ -118,10 +118,13 @@ def _owned(session: Session, job_id: str, attempt: int) -> orm.Job | None:
 def _finish(
     session_factory: sessionmaker[Session], job_id: str, attempt: int, state: orm.JobState, message: str
 ) -> orm.JobState | None:
-    """End (or re-queue) the job this attempt still owns; mark its encoder/predictor unless re-queued."""
+    """End (or re-queue) the job this attempt still owns; mark its encoder/predictor unless re-queued. A job
+    whose cancellation was asked for is cancelled rather than re-queued (a worker shutting down)."""
     with session_factory() as session:
         if (job := _owned(session, job_id, attempt)) is None:
             return None
+        if state is orm.JobState.QUEUED and job.cancel_requested:
+            state, message = orm.JobState.CANCELLED, f"cancelled: {message}; its cancellation was requested"
         jobs.transition(session, job, state, message=message)
         if state is not orm.JobState.QUEUED:
             cancelled = state is orm.JobState.CANCELLED

@@ -265,6 +265,27 @@ def test_a_model_file_whose_job_records_nothing_is_removed(
     assert key is not None and [f"encoders/{encoder_id}/{p.name}" for p in models.iterdir()] == [key]
 
 
+def test_a_job_cancelled_while_its_worker_shuts_down_is_cancelled_not_queued_again(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, encoder_id = pretrain_job(client, epochs=6)
+    original = JobContext.report
+
+    def report(self: JobContext, e: int, loss: float, **kwargs: object) -> None:
+        if e == 2:  # a user cancels, and the worker is told to shut down, before it looks at either
+            with session_factory()() as session:
+                jobs.request_cancel(session, lab_caller(), job_id)
+            self.shutdown_event.set()
+        original(self, e, loss, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JobContext, "report", report)
+    assert run(job_id, settings) is orm.JobState.CANCELLED
+    job = job_row(job_id)
+    assert job.state is orm.JobState.CANCELLED and "its cancellation was requested" in (job.events[-1].message or "")
+    with session_factory()() as session:
+        assert session.get_one(orm.Encoder, encoder_id).status is orm.ArtifactStatus.CANCELLED
+
+
 def test_a_failing_cleanup_after_the_commit_keeps_the_recorded_model(
     client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
