@@ -38,6 +38,7 @@ class JobContext:
     shutdown_event: threading.Event = field(default_factory=threading.Event)
     progress_interval_s: float = 0.5
     checkpoint_every_epochs: int = 0  # pipelines that train save a resumable state this often
+    attempt: int | None = None  # the claim's attempt number: progress is written only while it owns the job
     written: list[str] = field(default_factory=list, init=False)  # artifacts put by put_artifact
     _last_write: float = field(default=0.0, init=False)
     _last_poll: float = field(default=0.0, init=False)
@@ -88,12 +89,17 @@ class JobContext:
             "total_epochs": total_epochs,
             "loss": None if loss is None else float(loss),
         }
+        owned = [orm.Job.id == self.job_id]
+        if self.attempt is not None:
+            owned += [orm.Job.state == orm.JobState.RUNNING, orm.Job.attempts == self.attempt]
         with self.session_factory() as session:
-            session.execute(
-                update(orm.Job)
-                .where(orm.Job.id == self.job_id)
-                .values(progress=progress, heartbeat_at=utcnow())
+            written = session.execute(
+                update(orm.Job).where(*owned).values(progress=progress, heartbeat_at=utcnow())
             )
             session.commit()
+            if written.rowcount != 1:  # type: ignore[attr-defined]
+                # Re-queued by the reaper (or retried) meanwhile: another attempt owns the job now.
+                self.cancel_event.set()
+                raise JobCancelled(f"attempt {self.attempt} no longer owns the job {where}")
             if self._cancel_flag_set(session):
                 raise JobCancelled(f"cancelled {where}")

@@ -66,6 +66,7 @@ def run_job(
         progress_interval_s=settings.progress_interval_s,
         checkpoint_every_epochs=settings.checkpoint_every_epochs,
         min_gene_coverage=settings.min_gene_coverage,
+        attempt=attempt,
     )
     heartbeat = Heartbeat(
         session_factory, job_id, attempt, interval_s=settings.heartbeat_interval_s, on_lost=ctx.cancel_event.set

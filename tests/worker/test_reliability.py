@@ -286,6 +286,38 @@ def test_a_job_cancelled_while_its_worker_shuts_down_is_cancelled_not_queued_aga
         assert session.get_one(orm.Encoder, encoder_id).status is orm.ArtifactStatus.CANCELLED
 
 
+def test_a_worker_whose_job_was_taken_over_stops_at_its_next_progress_write(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, encoder_id = pretrain_job(client, epochs=6)
+    original = JobContext.report
+    seen: list[int] = []
+
+    def report(self: JobContext, e: int, loss: float, **kwargs: object) -> None:
+        seen.append(e)
+        if e == 2:  # the reaper re-queues the job and another worker claims it as attempt 2
+            with session_factory()() as session:
+                job = session.get_one(orm.Job, job_id)
+                jobs.add_event(session, job, "worker lost", to_state=orm.JobState.QUEUED)
+                job.state = orm.JobState.QUEUED
+                session.commit()
+            with session_factory()() as session:
+                taken = jobs.claim(session, job_id, worker_id="other:2")
+                assert taken is not None
+                taken.progress = {"stage": "attempt 2"}
+                session.commit()
+        original(self, e, loss, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JobContext, "report", report)
+    assert run(job_id, settings) is None  # its results are dropped
+    assert seen == [1, 2]  # it stopped at the first write after the takeover, not at the end
+    job = job_row(job_id)
+    assert job.state is orm.JobState.RUNNING and job.attempts == 2 and job.worker_id == "other:2"
+    assert job.progress == {"stage": "attempt 2"}  # attempt 1 overwrote nothing
+    with session_factory()() as session:
+        assert session.get_one(orm.Encoder, encoder_id).artifact_key is None
+
+
 def test_a_failing_cleanup_after_the_commit_keeps_the_recorded_model(
     client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
