@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="Lifetime of an admin-pages login; logging out, revoking its key or disabling its user ends "
         "it sooner.",
     )
+    admin_cookie_secure: bool | None = Field(
+        default=None,
+        description="Mark the admin-pages session cookie Secure (sent over HTTPS only). Unset: when the request "
+        "reached the server over HTTPS; behind a TLS proxy that talks plain HTTP to it, set true.",
+    )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest cohort upload (request body).")
     max_upload_samples: int = Field(default=100_000, gt=0, description="Most samples a cohort upload may hold.")
     max_upload_genes: int = Field(default=100_000, gt=0, description="Most genes a cohort upload may hold.")

@@ -124,7 +124,10 @@ def login(
         session, caller, lifetime=lifetime, replacing=request.cookies.get(SESSION_COOKIE)
     )
     response = _redirect("/admin/jobs")
-    start_session(response, token, secure=request.url.scheme == "https", max_age=int(lifetime.total_seconds()))
+    secure = settings.admin_cookie_secure
+    if secure is None:
+        secure = request.url.scheme == "https"
+    start_session(response, token, secure=secure, max_age=int(lifetime.total_seconds()))
     return response
 
 

@@ -130,6 +130,26 @@ def test_login_cookie_logout(settings: Settings, lab_a: LabKey) -> None:
         assert actions[-2:] == ["admin.login", "admin.logout"]
 
 
+@pytest.mark.parametrize(("setting", "base_url", "secure"), [
+    (None, "http://testserver", False), (None, "https://testserver", True),
+    ("true", "http://testserver", True),  # behind a TLS proxy that forwards plain HTTP
+    ("false", "https://testserver", False),
+])
+def test_the_session_cookie_is_secure_over_https_or_when_set(
+    settings: Settings, lab_a: LabKey, monkeypatch: pytest.MonkeyPatch, setting: str | None, base_url: str,
+    secure: bool,
+) -> None:
+    from app.main import create_app
+
+    if setting is not None:
+        monkeypatch.setenv("EXPRSSL_ADMIN_COOKIE_SECURE", setting)
+    get_settings.cache_clear()
+    with TestClient(create_app(), base_url=base_url) as client:
+        response = client.post("/admin/login", data={"api_key": lab_a.key}, follow_redirects=False)
+    assert response.status_code == 303
+    assert ("; secure" in response.headers["set-cookie"].lower()) is secure
+
+
 def test_an_expired_session_goes_back_to_the_login_page(pages: TestClient) -> None:
     assert pages.get("/admin/jobs", follow_redirects=False).status_code == 200
     with session_factory()() as session:
