@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.db import orm
-from app.db.base import utcnow
+from app.db.base import db_utcnow
 from app.storage import ArtifactStore
 
 # What a pipeline returns: records its results in the transaction of the job's final transition.
@@ -94,7 +94,7 @@ class JobContext:
             owned += [orm.Job.state == orm.JobState.RUNNING, orm.Job.attempts == self.attempt]
         with self.session_factory() as session:
             written = session.execute(
-                update(orm.Job).where(*owned).values(progress=progress, heartbeat_at=utcnow())
+                update(orm.Job).where(*owned).values(progress=progress, heartbeat_at=db_utcnow(session))
             )
             session.commit()
             if written.rowcount != 1:  # type: ignore[attr-defined]

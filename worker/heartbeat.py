@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.db import orm
-from app.db.base import utcnow
+from app.db.base import db_utcnow
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def beat(session_factory: Callable[[], Session], job_id: str, attempt: int) -> b
         result = session.execute(
             update(orm.Job)
             .where(orm.Job.id == job_id, orm.Job.state == orm.JobState.RUNNING, orm.Job.attempts == attempt)
-            .values(heartbeat_at=utcnow())
+            .values(heartbeat_at=db_utcnow(session))
             .execution_options(synchronize_session=False)
         )
         session.commit()

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import orm
-from app.db.base import utcnow
+from app.db.base import db_utcnow
 from app.jobs import service as jobs
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,9 @@ def unsent(session: Session, settings: Settings, now: datetime) -> list[str]:
 
 def sweep(*, session_factory: Callable[[], Session], settings: Settings, send: Callable[[str], None]) -> Sweep:
     """One pass: reap lost jobs, then (re-)send the re-queued ones and those whose message may be lost."""
-    result, now = Sweep(), utcnow()
+    result = Sweep()
     with session_factory() as session:
+        now = db_utcnow(session)  # the clock heartbeats are stamped with
         reap_lost(session, settings, now, result)
         result.resent = [j for j in unsent(session, settings, now) if j not in result.requeued]
     for job_id in result.requeued + result.resent:

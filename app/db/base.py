@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, func, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -43,6 +43,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def db_utcnow(session: Session) -> datetime:
+    """The database server's clock, in UTC, on PostgreSQL: times that one host stamps and another compares
+    (heartbeats and the reaper's cutoff) then agree whatever the hosts' clocks say. On SQLite one host does
+    both, so this process's clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        stamped = session.scalar(select(func.now()))
+        if isinstance(stamped, datetime):
+            return stamped.astimezone(UTC)
+    return utcnow()
 
 
 def new_id() -> str:

@@ -12,7 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.db import orm, repository
-from app.db.base import utcnow
+from app.db.base import db_utcnow, utcnow
 from app.errors import Conflict
 
 State = orm.JobState
@@ -77,7 +77,7 @@ def create_job(session: Session, caller: Caller, kind: orm.JobKind, params: dict
 
 def claim(session: Session, job_id: str, *, worker_id: str) -> orm.Job | None:
     """Atomically take a queued job; None if another worker has it or it is no longer queued. Commits."""
-    now = utcnow()
+    now = db_utcnow(session)  # its first heartbeat, on the clock the reaper compares with
     result = session.execute(
         update(orm.Job)
         .where(orm.Job.id == job_id, orm.Job.state == State.QUEUED)
