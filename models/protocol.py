@@ -225,22 +225,20 @@ class _Runner:
             self.record(name, fraction, seed, train, test, proba, started)
             self.progress(f"seed {seed}, {fraction:g} of labels: {name}")
 
-    def unlabelled_outside(self, test: np.ndarray) -> np.ndarray:
-        """Indices of the unlabelled rows a seed may pretrain on: all but those of a patient in its ``test``
+    def unlabelled_kept(self, test: np.ndarray) -> np.ndarray:
+        """Which unlabelled rows a seed may pretrain on, as a mask: all but those of a patient in its ``test``
         rows (a sample without a group id is a patient of its own)."""
-        if self.x_unlabelled is None:
-            return np.zeros(0, dtype=np.int64)
-        everyone = np.arange(self.x_unlabelled.shape[0])
+        n = 0 if self.x_unlabelled is None else self.x_unlabelled.shape[0]
         if self.groups is None or self.groups_unlabelled is None:
-            return everyone
+            return np.ones(n, dtype=bool)
         tested = set(self.groups[test].tolist())
-        return everyone[[g is None or g not in tested for g in self.groups_unlabelled.tolist()]]
+        return np.array([g is None or g not in tested for g in self.groups_unlabelled.tolist()], dtype=bool)
 
     def pretrain(
         self, method: str, pool: np.ndarray, unlabelled: np.ndarray, seed: int
     ) -> tuple[MLPEncoder, np.ndarray]:
-        """Pretrain ``method`` on the non-test rows ``pool`` and the ``unlabelled`` rows; return it and all
-        labelled rows' input."""
+        """Pretrain ``method`` on the non-test rows ``pool`` and the unlabelled rows the mask ``unlabelled``
+        keeps; return it and all labelled rows' input."""
         started = time.perf_counter()
         rows = self.x[pool]
         if self.x_unlabelled is not None:
@@ -361,12 +359,10 @@ def run_protocol(
     splits = []
     for seed in range(config.n_seeds):
         pool, test = split_train_test(y, groups, test_size=config.test_size, seed=seed)
-        unlabelled = runner.unlabelled_outside(test)
-        n_unlabelled = 0 if x_unlabelled is None else len(x_unlabelled)
+        kept = runner.unlabelled_kept(test)
         splits.append({"seed": seed, "train_pool": pool.tolist(), "test": test.tolist(),
-                       "unlabelled_left_out": np.setdiff1d(np.arange(n_unlabelled), unlabelled).tolist(),
-                       "n_unlabelled_used": int(unlabelled.size)})
-        encoders = {m: runner.pretrain(m, pool, unlabelled, seed) for m in config.methods}
+                       "unlabelled_left_out": np.flatnonzero(~kept).tolist(), "n_unlabelled_used": int(kept.sum())})
+        encoders = {m: runner.pretrain(m, pool, kept, seed) for m in config.methods}
         encoders.update({name: (p.encoder, np.asarray(p.x, dtype=np.float32)) for name, p in pretrained.items()})
         for fraction in config.fractions:
             train = pool[label_fraction_subset(y[pool], fraction, seed=seed)]
