@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +13,8 @@ from typing import Protocol
 
 from app.config import get_settings
 from app.errors import ExprsslError
+
+log = logging.getLogger(__name__)
 
 
 class ArtifactIntegrityError(ExprsslError):
@@ -121,6 +124,15 @@ class LocalArtifactStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+def delete_unreferenced(store: ArtifactStore, key: str, what: str) -> None:
+    """Delete ``key``, a blob no row points at (``what`` says whose, for the log); a failure costs only disk
+    space, so it is logged and never raised (it may run after a commit)."""
+    try:
+        store.delete(key)
+    except OSError as exc:
+        log.warning("could not delete %s, %s: %s", key, what, exc)
 
 
 def get_store() -> ArtifactStore:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.db import orm
 from app.db.base import new_id
 from app.jobs import service as jobs
-from app.storage import ArtifactIntegrityError
+from app.storage import ArtifactIntegrityError, delete_unreferenced
 from models import checkpoint
 from worker.context import JobContext
 
@@ -86,15 +86,8 @@ def discard_on_commit(session: Session, ctx: JobContext) -> None:
     job = session.get_one(orm.Job, ctx.job_id)
     info, job.checkpoint = job.checkpoint, None
     if info:
-        event.listen(session, "after_commit", lambda _: _delete_quietly(ctx, info["key"]), once=True)
-
-
-def _delete_quietly(ctx: JobContext, key: str) -> None:
-    """Delete a blob no row points at any more; a failure leaves disk space, never fails the commit."""
-    try:
-        ctx.store.delete(key)
-    except OSError as exc:
-        log.warning("job %s: could not delete %s: %s", ctx.job_id, key, exc)
+        what = f"a checkpoint of job {ctx.job_id}, which finished"
+        event.listen(session, "after_commit", lambda _: delete_unreferenced(ctx.store, info["key"], what), once=True)
 
 
 def _note(ctx: JobContext, message: str) -> None:

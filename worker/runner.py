@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import orm
 from app.jobs import service as jobs
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, delete_unreferenced
 from worker.context import JobCancelled, JobContext, JobInterrupted, Recorder
 from worker.heartbeat import Heartbeat
 from worker.pipelines import evaluate, fit, pretrain
@@ -94,15 +94,8 @@ def run_job(
         return _finish(session_factory, job_id, attempt, orm.JobState.FAILED, f"{type(exc).__name__}: {exc}")
     finally:
         if not recorded:  # no row points at what this attempt stored
-            _delete_unrecorded(store, ctx.written)
-
-
-def _delete_unrecorded(store: ArtifactStore, keys: list[str]) -> None:
-    for key in keys:
-        try:
-            store.delete(key)
-        except OSError as exc:  # disk space is all it costs
-            log.warning("could not delete %s, stored by a job that recorded nothing: %s", key, exc)
+            for key in ctx.written:
+                delete_unreferenced(store, key, f"stored by job {job_id}, which recorded nothing")
 
 
 def _owned(session: Session, job_id: str, attempt: int) -> orm.Job | None:
