@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import orm
-from app.db.base import utcnow
+from app.db.base import db_utcnow
 from app.jobs import service as jobs
 from app.storage import ArtifactStore
 from worker.celery_app import QUEUES, create_celery, task_name
@@ -147,7 +147,7 @@ class CeleryDispatcher:
             except Exception as exc:  # kombu raises many kinds; the job row keeps the truth
                 log.warning("could not send job %s to the broker (%s); the reaper will re-send it", job_id, exc)
                 return
-            job.dispatched_at = utcnow()
+            job.dispatched_at = db_utcnow(session)  # the clock the reaper's resend cutoff reads
             session.commit()
 
     def cancel(self, job_id: str) -> None:
