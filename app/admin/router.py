@@ -245,7 +245,7 @@ def list_encoders(request: Request, session: SessionDep, caller: PageCaller, pag
     rows = encoders.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
     context = {
         "caller": caller, "nav": "encoders", "encoders": rows, "pager": pager,
-        "cohort_names": service.cohort_names(session, lab_id=caller.lab_id),
+        "cohort_names": service.cohort_names(session, lab_id=caller.lab_id, ids=[e.cohort_id for e in rows]),
     }
     return views.render(request, "encoders.html", context)
 
@@ -273,8 +273,8 @@ def list_predictors(request: Request, session: SessionDep, caller: PageCaller, p
     rows = predictors.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
     context = {
         "caller": caller, "nav": "predictors", "predictors": rows, "pager": pager,
-        "cohort_names": service.cohort_names(session, lab_id=caller.lab_id),
-        "methods": service.encoder_methods(session, lab_id=caller.lab_id),
+        "cohort_names": service.cohort_names(session, lab_id=caller.lab_id, ids=[p.cohort_id for p in rows]),
+        "methods": service.encoder_methods(session, lab_id=caller.lab_id, ids=[p.encoder_id for p in rows]),
     }
     return views.render(request, "predictors.html", context)
 

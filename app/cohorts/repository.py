@@ -15,7 +15,9 @@ def get(session: Session, cohort_id: str, *, lab_id: str) -> orm.Cohort:
 
 
 def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Cohort]:
-    return repository.newest(session, orm.Cohort, lab_id=lab_id, limit=limit, offset=offset)
+    """A page of the lab's cohorts, newest first, without their ingest reports (never loaded)."""
+    return repository.newest(session, orm.Cohort, lab_id=lab_id, limit=limit, offset=offset,
+                             unloaded=[orm.Cohort.ingest])
 
 
 def find_by_checksum(session: Session, checksum: str, *, lab_id: str, lock: bool = False) -> orm.Cohort | None:
@@ -34,6 +36,17 @@ def add_samples(session: Session, cohort_id: str, rows: Sequence[dict[str, objec
 
 def samples(session: Session, cohort_id: str) -> list[orm.CohortSample]:
     query = select(orm.CohortSample).where(orm.CohortSample.cohort_id == cohort_id)
+    return list(session.scalars(query.order_by(orm.CohortSample.position)))
+
+
+def sample_page(session: Session, cohort_id: str, *, limit: int, offset: int) -> list[orm.CohortSample]:
+    """Samples at positions ``offset`` to ``offset + limit - 1`` in stored order (positions run 0..n-1, so a
+    range on the (cohort_id, position) index reads only the page, however deep)."""
+    query = select(orm.CohortSample).where(
+        orm.CohortSample.cohort_id == cohort_id,
+        orm.CohortSample.position >= offset,
+        orm.CohortSample.position < offset + limit,
+    )
     return list(session.scalars(query.order_by(orm.CohortSample.position)))
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from app import caches
 from app.auth.deps import CallerDep
 from app.cohorts import repository, service, upload
-from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortUploadForm, upload_request_body
+from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortSummary, CohortUploadForm, upload_request_body
 from app.db import orm
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import ErrorBody
@@ -100,15 +100,17 @@ def upload_cohort(
     return to_read(cohort)
 
 
-@router.get("", response_model=list[CohortRead])
+@router.get("", response_model=list[CohortSummary])
 def list_cohorts(
     session: SessionDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> list[CohortRead]:
-    """List cohorts, newest first."""
-    return [to_read(c) for c in repository.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)]
+) -> list[CohortSummary]:
+    """List cohorts, newest first, without their ingest and gene resolution reports (``GET /cohorts/{id}`` has
+    them)."""
+    rows = repository.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    return [CohortSummary.model_validate(row) for row in rows]
 
 
 @router.get("/{cohort_id}", response_model=CohortRead)
@@ -133,7 +135,15 @@ def delete_cohort(
 
 
 @router.get("/{cohort_id}/samples", response_model=list[CohortSampleRead])
-def list_samples(cohort_id: str, session: SessionDep, caller: CallerDep) -> list[CohortSampleRead]:
-    """List a cohort's samples with their labels and group ids, in stored order."""
+def list_samples(
+    cohort_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Samples per page; the cohort's n_samples is the "
+                                                              "total.")] = 1_000,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Samples to skip, in stored order.")] = 0,
+) -> list[CohortSampleRead]:
+    """List a page of a cohort's samples with their labels and group ids, in stored order."""
     repository.get(session, cohort_id, lab_id=caller.lab_id)
-    return [CohortSampleRead.model_validate(s, from_attributes=True) for s in repository.samples(session, cohort_id)]
+    page = repository.sample_page(session, cohort_id, limit=limit, offset=offset)
+    return [CohortSampleRead.model_validate(s, from_attributes=True) for s in page]

@@ -130,7 +130,11 @@ class GeneResolutionRead(BaseModel):
     )
 
 
-class CohortRead(BaseModel):
+class CohortSummary(BaseModel):
+    """A cohort as listed: without its ingest and gene resolution reports (``GET /cohorts/{id}`` has them)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str
     source_filename: str
@@ -151,21 +155,24 @@ class CohortRead(BaseModel):
     group_column: str | None
     n_groups: int | None
     genes_preview: list[str] = Field(description="The first 20 gene names, in stored order.")
-    ingest: dict[str, Any] = Field(
-        description="How the upload was read: format, orientation, gene-id kinds, merged duplicate genes, "
-        "value statistics, where the labels came from."
-    )
     gene_table_version: str | None = Field(
         default=None, description="Gene table snapshot the gene names were resolved with (None: older cohorts)."
-    )
-    gene_resolution: GeneResolutionRead | None = Field(
-        default=None, description="How gene names were resolved and merged (None for cohorts uploaded before)."
     )
     created_at: datetime
 
     @computed_field(description="True when the matrix was already stored, so this upload stored nothing new.")
     def deduplicated(self) -> bool:
         return self.duplicate_of is not None
+
+
+class CohortRead(CohortSummary):
+    ingest: dict[str, Any] = Field(
+        description="How the upload was read: format, orientation, gene-id kinds, merged duplicate genes, "
+        "value statistics, where the labels came from."
+    )
+    gene_resolution: GeneResolutionRead | None = Field(
+        default=None, description="How gene names were resolved and merged (None for cohorts uploaded before)."
+    )
 
 
 class CohortSampleRead(BaseModel):

@@ -114,7 +114,12 @@ class AuditEvent(Base):
     """Who did what to which object, when. Append-only; kept when the object is deleted."""
 
     __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_event_lab_id_at", "lab_id", "at"),)
+    # The log's page, its filters by action and by user, each newest first.
+    __table_args__ = (
+        Index("ix_audit_event_lab_id_at", "lab_id", "at"),
+        Index("ix_audit_event_lab_id_action_at", "lab_id", "action", "at"),
+        Index("ix_audit_event_lab_id_user_id_at", "lab_id", "user_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
@@ -129,9 +134,11 @@ class AuditEvent(Base):
 
 class Cohort(Base):
     __tablename__ = "cohort"
+    # Lists walk this index backwards: a lab's rows newest first, with no sort and no other lab's rows.
+    __table_args__ = (Index("ix_cohort_lab_id_created_at", "lab_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
     created_by: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     source_filename: Mapped[str] = mapped_column(String(300))
@@ -140,7 +147,7 @@ class Cohort(Base):
     gene_id_type: Mapped[str] = mapped_column(String(16))
     value_kind: Mapped[str] = mapped_column(String(16))
     checksum: Mapped[str] = mapped_column(String(64), index=True)
-    storage_key: Mapped[str] = mapped_column(String(300))
+    storage_key: Mapped[str] = mapped_column(String(300), index=True)  # identical uploads share a file
     # [{name, n_labelled, classes: {value: count}}]: fixed at upload, like the labels themselves.
     label_columns: Mapped[list[Any]] = mapped_column(default=list)
     group_column: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
@@ -161,8 +168,9 @@ class Cohort(Base):
     gene_keys: Mapped[dict[str, Any]] = mapped_column(default=dict, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # The database deletes a cohort's samples (ON DELETE CASCADE): up to 100,000 rows, never loaded for it.
     samples: Mapped[list[CohortSample]] = relationship(
-        back_populates="cohort", order_by="CohortSample.position", cascade="all, delete-orphan"
+        back_populates="cohort", order_by="CohortSample.position", cascade="all, delete-orphan", passive_deletes=True
     )
 
     @property
@@ -175,10 +183,13 @@ class CohortSample(Base):
     """One sample of a cohort: its row in the stored matrix, phenotype labels and group (patient) id."""
 
     __tablename__ = "cohort_sample"
-    __table_args__ = (UniqueConstraint("cohort_id", "sample_id"),)
+    __table_args__ = (
+        UniqueConstraint("cohort_id", "sample_id"),
+        Index("ix_cohort_sample_cohort_id_position", "cohort_id", "position"),  # pages in stored order
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id", ondelete="CASCADE"), index=True)
+    cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     sample_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
     group_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
@@ -191,10 +202,14 @@ class Job(Base):
     """The truth about a unit of work; queues only carry its id."""
 
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_state_created_at", "state", "created_at"),)
+    # The reaper's scan by state; the lab's list newest first (see Cohort).
+    __table_args__ = (
+        Index("ix_job_state_created_at", "state", "created_at"),
+        Index("ix_job_lab_id_created_at", "lab_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
     created_by: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"), index=True)
     kind: Mapped[JobKind] = mapped_column(_enum(JobKind))
     state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED)
@@ -213,7 +228,9 @@ class Job(Base):
     # Latest training checkpoint in the artifact store: {"key", "sha256", "epoch"}; a retry resumes from it.
     checkpoint: Mapped[dict[str, Any] | None] = mapped_column()
 
-    events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id", cascade="all, delete-orphan")
+    events: Mapped[list[JobEvent]] = relationship(
+        order_by="JobEvent.id", cascade="all, delete-orphan", passive_deletes=True  # ON DELETE CASCADE
+    )
 
 
 class JobEvent(Base):
@@ -233,9 +250,11 @@ class Encoder(Base):
     """A pretrained (or pretraining) representation: method, panel, preprocessing, weights."""
 
     __tablename__ = "encoder"
+    # The lab's list newest first (see Cohort).
+    __table_args__ = (Index("ix_encoder_lab_id_created_at", "lab_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     method: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -260,9 +279,11 @@ class Predictor(Base):
     """A phenotype classifier: head on an encoder (or a baseline), its split and test metrics."""
 
     __tablename__ = "predictor"
+    # The lab's list newest first (see Cohort).
+    __table_args__ = (Index("ix_predictor_lab_id_created_at", "lab_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     head: Mapped[str] = mapped_column(String(32))
     encoder_id: Mapped[str | None] = mapped_column(ForeignKey("encoder.id"), index=True)
@@ -292,10 +313,12 @@ class Prediction(Base):
     """Labels and class probabilities a predictor gave for a batch of samples."""
 
     __tablename__ = "prediction"
+    # A predictor's predictions newest first; rows are found by predictor or cohort, never by lab alone.
+    __table_args__ = (Index("ix_prediction_predictor_id_created_at", "predictor_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
-    predictor_id: Mapped[str] = mapped_column(ForeignKey("predictor.id"), index=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
+    predictor_id: Mapped[str] = mapped_column(ForeignKey("predictor.id"))
     cohort_id: Mapped[str | None] = mapped_column(ForeignKey("cohort.id"), index=True)
     n_samples: Mapped[int] = mapped_column(Integer)
     coverage: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -313,9 +336,11 @@ class Evaluation(Base):
     """A label-efficiency study: SSL methods and baselines over label fractions and seeds on one cohort."""
 
     __tablename__ = "evaluation"
+    # The lab's list newest first (see Cohort).
+    __table_args__ = (Index("ix_evaluation_lab_id_created_at", "lab_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"), index=True)
+    lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     cohort_id: Mapped[str] = mapped_column(ForeignKey("cohort.id"), index=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), unique=True)

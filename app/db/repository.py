@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.base import ExecutableOption
+from sqlalchemy.orm import QueryableAttribute, Session, defer
 
 from app.db import orm
 from app.errors import NotFound
@@ -36,11 +35,13 @@ def newest(
     limit: int,
     offset: int,
     where: Sequence[ColumnElement[bool]] = (),
-    options: Sequence[ExecutableOption] = (),
+    unloaded: Sequence[QueryableAttribute[Any]] = (),
 ) -> list[Row]:
-    """A page of lab ``lab_id``'s rows of ``table`` matching ``where``, newest first (ties broken by id);
-    ``options`` are the query's loader options (such as columns left unloaded)."""
-    query = select(table).where(table.lab_id == lab_id, *where).order_by(table.created_at.desc(), table.id)
+    """A page of lab ``lab_id``'s rows of ``table`` matching ``where``, newest first (ties broken by id, so
+    the (lab_id, created_at, id) index gives the order); ``unloaded`` columns are never read (reading one
+    raises), for lists that leave out large JSON."""
+    query = select(table).where(table.lab_id == lab_id, *where).order_by(table.created_at.desc(), table.id.desc())
+    options = [defer(column, raiseload=True) for column in unloaded]
     return list(session.scalars(query.options(*options).limit(limit).offset(offset)))
 
 

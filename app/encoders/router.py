@@ -11,7 +11,14 @@ from app import caches
 from app.auth.deps import CallerDep
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.encoders import embeddings, service
-from app.encoders.schemas import EmbeddingRead, EncoderAccepted, EncoderCreate, EncoderRead, MethodRead
+from app.encoders.schemas import (
+    EmbeddingRead,
+    EncoderAccepted,
+    EncoderCreate,
+    EncoderRead,
+    EncoderSummary,
+    MethodRead,
+)
 from app.inputs import SamplesInput, json_body, openapi_json_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
@@ -40,7 +47,7 @@ def create_encoder(
     return EncoderAccepted(encoder=EncoderRead.model_validate(encoder), job=JobRead.model_validate(job))
 
 
-@router.get("", response_model=list[EncoderRead])
+@router.get("", response_model=list[EncoderSummary])
 def list_encoders(
     session: SessionDep,
     caller: CallerDep,
@@ -52,11 +59,12 @@ def list_encoders(
     parent_encoder_id: Annotated[str | None, Query(description="Only encoders continued from this one.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> list[EncoderRead]:
-    """List encoders, newest first, optionally filtered by cohort, method, status and parent."""
+) -> list[EncoderSummary]:
+    """List encoders, newest first, optionally filtered by cohort, method, status and parent, with the epochs
+    trained and the last loss instead of the loss curve (``GET /encoders/{id}`` has it)."""
     filters = {"cohort_id": cohort_id, "method": method, "status": state, "parent_encoder_id": parent_encoder_id}
     rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
-    return [EncoderRead.model_validate(row) for row in rows]
+    return [EncoderSummary.model_validate(row) for row in rows]
 
 
 @router.get("/{encoder_id}", response_model=EncoderRead)

@@ -52,7 +52,9 @@ class EncoderCreate(BaseModel):
         return self
 
 
-class EncoderRead(BaseModel):
+class EncoderSummary(BaseModel):
+    """An encoder as listed: its loss curve reduced to its last value (``GET /encoders/{id}`` has it whole)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -68,13 +70,29 @@ class EncoderRead(BaseModel):
     status: ArtifactStatus
     n_genes: int = Field(description="Size of the gene panel.")
     preprocessing: dict[str, Any]
-    loss_curve: list[float]
     artifact_sha256: str | None
     version: int
     gene_table_version: str | None = Field(
         default=None, description="Gene table snapshot its panel's names are matched with (None: older)."
     )
     created_at: datetime
+    epochs_trained: int = Field(description="Epochs in its loss curve so far.")
+    final_loss: float | None = Field(description="The last epoch's pretraining loss (None before the first).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _curve_summary(cls, data: Any) -> Any:
+        """Read an encoder row (or a mapping) with its loss curve's length and last value."""
+        if isinstance(data, dict):
+            values = dict(data)
+        else:
+            values = {name: getattr(data, name) for name in (*cls.model_fields, "loss_curve") if hasattr(data, name)}
+        curve = list(values.get("loss_curve") or [])
+        return {**values, "epochs_trained": len(curve), "final_loss": float(curve[-1]) if curve else None}
+
+
+class EncoderRead(EncoderSummary):
+    loss_curve: list[float]
 
 
 class EncoderAccepted(BaseModel):

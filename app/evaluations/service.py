@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
@@ -89,9 +89,8 @@ def list_all(
     """Return a page of the lab's evaluations, newest first, whose columns equal ``filters`` (None: any),
     without their runs and timings (never loaded: they hold every run's metrics and every seed's split)."""
     where = repository.equals(orm.Evaluation, **(filters or {}))
-    unloaded = [defer(orm.Evaluation.runs, raiseload=True), defer(orm.Evaluation.timings, raiseload=True)]
     return repository.newest(session, orm.Evaluation, lab_id=lab_id, limit=limit, offset=offset, where=where,
-                             options=unloaded)
+                             unloaded=[orm.Evaluation.runs, orm.Evaluation.timings])
 
 
 def plot_png(evaluation: orm.Evaluation) -> bytes:

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import QueryableAttribute, Session, defer, load_only
+from sqlalchemy.sql.base import ExecutableOption
 
 from app.db import orm
 
 Made = orm.Encoder | orm.Predictor | orm.Evaluation | orm.Prediction
+
+# Large JSON columns lineage never needs (loaded on access, should a caller want them).
+PREDICTOR_RESULTS = (orm.Predictor.split, orm.Predictor.calibration, orm.Predictor.loss_curve)
+EVALUATION_RESULTS = (orm.Evaluation.runs, orm.Evaluation.summary, orm.Evaluation.timings)
+
+
+def _deferred(columns: Sequence[QueryableAttribute[Any]]) -> list[ExecutableOption]:
+    return [defer(column) for column in columns]
 
 
 @dataclass
@@ -84,12 +94,15 @@ def _made_with(
     """Predictors, evaluations and predictions made with ``encoders`` (or from the cohort ``cohort_id``)."""
     encoder_ids = {e.id for e in encoders}
     on_cohort = [] if cohort_id is None else [orm.Predictor.cohort_id == cohort_id]
-    predictors = list(session.scalars(select(orm.Predictor).where(
+    predictors = list(session.scalars(select(orm.Predictor).options(*_deferred(PREDICTOR_RESULTS)).where(
         orm.Predictor.lab_id == lab_id, or_(orm.Predictor.encoder_id.in_(encoder_ids), *on_cohort)
     )))
-    # An evaluation on another cohort may use an encoder of these (its config names it).
+    # An evaluation on another cohort may use an encoder of these (its config names it): every evaluation of
+    # the lab is read, but not its results.
     evaluations = [
-        e for e in session.scalars(select(orm.Evaluation).where(orm.Evaluation.lab_id == lab_id))
+        e for e in session.scalars(
+            select(orm.Evaluation).options(*_deferred(EVALUATION_RESULTS)).where(orm.Evaluation.lab_id == lab_id)
+        )
         if (cohort_id is not None and e.cohort_id == cohort_id) or set(e.config.get("encoder_ids", [])) & encoder_ids
     ]
     predictor_ids = [p.id for p in predictors]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
@@ -257,7 +257,7 @@ def list_for_predictor(
     a cohort's prediction holds one result per sample)."""
     where = [orm.Prediction.predictor_id == predictor_id]
     return repository.newest(session, orm.Prediction, lab_id=lab_id, limit=limit, offset=offset, where=where,
-                             options=[defer(orm.Prediction.results, raiseload=True)])
+                             unloaded=[orm.Prediction.results])
 
 
 def results_table(prediction: PredictionRead) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
 from app.predictions.schemas import PredictionCreate, PredictionRead, PredictionSummary
 from app.predictors import card, service
-from app.predictors.schemas import Head, ModelCard, PredictorAccepted, PredictorCreate, PredictorRead
+from app.predictors.schemas import Head, ModelCard, PredictorAccepted, PredictorCreate, PredictorRead, PredictorSummary
 from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
 
 router = APIRouter(prefix="/predictors", tags=["predictors"])
@@ -32,7 +32,7 @@ def create_predictor(
     return PredictorAccepted(predictor=PredictorRead.model_validate(predictor), job=JobRead.model_validate(job))
 
 
-@router.get("", response_model=list[PredictorRead])
+@router.get("", response_model=list[PredictorSummary])
 def list_predictors(
     session: SessionDep,
     caller: CallerDep,
@@ -43,12 +43,14 @@ def list_predictors(
     state: StatusQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> list[PredictorRead]:
-    """List predictors, newest first, optionally filtered by cohort, encoder, head, label column and status."""
+) -> list[PredictorSummary]:
+    """List predictors, newest first, optionally filtered by cohort, encoder, head, label column and status,
+    with their test metrics but without split, calibration, environment and loss curve (``GET
+    /predictors/{id}`` has them)."""
     filters = {"cohort_id": cohort_id, "encoder_id": encoder_id, "head": head, "label_column": label_column,
                "status": state}
     rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
-    return [PredictorRead.model_validate(row) for row in rows]
+    return [PredictorSummary.model_validate(row) for row in rows]
 
 
 @router.get("/{predictor_id}", response_model=PredictorRead)

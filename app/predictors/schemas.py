@@ -46,7 +46,10 @@ class PredictorCreate(BaseModel):
     name: str | None = Field(default=None, max_length=NAME_LENGTH)
 
 
-class PredictorRead(BaseModel):
+class PredictorSummary(BaseModel):
+    """A predictor as listed: what it is and its test metrics, without its split's sample ids, calibration,
+    environment and loss curve (``GET /predictors/{id}`` has them)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -61,11 +64,19 @@ class PredictorRead(BaseModel):
     seed: int
     status: ArtifactStatus
     classes: list[str]
-    split: dict[str, Any] = Field(description="How samples were split; held-out sample ids included.")
     metrics: dict[str, Any] = Field(
         description="Test-split metrics, the chance level and bootstrap 95 % intervals of accuracy and balanced "
         "accuracy."
     )
+    artifact_sha256: str | None
+    gene_table_version: str | None = Field(
+        default=None, description="Gene table snapshot its panel's names are matched with (None: older)."
+    )
+    created_at: datetime
+
+
+class PredictorRead(PredictorSummary):
+    split: dict[str, Any] = Field(description="How samples were split; held-out sample ids included.")
     calibration: dict[str, Any] = Field(
         description="Temperature (fitted on the calibration split), ECE (15 bins), Brier score and NLL before and "
         "after it on the test split; conformal coverage and set size on the test split at 80, 90 and 95 %; the "
@@ -73,11 +84,6 @@ class PredictorRead(BaseModel):
     )
     environment: dict[str, Any] = Field(description="Library versions the predictor was fitted with.")
     loss_curve: list[float]
-    artifact_sha256: str | None
-    gene_table_version: str | None = Field(
-        default=None, description="Gene table snapshot its panel's names are matched with (None: older)."
-    )
-    created_at: datetime
 
 
 class PredictorAccepted(BaseModel):

@@ -94,9 +94,12 @@ def get(session: Session, predictor_id: str, *, lab_id: str) -> orm.Predictor:
 def list_all(
     session: Session, *, lab_id: str, limit: int, offset: int, filters: Mapping[str, object] | None = None
 ) -> list[orm.Predictor]:
-    """Return a page of the lab's predictors, newest first, whose columns equal ``filters`` (None: any)."""
+    """Return a page of the lab's predictors, newest first, whose columns equal ``filters`` (None: any),
+    without their split, calibration, environment and loss curve (never loaded: the split lists sample ids)."""
     where = repository.equals(orm.Predictor, **(filters or {}))
-    return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset, where=where)
+    unloaded = [orm.Predictor.split, orm.Predictor.calibration, orm.Predictor.environment, orm.Predictor.loss_curve]
+    return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset, where=where,
+                             unloaded=unloaded)
 
 
 def delete_predictor(

@@ -1,4 +1,4 @@
-"""Browsing the registry: encoder, predictor and evaluation lists filter by what they were made from."""
+"""Browsing the registry: lists filter by what rows were made from, page, and give summaries."""
 
 from __future__ import annotations
 
@@ -75,3 +75,40 @@ def test_a_predictors_predictions_list_newest_first_without_their_results(client
     assert listed[1]["uncertainty"] == whole["uncertainty"] and listed[1]["coverage"] == whole["coverage"]
     assert [p["id"] for p in page] == [whole["id"]]
     assert len(client.get(f"/predictions/{whole['id']}").json()["results"]) == whole["n_samples"]
+
+
+def test_lists_give_summaries_and_the_row_by_id_gives_the_rest(client: TestClient) -> None:
+    cohort = str(upload(client)["id"])
+    encoder = made(client, "/encoders", {"cohort_id": cohort, "params": {**TINY, "epochs": 3}}, "encoder")
+    predictor = made(client, "/predictors", {"cohort_id": cohort, "label_column": "tissue",
+                                             "head": "logistic_regression"}, "predictor")
+
+    [cohort_row], full_cohort = client.get("/cohorts").json(), client.get(f"/cohorts/{cohort}").json()
+    assert {"ingest", "gene_resolution"} & set(cohort_row) == set() and full_cohort["ingest"]["format"] == "parquet"
+    assert cohort_row == {k: v for k, v in full_cohort.items() if k not in ("ingest", "gene_resolution")}
+
+    [encoder_row], full_encoder = client.get("/encoders").json(), client.get(f"/encoders/{encoder}").json()
+    assert "loss_curve" not in encoder_row and len(full_encoder["loss_curve"]) == 3
+    assert encoder_row["epochs_trained"] == 3 and encoder_row["final_loss"] == full_encoder["loss_curve"][-1]
+    assert encoder_row == {k: v for k, v in full_encoder.items() if k != "loss_curve"}
+
+    [predictor_row], full = client.get("/predictors").json(), client.get(f"/predictors/{predictor}").json()
+    left_out = {"split", "calibration", "environment", "loss_curve"}
+    assert left_out & set(predictor_row) == set() and len(full["split"]["test_sample_ids"]) > 10
+    assert predictor_row == {k: v for k, v in full.items() if k not in left_out}
+    assert predictor_row["metrics"]["balanced_accuracy"] > 0.9
+
+
+def test_a_cohorts_samples_come_in_pages_in_stored_order(client: TestClient) -> None:
+    cohort = upload(client)
+    url = f"/cohorts/{cohort['id']}/samples"
+    whole = client.get(url, params={"limit": 10_000}).json()
+
+    pages = [client.get(url, params={"limit": 50, "offset": start}).json() for start in range(0, 200, 50)]
+
+    assert len(whole) == cohort["n_samples"] == 189
+    assert [len(page) for page in pages] == [50, 50, 50, 39]
+    assert [s for page in pages for s in page] == whole
+    assert len(client.get(url).json()) == 189  # the default page (1,000) holds this cohort
+    assert client.get(url, params={"offset": 189}).json() == []
+    assert client.get(url, params={"limit": 10_001}).status_code == 422

@@ -1,0 +1,54 @@
+"""listing indexes: each lab's list newest first without a sort, the audit log's filters, samples in order
+
+Revision ID: a9d4c7e2f5b1
+Revises: f3c8a5e2d9b4
+Create Date: 2026-11-30 12:00:00.000000
+
+Every list (cohorts, jobs, encoders, predictors, evaluations) reads one lab's rows newest first: an index on
+(lab_id, created_at, id) walked backwards gives a page without sorting all of the lab's rows, and replaces
+the single-column lab_id index it begins with. A predictor's predictions are listed the same way by
+predictor. The single-column indexes they replace are dropped: besides being redundant, SQLite (which keeps
+no statistics unless asked) chose the lab_id index over the predictor_id one and read all of a lab's
+predictions to find one predictor's.
+"""
+from collections.abc import Sequence
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = 'a9d4c7e2f5b1'
+down_revision: str | Sequence[str] | None = 'f3c8a5e2d9b4'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+LISTED = ('cohort', 'job', 'encoder', 'predictor', 'evaluation')
+# (name, table, columns) of the indexes this revision adds, and of those it replaces.
+ADDED = (
+    *((f'ix_{table}_lab_id_created_at', table, ['lab_id', 'created_at', 'id']) for table in LISTED),
+    ('ix_prediction_predictor_id_created_at', 'prediction', ['predictor_id', 'created_at', 'id']),
+    ('ix_audit_event_lab_id_action_at', 'audit_event', ['lab_id', 'action', 'at']),
+    ('ix_audit_event_lab_id_user_id_at', 'audit_event', ['lab_id', 'user_id', 'at']),
+    ('ix_cohort_sample_cohort_id_position', 'cohort_sample', ['cohort_id', 'position']),
+    ('ix_cohort_storage_key', 'cohort', ['storage_key']),
+)
+REPLACED = (
+    *((f'ix_{table}_lab_id', table, ['lab_id']) for table in (*LISTED, 'prediction')),
+    ('ix_prediction_predictor_id', 'prediction', ['predictor_id']),
+    ('ix_cohort_sample_cohort_id', 'cohort_sample', ['cohort_id']),
+)
+
+
+def upgrade() -> None:
+    """Upgrade schema."""
+    for name, table, columns in ADDED:
+        op.create_index(name, table, columns, unique=False)
+    for name, table, _ in REPLACED:
+        op.drop_index(name, table_name=table)
+
+
+def downgrade() -> None:
+    """Downgrade schema."""
+    for name, table, columns in REPLACED:
+        op.create_index(name, table, columns, unique=False)
+    for name, table, _ in ADDED:
+        op.drop_index(name, table_name=table)
