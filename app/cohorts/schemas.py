@@ -17,7 +17,7 @@ DuplicateGenes = Literal["refuse", "sum", "mean"]
 class CohortUploadForm(BaseModel):
     """The text fields of a cohort upload (the files travel beside them)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=NAME_LENGTH)
     group_column: str | None = Field(

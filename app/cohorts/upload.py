@@ -9,6 +9,7 @@ configured limit (at once, when its Content-Length says so).
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -95,6 +96,8 @@ class _Receiver:
         if name in self.form.fields or name in self.form.files:
             raise InvalidInput(f"{name}: given more than once")
         self._name = name
+        if name not in self.file_fields and name not in self.text_fields:
+            raise InvalidInput(_unknown_field(name, self.file_fields | self.text_fields))
         if name in self.file_fields:
             filename = Path(_decode(options.get(b"filename", b""))).name  # never a client-chosen path
             fd, path = tempfile.mkstemp(dir=self.staging, suffix=".upload")
@@ -129,10 +132,18 @@ class _Receiver:
             self._file.close()
 
 
+def _unknown_field(name: str, known: frozenset[str]) -> str:
+    """Why a part named ``name`` is refused: a field dropped unread (a misspelt ``group_column``, say) would
+    silently change what is stored, such as splits no longer kept apart by patient."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{name!r} is not a field of this upload (expected {', '.join(sorted(known))}){hint}"
+
+
 async def receive_form(
     request: Request, *, staging: Path, limit: int, file_fields: Iterable[str], text_fields: Iterable[str]
 ) -> StagedForm:
-    """Stream a multipart body into a :class:`StagedForm`; parts with other names are read and dropped.
+    """Stream a multipart body into a :class:`StagedForm`; a part with any other name is refused.
 
     Raises:
         PayloadTooLarge: The body is longer than ``limit`` bytes.

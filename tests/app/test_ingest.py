@@ -561,6 +561,27 @@ def test_form_fields_are_validated(client: TestClient) -> None:
     assert "orientation" in message and "values" in message
 
 
+@pytest.mark.parametrize(
+    ("field", "hint"), [("groupcolumn", "did you mean 'group_column'?"), ("label", "did you mean 'labels'?"),
+                        ("tissue", "")],
+)
+def test_a_field_the_upload_does_not_know_is_refused_not_dropped(
+    client: TestClient, settings: Settings, field: str, hint: str
+) -> None:
+    before = client.get("/cohorts").json()
+    files = {"expression": ("m.csv", b"sample_id,TP53\ns1,1\ns2,2\n"),
+             **({"label": ("l.csv", b"sample_id,tissue\ns1,a\ns2,b\n")} if field == "label" else {})}
+
+    response = client.post("/cohorts", files=files, data={} if field == "label" else {field: "patient"})
+
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"{field!r} is not a field of this upload (expected ") and message.endswith(
+        hint or "values)")
+    assert "group_column" in message and "labels" in message
+    assert client.get("/cohorts").json() == before and staged(settings) == []
+
+
 def test_staging_is_empty_after_a_successful_upload(client: TestClient, settings: Settings) -> None:
     assert csv_upload(client, "sample_id,A\ns1,1\n").status_code == 201
     assert staged(settings) == []
