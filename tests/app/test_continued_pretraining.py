@@ -238,6 +238,23 @@ def test_counts_are_not_standardised_with_a_log_scale_parents_statistics(
     assert f"encoder {parent['id']}'s statistics are for values without log1p" in job["error"]
 
 
+def test_counts_lacking_panel_genes_do_not_leave_a_log_scale_parents_statistics_in_the_encoder(
+    client: TestClient, parent: dict[str, Any]
+) -> None:
+    counts = np.round(np.exp2(EXPRESSION)).astype(np.int64)
+    whole = upload_frame(client, counts, "tissue-counts")
+    partial = upload_frame(client, counts[list(counts.columns)[20:]], "tissue-counts-partial")
+
+    child, job = pretrain(client, {"cohort_id": partial["id"], "continue_from": parent["id"]}, succeed=False)
+
+    assert job["state"] == "failed" and child["status"] == "failed"
+    assert f"cohort {partial['id']} holds counts values (with log1p) but encoder {parent['id']} was pretrained on " \
+           "values without log1p, and the cohort lacks 20 of its 500 panel genes" in job["error"]
+    # Holding the whole panel, every gene's statistics are refitted on the counts' scale: it continues.
+    whole_child, _ = pretrain(client, {"cohort_id": whole["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
+    assert whole_child["preprocessing"]["log1p"] is True
+
+
 def test_an_unfinished_parent_is_refused(client: TestClient) -> None:
     cohort = upload(client)
     accepted = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 500}})

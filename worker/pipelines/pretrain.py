@@ -74,6 +74,16 @@ def continued_inputs(ctx: JobContext, data: CohortData, parent_id: str) -> Input
         preprocessor = parent_pre
         lineage: dict[str, Any] = {"standardise_on": "parent", "standardise": "the parent encoder's per-gene mean/std"}
     else:
+        if log1p != parent_pre.log1p and report.n_missing:
+            # The genes it lacks would keep the parent's statistics, fitted on the other scale: later input
+            # holding those genes would be standardised with the wrong mean and std.
+            raise InvalidInput(
+                f"cohort {data.cohort_id} holds {data.value_kind} values ({'with' if log1p else 'without'} log1p) "
+                f"but encoder {parent_id} was pretrained on values {'with' if parent_pre.log1p else 'without'} "
+                f"log1p, and the cohort lacks {report.n_missing} of its {report.n_panel} panel genes (e.g. "
+                f"{', '.join(report.missing[:3])}), which would keep the parent's statistics on the other scale: "
+                "continue on a cohort on the encoder's scale, or one that holds its whole panel"
+            )
         preprocessor = Preprocessor.fit(aligned, parent_pre.genes, log1p=log1p, fallback=parent_pre)
         lineage = {
             "standardise_on": "cohort",
