@@ -251,7 +251,8 @@ def test_counts_lacking_panel_genes_do_not_leave_a_log_scale_parents_statistics_
     assert f"cohort {partial['id']} holds counts values (with log1p) but encoder {parent['id']} was pretrained on " \
            "values without log1p, and the cohort lacks 20 of its 500 panel genes" in job["error"]
     # Holding the whole panel, every gene's statistics are refitted on the counts' scale: it continues.
-    whole_child, _ = pretrain(client, {"cohort_id": whole["id"], "continue_from": parent["id"], "params": {"epochs": 1}})
+    body = {"cohort_id": whole["id"], "continue_from": parent["id"], "params": {"epochs": 1}}
+    whole_child, _ = pretrain(client, body)
     assert whole_child["preprocessing"]["log1p"] is True
 
 
