@@ -352,8 +352,10 @@ def _store_matrix(store: ArtifactStore, matrix: parsing.ExpressionMatrix, key: s
     return key
 
 
-def check_label_column(cohort: orm.Cohort, label_column: str) -> None:
-    """Refuse a label column the cohort lacks, or one with fewer than two usable classes."""
+def check_label_column(cohort: orm.Cohort, label_column: str, *, test_size: float | None = None) -> None:
+    """Refuse a label column the cohort lacks, one with fewer than two usable classes, or (given the test
+    split's share) one where the test split would take every sample of a usable class: the head would never
+    see that class, yet be scored on it."""
     columns = {c["name"]: c for c in cohort.label_columns}
     if label_column not in columns:
         available = ", ".join(sorted(columns)) or "none (the cohort was uploaded without labels)"
@@ -363,6 +365,22 @@ def check_label_column(cohort: orm.Cohort, label_column: str) -> None:
         raise InvalidInput(
             f"label column {label_column!r} needs at least two classes with two or more samples; "
             f"it has {columns[label_column]['classes']}"
+        )
+    counts = {k: n for k, n in columns[label_column]["classes"].items() if n >= 2}
+    if test_size is not None:
+        _check_training_left(label_column, counts, test_size)
+
+
+def _check_training_left(label_column: str, counts: dict[str, int], test_size: float) -> None:
+    """Refuse a ``test_size`` that leaves a class (of ``counts`` samples) less than one training sample."""
+    emptied = sorted((n, k) for k, n in counts.items() if n * (1.0 - test_size) < 1.0)
+    if emptied:
+        named = ", ".join(f"{k!r} ({n} samples)" for n, k in emptied[:5])
+        smallest = emptied[0][0]
+        raise InvalidInput(
+            f"test_size {test_size:g} would hold out every sample of {label_column!r} class(es) {named}, "
+            f"leaving none to train on; with {smallest} samples in the smallest class, test_size must be at "
+            f"most {1 - 1 / smallest:.2f}"
         )
 
 

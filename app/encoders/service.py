@@ -87,6 +87,9 @@ def start_pretraining(
         params = continued_params(method=method, requested=request.params, parent=parent)
         _check_parent_log1p(request, parent)
     cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
+    if cohort.n_samples < 2:
+        raise InvalidInput(f"cohort {cohort.id} holds {cohort.n_samples} sample; pretraining needs at least 2 "
+                           "(BatchNorm normalises over a batch)")
     _check_log1p_applies(request, cohort)
     job_params: dict[str, object] = {"cohort_id": cohort.id, "method": method, "log1p": request.log1p}
     if parent is not None:

@@ -61,7 +61,7 @@ def start_evaluation(
     """Register an evaluation and queue the job that runs its protocol."""
     config = _config(request)
     cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
-    cohort_service.check_label_column(cohort, request.label_column)
+    cohort_service.check_label_column(cohort, request.label_column, test_size=request.test_size)
     for encoder_id in request.encoder_ids:
         encoders.get_ready(session, encoder_id, lab_id=caller.lab_id)
     job = jobs.create_job(session, caller, orm.JobKind.EVALUATE, {"cohort_id": cohort.id})

@@ -56,7 +56,7 @@ def start_fitting(
     """Register a predictor and queue the job that fits it."""
     params = validated_params(request.head, request.params)
     cohort = cohorts.get(session, request.cohort_id, lab_id=caller.lab_id)
-    cohort_service.check_label_column(cohort, request.label_column)
+    cohort_service.check_label_column(cohort, request.label_column, test_size=request.test_size)
     encoder = _check_encoder(session, caller, request.head, request.encoder_id)
     job = jobs.create_job(
         session,

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.db import orm
 from app.db.session import session_factory
+from models.evaluation import split_train_test
 from tests.app.test_full_loop import COHORT, upload
 from tests.conftest import wait_for_job
 
@@ -230,3 +231,62 @@ def test_log1p_on_a_cohort_with_negative_values_is_refused_before_a_job(client: 
     message = error_of(client.post("/encoders", json={"cohort_id": cohort["id"], "log1p": "yes"}))
     assert f"cohort {cohort['id']} holds 1 negative ones (minimum -1.5; its values are log)" in message
     assert snapshot(settings) == before  # no encoder, no job
+
+
+def test_a_test_split_that_would_take_a_whole_class_is_refused_before_any_job(client: TestClient,
+                                                                               settings: Settings) -> None:
+    cohort = str(upload(client)["id"])  # tissue_symbols: placenta has 6 samples, endometrium 15
+    before = snapshot(settings)
+    predictor = {"cohort_id": cohort, "label_column": "tissue", "head": "logistic_regression", "test_size": 0.97}
+    evaluation = {"cohort_id": cohort, "label_column": "tissue", "methods": [], "baselines": ["logistic_regression"],
+                  "fractions": [0.01], "n_seeds": 1, "test_size": 0.9}
+
+    for path, body in (("/predictors", predictor), ("/evaluations", evaluation)):
+        response = client.post(path, json=body)
+        assert response.status_code == 422, response.text
+        message = error_of(response)
+        assert f"test_size {body['test_size']:g} would hold out every sample of 'tissue' class(es) 'placenta' " \
+               "(6 samples)" in message
+        assert "test_size must be at most 0.83" in message
+    assert snapshot(settings) == before
+    fine = client.post("/predictors", json={**predictor, "test_size": 0.8})
+    assert fine.status_code == 202 and wait_for_job(client, fine.json()["job"]["id"])["state"] == "succeeded"
+
+
+def test_a_grouped_test_split_that_took_a_whole_class_fails_the_fit_naming_it(client: TestClient) -> None:
+    # Class "rare" lives in one patient only: a grouped split can put that patient, and so the class, on the
+    # test side, which no count of the class's samples at request time can foresee.
+    rng = np.random.default_rng(0)
+    patients = [f"P{i // 4}" for i in range(40)] + ["P99", "P99"]
+    tissue = ["a" if i % 8 < 4 else "b" for i in range(40)] + ["rare", "rare"]
+    y = np.array([{"a": 0, "b": 1, "rare": 2}[t] for t in tissue])
+    seed = next(s for s in range(100) if 2 not in y[split_train_test(y, np.array(patients), test_size=0.5,
+                                                                     seed=s)[0]])
+    ids = [f"s{i}" for i in range(len(tissue))]
+    matrix = pd.DataFrame(rng.normal(size=(len(ids), 4)), index=pd.Index(ids, name="sample_id"), columns=GENES)
+    labels = pd.DataFrame({"sample_id": ids, "tissue": tissue, "patient": patients})
+    files = {"expression": ("m.csv", matrix.to_csv().encode()),
+             "labels": ("l.csv", labels.to_csv(index=False).encode())}
+    cohort = client.post("/cohorts", files=files, data={"group_column": "patient"}).json()
+
+    accepted = client.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "tissue",
+                                                "head": "logistic_regression", "seed": seed, "test_size": 0.5})
+
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for_job(client, accepted.json()["job"]["id"])
+    assert job["state"] == "failed"
+    assert "the test split (test_size 0.5 (its groups: whole patients go to one side)) holds every sample of " \
+           "class(es) 'rare' of 'tissue', leaving none to train on" in str(job["error"])
+
+
+def test_pretraining_a_single_sample_is_refused_before_any_job(client: TestClient, settings: Settings) -> None:
+    one = csv_bytes([["s1", 1, 2, 3, 4]], ["sample_id", *GENES])
+    cohort = client.post("/cohorts", files={"expression": ("m.csv", one)}).json()
+    before = snapshot(settings)
+
+    response = client.post("/encoders", json={"cohort_id": cohort["id"]})
+
+    assert response.status_code == 422
+    assert error_of(response) == (f"cohort {cohort['id']} holds 1 sample; pretraining needs at least 2 "
+                                  "(BatchNorm normalises over a batch)")
+    assert snapshot(settings) == before

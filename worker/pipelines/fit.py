@@ -155,6 +155,7 @@ def _inputs(data: CohortData, rows: np.ndarray, preprocessor: Preprocessor) -> n
 def _split_pool(spec: FitSpec, labelled: LabelledSet) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(train_pool, calibration, train, test)`` indices into ``labelled`` (see the module docstring)."""
     train_pool, test = split_train_test(labelled.y, labelled.groups, test_size=spec.test_size, seed=spec.seed)
+    _require_every_class(spec, labelled, train_pool)
     groups = None if labelled.groups is None else labelled.groups[train_pool]
     fit_rel, cal_rel = calibration_split(
         labelled.y[train_pool], groups, share=spec.calibration_size, seed=spec.seed
@@ -162,6 +163,19 @@ def _split_pool(spec: FitSpec, labelled: LabelledSet) -> tuple[np.ndarray, np.nd
     fit_pool, calibration = train_pool[fit_rel], train_pool[cal_rel]
     train = fit_pool[label_fraction_subset(labelled.y[fit_pool], spec.label_fraction, seed=spec.seed)]
     return train_pool, calibration, train, test
+
+
+def _require_every_class(spec: FitSpec, labelled: LabelledSet, train_pool: np.ndarray) -> None:
+    """Refuse a test split that took every sample of a class (with groups, whole patients go: the request's
+    check on class sizes cannot see that): the head would be scored on a class it never saw."""
+    present = np.bincount(labelled.y[train_pool], minlength=len(labelled.classes))
+    absent = [labelled.classes[c] for c in np.flatnonzero(present == 0)]
+    if absent:
+        grouped = " (its groups: whole patients go to one side)" if labelled.groups is not None else ""
+        raise InvalidInput(
+            f"the test split (test_size {spec.test_size:g}{grouped}) holds every sample of class(es) "
+            f"{', '.join(map(repr, absent[:5]))} of {spec.label_column!r}, leaving none to train on: lower test_size"
+        )
 
 
 def _class_counts(labelled: LabelledSet, **parts: np.ndarray) -> dict[str, dict[str, int]]:
