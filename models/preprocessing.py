@@ -29,6 +29,30 @@ def looks_like_counts(x: np.ndarray) -> bool:
     return bool((finite >= 0).all() and (finite == np.round(finite)).all() and finite.max() > _COUNTS_MIN_MAX)
 
 
+def require_finite(
+    x: np.ndarray, what: str = "x", *, genes: Sequence[str] | None = None, row_offset: int = 0, allow_nan: bool = False
+) -> None:
+    """Raise ValueError naming the first (row by row) entry of a 2-D ``x`` that is NaN or infinite.
+
+    Args:
+        x: Matrix ``(N, G)``.
+        what: The argument's name in the message.
+        genes: Column names, to name the gene as well.
+        row_offset: Added to the row reported (``x`` is a batch of a larger matrix).
+        allow_nan: Accept NaN (a missing value), refuse only +-inf.
+    """
+    bad = np.isinf(x) if allow_nan else ~np.isfinite(x)
+    if not bad.any():
+        return
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    gene = f" (gene {genes[col]!r})" if genes is not None else ""
+    kind = "infinite or NaN" if not allow_nan else "infinite"
+    raise ValueError(
+        f"{what} holds {int(bad.sum())} {kind} value(s); the first is {x[row, col]} in row {row + row_offset}, "
+        f"column {col}{gene}"
+    )
+
+
 def _as_2d_float(x: np.ndarray) -> np.ndarray:
     """Return ``x`` as a float64 2-D array (inf treated as missing)."""
     arr = np.array(x, dtype=np.float64)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models.device import autocast, batch_slices, grad_scaler, make_generator, resolve_device, seeded
-from models.encoders import MLPEncoder
+from models.encoders import EMBED_BATCH, MLPEncoder, embed
 from models.params import ParamsMixin, param
 
 STATE_VERSION = 1
@@ -251,6 +251,21 @@ class SSLMethod(ABC, Generic[P]):
         if not np.isfinite(mean):
             raise FloatingPointError(f"{self.name}: training loss became non-finite ({mean})")
         return mean
+
+    def embed(self, x: np.ndarray, *, batch_size: int = EMBED_BATCH) -> np.ndarray:
+        """Representations of preprocessed samples from the encoder in eval mode (:func:`models.encoders.embed`).
+
+        A freshly built method's encoder is in training mode, where BatchNorm cannot take a single sample
+        and dropout is on; this always encodes as at inference.
+
+        Args:
+            x: ``Preprocessor.transform`` output ``(N, G)``.
+            batch_size: Rows per forward pass.
+
+        Returns:
+            float32 ``(N, hidden_dim)``.
+        """
+        return embed(self.encoder, x, batch_size=batch_size)
 
     def load_encoder_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Start the encoder from ``weights`` (a pretrained encoder's ``state_dict``, strict on keys and shapes).
