@@ -150,7 +150,7 @@ class _Runner:
         self.x, self.y, self.classes, self.groups = x, y, list(classes), groups
         self.x_unlabelled, self.groups_unlabelled = x_unlabelled, groups_unlabelled
         self.config = config
-        self.head_params = HeadParams.from_dict(config.head_params)
+        self.head_params = HeadParams.from_dict(config.head_params, linear_probe=False)
         self.probe_params = HeadParams.from_dict(config.head_params, linear_probe=True)
         self.on_progress, self.on_epoch = on_progress, on_epoch
         self.runs: list[dict[str, Any]] = []
