@@ -33,7 +33,19 @@ class EpochCallback(Protocol):
 
 @dataclass
 class MethodParams(ParamsMixin):
-    """Parameters every SSL method shares: the encoder (Dradjat et al.) and the optimisation loop."""
+    """Parameters every SSL method shares: the encoder (Dradjat et al.) and the optimisation loop.
+
+    Attributes:
+        hidden_dim: Encoder width.
+        n_layers: Encoder blocks.
+        dropout: Encoder dropout, in [0, 1).
+        lr: Learning rate of the method's optimiser.
+        batch_size: Mini-batch size.
+        epochs: Training epochs.
+        batchnorm_stats: ``"clean"`` (default: after pretraining, the encoder's BatchNorm running statistics
+            are re-estimated on the clean pretraining matrix, the data it is then used on) or ``"training"``
+            (the released code's: those accumulated during training, over corrupted views too).
+    """
 
     hidden_dim: int = param(256, low=1)
     n_layers: int = param(4, low=1)
@@ -228,11 +240,16 @@ class SSLMethod(ABC, Generic[P]):
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
 
+    def batch_order(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Order in which an epoch visits the ``n`` rows, shape ``(n,)``: a fresh permutation (methods override
+        to offer their paper's order)."""
+        return torch.randperm(n, generator=generator, device=self.device)
+
     def _run_epoch(self, data: torch.Tensor, generator: torch.Generator) -> float:
-        """One pass over shuffled mini-batches; returns the sample-weighted mean loss."""
+        """One pass over mini-batches in :meth:`batch_order`; returns the sample-weighted mean loss."""
         self.network.train()
         n = data.shape[0]
-        perm = torch.randperm(n, generator=generator, device=self.device)
+        perm = self.batch_order(n, generator)
         total = torch.zeros((), device=self.device)
         seen = 0
         for start, stop in batch_slices(n, self.params.batch_size):
