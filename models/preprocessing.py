@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from models.genes import duplicate_gene_ids
+
 _MIN_STD = 1e-6
 _COUNTS_MIN_MAX = 100.0
 
@@ -88,6 +90,17 @@ class Preprocessor:
     mean: np.ndarray
     std: np.ndarray
 
+    def __post_init__(self) -> None:
+        """Refuse a panel naming one gene twice, however the preprocessor is made (fit, loaded, built): input
+        is aligned to the panel by normalised id, and a gene's two columns could not both be filled."""
+        duplicates = duplicate_gene_ids(self.genes)
+        if duplicates:
+            shown = "; ".join(f"{k}: {', '.join(map(repr, v))}" for k, v in list(duplicates.items())[:10])
+            raise ValueError(
+                f"genes: {len(duplicates)} gene id(s) appear more than once once normalised (Ensembl version "
+                f"suffix dropped, case ignored): {shown}"
+            )
+
     @classmethod
     def fit(
         cls,
@@ -111,7 +124,8 @@ class Preprocessor:
             A fitted preprocessor.
 
         Raises:
-            ValueError: On a shape mismatch, or a ``fallback`` of other genes.
+            ValueError: On a shape mismatch, genes that repeat once normalised (``"TP53"``, ``"tp53"``), or a
+                ``fallback`` of other genes.
         """
         arr = _as_2d_float(x)
         if arr.shape[1] != len(genes):
@@ -167,7 +181,7 @@ class Preprocessor:
         """Rebuild a preprocessor from :meth:`to_dict` output.
 
         Raises:
-            ValueError: On missing keys, mismatched lengths or non-positive std.
+            ValueError: On missing keys, mismatched lengths, non-positive std or repeated genes.
         """
         missing = {"genes", "log1p", "mean", "std"} - set(d)
         if missing:
