@@ -27,7 +27,7 @@ from models.classifiers import EncoderClassifier
 from models.encoders import MLPEncoder
 from models.heads import LinearHead
 from models.methods import METHODS
-from models.preprocessing import Preprocessor
+from models.preprocessing import Preprocessor, require_finite
 
 FORMAT_VERSION = 1
 ENCODER_KIND = "encoder"
@@ -331,10 +331,15 @@ class LogisticRegressionModel:
         self.n_genes = n_genes
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)`` float32 for ``Preprocessor.transform`` output ``(N, G)``."""
+        """Class probabilities ``(N, n_classes)`` float32 for ``Preprocessor.transform`` output ``(N, G)``.
+
+        Raises:
+            ValueError: If ``x`` has another width, or NaN or inf (the first is named).
+        """
         arr = np.asarray(x, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != self.n_genes:
             raise ValueError(f"x must have shape (n_samples, {self.n_genes}), got {arr.shape}")
+        require_finite(arr, "x")
         logits = ((arr - self.mean) / self.scale) @ self.coef.T + self.intercept
         if self.labels.size == 2:
             p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))

@@ -20,6 +20,7 @@ from models.encoders import MLPEncoder
 from models.heads import LinearHead
 from models.methods.base import EpochCallback
 from models.params import ParamsMixin, param
+from models.preprocessing import require_finite
 
 FINETUNE_LR = 1e-4  # Dradjat et al.'s Adam rate, for fine-tuning and the from-scratch MLP
 PROBE_LR = 1e-3  # a frozen encoder's head alone: ten times the fine-tuning rate
@@ -54,10 +55,15 @@ class EncoderClassifier(nn.Module):
 
         Returns:
             ``(proba, z)``: float32 ``(N, C)`` rows summing to 1, and float32 ``(N, hidden)``.
+
+        Raises:
+            ValueError: If ``x`` has another width, or NaN or inf (the first is named; ``Preprocessor.transform``
+                output has neither).
         """
         arr = np.asarray(x, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != self.encoder.n_genes:
             raise ValueError(f"x must have shape (n_samples, {self.encoder.n_genes}), got {arr.shape}")
+        require_finite(arr, "x")
         device = next(self.parameters()).device
         self.eval()
         probas, embeddings = [], []

@@ -55,12 +55,13 @@ def require_finite(
     )
 
 
-def _as_2d_float(x: np.ndarray) -> np.ndarray:
-    """Return ``x`` as a float64 2-D array (inf treated as missing)."""
+def _as_2d_float(x: np.ndarray, genes: Sequence[str] | None = None) -> np.ndarray:
+    """Return ``x`` as a float64 2-D array; NaN marks a missing value, +-inf is refused (naming the first)."""
     arr = np.array(x, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D matrix (n_samples, n_genes), got shape {arr.shape}")
-    arr[np.isinf(arr)] = np.nan
+    require_finite(arr, "x", genes=genes if genes is not None and len(genes) == arr.shape[1] else None,
+                   allow_nan=True)
     return arr
 
 
@@ -113,7 +114,7 @@ class Preprocessor:
         """Fit per-gene statistics on training data.
 
         Args:
-            x: Training matrix, shape ``(N, G)``; NaN entries are ignored.
+            x: Training matrix, shape ``(N, G)``; NaN entries are ignored, +-inf refused.
             genes: Gene ids, length G.
             log1p: Apply ``log1p`` first; ``None`` auto-detects with :func:`looks_like_counts`.
             fallback: Statistics for the genes ``x`` has no value of (a continued encoder's parent), with
@@ -127,7 +128,7 @@ class Preprocessor:
             ValueError: On a shape mismatch, genes that repeat once normalised (``"TP53"``, ``"tp53"``), or a
                 ``fallback`` of other genes.
         """
-        arr = _as_2d_float(x)
+        arr = _as_2d_float(x, genes)
         if arr.shape[1] != len(genes):
             raise ValueError(f"x has {arr.shape[1]} columns but {len(genes)} genes were given")
         use_log = looks_like_counts(arr) if log1p is None else bool(log1p)
@@ -158,8 +159,12 @@ class Preprocessor:
 
         Returns:
             float32 array of shape ``(N, G)``.
+
+        Raises:
+            ValueError: On a shape mismatch, or +-inf (not a missing value: the first is named), or negative
+                values when ``log1p`` is set.
         """
-        arr = _as_2d_float(x)
+        arr = _as_2d_float(x, self.genes)
         if arr.shape[1] != len(self.genes):
             raise ValueError(f"x has {arr.shape[1]} columns but the preprocessor has {len(self.genes)} genes")
         if self.log1p:

@@ -181,3 +181,37 @@ def test_an_unset_lr_is_the_heads_default_whichever_way_params_are_given(
     assert not torch.equal(slower["head.linear.weight"], probe_rate["head.linear.weight"])
     with pytest.raises(TypeError, match="params must be a HeadParams or a dict of its fields, got list"):
         _probe(x, y, [("max_epochs", 3)])
+
+
+def test_prediction_refuses_nan_and_inf_naming_the_first(labelled: tuple[np.ndarray, np.ndarray]) -> None:
+    from models.checkpoint import LogisticRegressionModel, logreg_from_payload, logreg_payload
+    from models.preprocessing import Preprocessor
+
+    x, y = labelled
+    clf = _probe(x, y, HeadParams(max_epochs=1))
+    bad = x[:6].copy()
+    bad[4, 7] = np.nan
+    bad[5, 2] = np.inf
+    with pytest.raises(ValueError, match=r"x holds 2 infinite or NaN value\(s\); the first is nan in row 4, column 7"):
+        clf.predict_proba(bad)
+    pre = Preprocessor.fit(x, [f"G{j}" for j in range(20)], log1p=False)
+    logreg: LogisticRegressionModel = logreg_from_payload(logreg_payload(fit_logistic_regression(x, y), pre, "abc"))[0]
+    with pytest.raises(ValueError, match="row 4, column 7"):
+        logreg.predict_proba(bad)
+    assert np.isfinite(clf.predict_proba(x[:4])).all() and np.isfinite(logreg.predict_proba(x[:4])).all()
+
+
+def test_transform_refuses_inf_but_imputes_nan(labelled: tuple[np.ndarray, np.ndarray]) -> None:
+    from models.preprocessing import Preprocessor
+
+    x, _ = labelled
+    pre = Preprocessor.fit(x, [f"G{j}" for j in range(20)], log1p=False)
+    missing = x[:3].astype(np.float64)
+    missing[1, 5] = np.nan
+    assert pre.transform(missing)[1, 5] == 0.0  # a missing gene: the training mean
+    missing[2, 9] = -np.inf
+    message = r"x holds 1 infinite value\(s\); the first is -inf in row 2, column 9 \(gene 'G9'\)"
+    with pytest.raises(ValueError, match=message):
+        pre.transform(missing)
+    with pytest.raises(ValueError, match="the first is -inf in row 2, column 9"):
+        Preprocessor.fit(missing, [f"G{j}" for j in range(20)], log1p=False)
