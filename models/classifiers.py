@@ -15,7 +15,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from models.device import autocast, batch_slices, grad_scaler, make_generator, resolve_device, seeded
+from models.device import (
+    autocast,
+    batch_slices,
+    check_seed,
+    grad_scaler,
+    make_generator,
+    resolve_device,
+    seeded,
+)
 from models.encoders import MLPEncoder
 from models.heads import LinearHead
 from models.methods.base import EpochCallback
@@ -308,6 +316,7 @@ def fit_encoder_classifier(
         TypeError: If ``params`` is neither a :class:`HeadParams` nor a mapping.
     """
     params = _head_params(params, linear_probe=freeze_encoder)
+    seed = check_seed(seed)
     dev = resolve_device(device)
     x_tr = np.asarray(x_train, dtype=np.float32)
     y_tr = class_indices(y_train, "y_train")

@@ -11,7 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.device import autocast, batch_slices, grad_scaler, make_generator, resolve_device, seeded
+from models.device import (
+    autocast,
+    batch_slices,
+    check_seed,
+    grad_scaler,
+    make_generator,
+    resolve_device,
+    seeded,
+)
 from models.encoders import EMBED_BATCH, MLPEncoder, embed
 from models.params import ParamsMixin, param
 
@@ -199,7 +207,12 @@ class SSLMethod(ABC, Generic[P]):
 
         Returns:
             Mean training loss of each epoch run (``params.epochs - start_epoch`` values).
+
+        Raises:
+            TypeError: If ``seed`` is not an integer.
+            ValueError: If ``x`` is not a finite ``(N >= 2, G)`` matrix, or ``state`` does not fit.
         """
+        seed = check_seed(seed)
         data = self._to_tensor(x)
         with seeded(seed, self.device):
             if state is None and start_epoch == 0:
