@@ -26,7 +26,8 @@ from sklearn.pipeline import Pipeline
 from models.classifiers import EncoderClassifier
 from models.encoders import MLPEncoder
 from models.heads import LinearHead
-from models.preprocessing import Preprocessor
+from models.methods import METHODS
+from models.preprocessing import Preprocessor, require_finite
 
 FORMAT_VERSION = 1
 ENCODER_KIND = "encoder"
@@ -81,9 +82,27 @@ def loads(data: bytes) -> dict[str, Any]:
     return payload
 
 
+def _check_finite_state(state: Mapping[str, Any], what: str) -> None:
+    """Raise ArtifactError naming the first floating tensor of ``state`` holding NaN or inf (a diverged run's
+    weights would give NaN probabilities for every input)."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise ArtifactError(f"{what} {key!r} holds {n_bad} NaN or infinite value(s)")
+
+
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Detached CPU copy of a module's state dict."""
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    """Detached CPU copy of a module's state dict, refused if a weight is not finite."""
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    _check_finite_state(state, "weight")
+    return state
+
+
+def _check_method(method: Any) -> str:
+    """The SSL method's name, which must be one of :data:`models.methods.METHODS`."""
+    if method not in METHODS:
+        raise ArtifactError(f"unknown SSL method {method!r}; known: {sorted(METHODS)}")
+    return str(method)
 
 
 def _require(payload: Mapping[str, Any], kind: str, keys: Sequence[str]) -> None:
@@ -129,6 +148,7 @@ def _load_state(module: torch.nn.Module, state: Any, prefix: str) -> None:
     """``load_state_dict(strict=True)`` with shape/key errors reported as ArtifactError."""
     if not isinstance(state, Mapping):
         raise ArtifactError(f"{prefix or 'state_dict'} must be a dict of tensors")
+    _check_finite_state(state, "weight")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -143,18 +163,22 @@ def encoder_payload(
     Args:
         encoder: The trained encoder.
         preprocessor: The preprocessor fitted on the pretraining data (its genes are the panel).
-        method: SSL method name (``"scarf"`` ...).
+        method: SSL method name, a key of :data:`models.methods.METHODS`.
         params: The method's parameters (plain dict).
 
     Returns:
         A dict for :func:`dumps`.
+
+    Raises:
+        ArtifactError: On an unknown method, a panel of another width, or weights holding NaN or inf.
     """
+    method = _check_method(method)
     if encoder.n_genes != len(preprocessor.genes):
         raise ArtifactError(f"encoder has {encoder.n_genes} inputs but the panel has {len(preprocessor.genes)} genes")
     return {
         "kind": ENCODER_KIND,
         "format_version": FORMAT_VERSION,
-        "method": str(method),
+        "method": method,
         "params": dict(params),
         "config": encoder.config(),
         "state_dict": _cpu_state(encoder),
@@ -169,10 +193,11 @@ def encoder_from_payload(payload: dict[str, Any]) -> tuple[MLPEncoder, Preproces
         ``(encoder, preprocessor, {"method": ..., "params": ...})``.
 
     Raises:
-        ArtifactError: On a wrong kind or version, missing keys, a gene panel that disagrees with the
-            config, or weights that do not match.
+        ArtifactError: On a wrong kind or version, missing keys, an unknown method, a gene panel that
+            disagrees with the config or names a gene twice, or weights that do not match or are not finite.
     """
     _require(payload, ENCODER_KIND, ["method", "params", "config", "state_dict", "preprocessor"])
+    _check_method(payload["method"])
     preprocessor = _load_preprocessor(payload["preprocessor"])
     encoder = _load_encoder(payload["config"], payload["state_dict"], preprocessor)
     return encoder.eval(), preprocessor, {"method": payload["method"], "params": payload["params"]}
@@ -300,13 +325,21 @@ class LogisticRegressionModel:
             or self.labels.max() >= self.n_classes
         ):
             raise ArtifactError("logistic regression arrays have inconsistent shapes or labels")
+        for name in ("mean", "scale", "coef", "intercept"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ArtifactError(f"logistic regression {name} holds NaN or infinite values")
         self.n_genes = n_genes
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)`` float32 for ``Preprocessor.transform`` output ``(N, G)``."""
+        """Class probabilities ``(N, n_classes)`` float32 for ``Preprocessor.transform`` output ``(N, G)``.
+
+        Raises:
+            ValueError: If ``x`` has another width, or NaN or inf (the first is named).
+        """
         arr = np.asarray(x, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != self.n_genes:
             raise ValueError(f"x must have shape (n_samples, {self.n_genes}), got {arr.shape}")
+        require_finite(arr, "x")
         logits = ((arr - self.mean) / self.scale) @ self.coef.T + self.intercept
         if self.labels.size == 2:
             p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))

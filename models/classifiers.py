@@ -15,13 +15,23 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from models.device import autocast, batch_slices, grad_scaler, make_generator, resolve_device, seeded
+from models.device import (
+    autocast,
+    batch_slices,
+    check_seed,
+    grad_scaler,
+    make_generator,
+    resolve_device,
+    seeded,
+)
 from models.encoders import MLPEncoder
 from models.heads import LinearHead
 from models.methods.base import EpochCallback
 from models.params import ParamsMixin, param
+from models.preprocessing import require_finite
 
-PROBE_LR = 1e-3
+FINETUNE_LR = 1e-4  # Dradjat et al.'s Adam rate, for fine-tuning and the from-scratch MLP
+PROBE_LR = 1e-3  # a frozen encoder's head alone: ten times the fine-tuning rate
 
 
 class EncoderClassifier(nn.Module):
@@ -53,10 +63,15 @@ class EncoderClassifier(nn.Module):
 
         Returns:
             ``(proba, z)``: float32 ``(N, C)`` rows summing to 1, and float32 ``(N, hidden)``.
+
+        Raises:
+            ValueError: If ``x`` has another width, or NaN or inf (the first is named; ``Preprocessor.transform``
+                output has neither).
         """
         arr = np.asarray(x, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != self.encoder.n_genes:
             raise ValueError(f"x must have shape (n_samples, {self.encoder.n_genes}), got {arr.shape}")
+        require_finite(arr, "x")
         device = next(self.parameters()).device
         self.eval()
         probas, embeddings = [], []
@@ -87,31 +102,62 @@ class HeadParams(ParamsMixin):
     """Training settings of a downstream head (Dradjat et al.: Adam 1e-4, early stopping on val loss).
 
     Attributes:
-        lr: Adam learning rate; 1e-4 for fine-tuning, :data:`PROBE_LR` (1e-3) is the linear-probe default
-            (``HeadParams.from_dict(d, linear_probe=True)``).
+        lr: Adam learning rate; None (the default) means the head's own: :data:`FINETUNE_LR` (1e-4) when the
+            encoder is fine-tuned, :data:`PROBE_LR` (1e-3) for a linear probe (see :meth:`lr_for`).
         max_epochs: Upper bound on epochs.
         batch_size: Mini-batch size.
         patience: Epochs without validation-loss improvement before stopping.
         weight_decay: Adam L2 penalty.
     """
 
-    lr: float = param(1e-4, low=0.0, low_open=True)
+    lr: float | None = param(None, low=0.0, low_open=True)
     max_epochs: int = param(200, low=1)
     batch_size: int = param(64, low=2)
     patience: int = param(10, low=1)
     weight_decay: float = param(0.0, low=0.0)
 
+    def lr_for(self, *, linear_probe: bool) -> float:
+        """The learning rate a head trains with: ``lr`` when set, else the head's default."""
+        if self.lr is not None:
+            return self.lr
+        return PROBE_LR if linear_probe else FINETUNE_LR
+
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, *, linear_probe: bool = False) -> Self:
-        """Validated params from a mapping; with ``linear_probe`` a missing ``lr`` defaults to 1e-3.
+    def from_dict(cls, d: Mapping[str, Any] | None, *, linear_probe: bool | None = None) -> Self:
+        """Validated params from a mapping; with ``linear_probe`` given, a missing ``lr`` is filled with that
+        head's default (so ``to_dict`` records the rate used), else it stays None (decided at fit time).
 
         Raises:
             ValueError: On unknown keys or out-of-range values (naming the key).
         """
         d = dict(d or {})
-        if linear_probe:
-            d.setdefault("lr", PROBE_LR)
-        return super().from_dict(d)
+        params = super().from_dict(d)
+        if linear_probe is not None:
+            params.lr = params.lr_for(linear_probe=linear_probe)
+        return params
+
+
+def class_indices(y: Any, what: str = "y") -> np.ndarray:
+    """Labels as int64 class indices: integers, or floats that are whole numbers.
+
+    Raises:
+        ValueError: For strings or other non-numeric labels, or floats with a fractional part or not finite
+            (casting them would truncate silently).
+    """
+    arr = np.asarray(y)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64)
+    if arr.dtype.kind != "f":
+        shown = arr.reshape(-1)[:3].tolist()
+        raise ValueError(
+            f"{what} must hold integer class indices, got {arr.dtype} values such as {shown}; "
+            "map the labels to 0..n_classes-1 first"
+        )
+    bad = ~np.isfinite(arr) | (arr != np.round(arr))
+    if bad.any():
+        first = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise ValueError(f"{what} must hold integer class indices, got {arr.reshape(-1)[first]} at position {first}")
+    return arr.astype(np.int64)
 
 
 def _check_xy(x: np.ndarray, y: np.ndarray, n_genes: int, n_classes: int, what: str) -> None:
@@ -134,7 +180,7 @@ def _validation_tensors(
         raise ValueError("x_val and y_val must be given together")
     if x_val is None or y_val is None:
         return None, None
-    x_v, y_v = np.asarray(x_val, dtype=np.float32), np.asarray(y_val).astype(np.int64)
+    x_v, y_v = np.asarray(x_val, dtype=np.float32), class_indices(y_val, "y_val")
     _check_xy(x_v, y_v, n_genes, n_classes, "val")
     if x_v.shape[0] == 0:
         return None, None
@@ -234,7 +280,7 @@ def fit_encoder_classifier(
     n_classes: int,
     *,
     freeze_encoder: bool,
-    params: HeadParams,
+    params: HeadParams | Mapping[str, Any] | None = None,
     seed: int = 0,
     device: str = "auto",
     on_epoch_end: EpochCallback | None = None,
@@ -254,20 +300,33 @@ def fit_encoder_classifier(
         y_val: Validation class indices ``(M,)`` (required with ``x_val``).
         n_classes: Number of classes C >= 2.
         freeze_encoder: True for a linear probe, False to fine-tune.
-        params: Optimisation settings.
+        params: Optimisation settings: a :class:`HeadParams`, a plain dict of its fields
+            (``HeadParams.from_dict``), or None for the defaults. An unset ``lr`` is the head's default
+            (:meth:`HeadParams.lr_for`).
         seed: Random seed (head init, shuffling, dropout).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         on_epoch_end: Called as ``on_epoch_end(epoch, train_loss)``; exceptions propagate.
 
     Returns:
         ``(classifier, train_losses)``: the classifier on CPU in eval mode and the per-epoch training losses.
+
+    Raises:
+        ValueError: On shapes that disagree, labels that are not class indices in ``[0, n_classes)``, fewer
+            than two classes in ``y_train``, or NaN/inf in the inputs.
+        TypeError: If ``params`` is neither a :class:`HeadParams` nor a mapping.
     """
+    params = _head_params(params, linear_probe=freeze_encoder)
+    seed = check_seed(seed)
     dev = resolve_device(device)
     x_tr = np.asarray(x_train, dtype=np.float32)
-    y_tr = np.asarray(y_train).astype(np.int64)
+    y_tr = class_indices(y_train, "y_train")
     _check_xy(x_tr, y_tr, encoder.n_genes, n_classes, "train")
     if x_tr.shape[0] < (1 if freeze_encoder else 2):
         raise ValueError(f"too few training samples: {x_tr.shape[0]}")
+    if np.unique(y_tr).size < 2:
+        raise ValueError(
+            f"y_train holds one class only ({np.unique(y_tr).tolist()}); a classifier needs two or more"
+        )
     with seeded(seed, dev):
         enc = copy.deepcopy(encoder).to(dev)
         head = LinearHead(enc.out_dim, n_classes).to(dev)
@@ -283,7 +342,7 @@ def fit_encoder_classifier(
             module = classifier
         optimizer = torch.optim.Adam(
             [p for p in module.parameters() if p.requires_grad],
-            lr=params.lr,
+            lr=params.lr_for(linear_probe=freeze_encoder),
             weight_decay=params.weight_decay,
         )
         trainable = _Trainable(
@@ -291,6 +350,15 @@ def fit_encoder_classifier(
         )
         losses = _fit_loop(trainable, params, make_generator(seed, dev), dev, on_epoch_end)
     return classifier.cpu().eval(), losses
+
+
+def _head_params(params: HeadParams | Mapping[str, Any] | None, *, linear_probe: bool) -> HeadParams:
+    """``params`` as :class:`HeadParams` (a mapping goes through ``from_dict`` for the head)."""
+    if isinstance(params, HeadParams):
+        return params
+    if params is None or isinstance(params, Mapping):
+        return HeadParams.from_dict(params, linear_probe=linear_probe)
+    raise TypeError(f"params must be a HeadParams or a dict of its fields, got {type(params).__name__}")
 
 
 def fit_logistic_regression(x_train: np.ndarray, y_train: np.ndarray, *, C: float = 0.1, seed: int = 0) -> Pipeline:
@@ -314,4 +382,4 @@ def fit_logistic_regression(x_train: np.ndarray, y_train: np.ndarray, *, C: floa
             ("logreg", LogisticRegression(C=C, max_iter=2000, random_state=seed)),
         ]
     )
-    return pipeline.fit(np.asarray(x_train, dtype=np.float32), np.asarray(y_train).astype(np.int64))
+    return pipeline.fit(np.asarray(x_train, dtype=np.float32), class_indices(y_train, "y_train"))

@@ -266,7 +266,30 @@ class MaskedView(NamedTuple):
     drawn: torch.Tensor
 
 
-def vime_corruption(x: torch.Tensor, rate: float, *, generator: torch.Generator | None = None) -> MaskedView:
+VIME_REPLACEMENTS = ("other_row", "column_permutation")
+
+
+def column_permutation(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each column of ``x`` shuffled by its own random permutation of the rows (VIME's released ``x_bar``).
+
+    The permutations are the column-wise ``argsort`` of uniform draws, all columns at once. A row keeps its
+    own value with probability 1/N per gene.
+
+    Args:
+        x: Matrix ``(N, G)``.
+        generator: Random generator.
+
+    Returns:
+        ``x_bar`` ``(N, G)`` with ``x_bar[:, j] = x[pi_j, j]`` for a permutation ``pi_j`` per column.
+    """
+    _check_2d(x)
+    keys = _rand(x.shape, generator=generator, device=x.device)
+    return x.gather(0, keys.argsort(dim=0))
+
+
+def vime_corruption(
+    x: torch.Tensor, rate: float, *, generator: torch.Generator | None = None, replacement: str = "other_row"
+) -> MaskedView:
     """VIME's mask generator and pretext generator (Yoon et al. 2020, Eq. 3).
 
     ``m_ij ~ Bernoulli(rate)``, ``x~ = m * x_bar + (1 - m) * x`` where ``x_bar_ij`` is gene j's value in
@@ -282,9 +305,17 @@ def vime_corruption(x: torch.Tensor, rate: float, *, generator: torch.Generator 
         x: Clean matrix of shape ``(N, G)``.
         rate: ``p_m``, the probability that an entry is replaced, in [0, 1).
         generator: Random generator.
+        replacement: ``"other_row"`` (the per-entry draw above) or ``"column_permutation"`` (the released
+            code's :func:`column_permutation`, drawn after the mask).
 
     Returns:
         :class:`MaskedView` with ``x_tilde``, ``mask`` (labels) and ``drawn`` (``m``), each ``(N, G)``.
     """
-    x_tilde, drawn = marginal_corruption(x, rate, generator=generator)
+    if replacement == "column_permutation":
+        _, drawn = _draw(x, rate, generator=generator)
+        x_tilde = torch.where(drawn, column_permutation(x, generator=generator), x)
+    elif replacement == "other_row":
+        x_tilde, drawn = marginal_corruption(x, rate, generator=generator)
+    else:
+        raise ValueError(f"replacement must be one of {VIME_REPLACEMENTS}, got {replacement!r}")
     return MaskedView(x_tilde=x_tilde, mask=torch.ne(x_tilde, x).logical_and_(drawn), drawn=drawn)

@@ -5,23 +5,45 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def accepted_devices() -> list[str]:
+    """The device names :func:`resolve_device` takes on this machine (``mps`` where PyTorch supports it)."""
+    return ["auto", "cpu", "cuda", "cuda:N", *(["mps"] if _mps_available() else [])]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``"auto"`` to CUDA when available, else CPU.
 
     Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (Apple GPUs, where available) or a
+            ``torch.device``.
 
     Returns:
         The torch device to use.
+
+    Raises:
+        ValueError: For any other name (torch's own error lists some twenty device types this code never
+            runs on), or a device this machine lacks.
     """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    accepted = ", ".join(accepted_devices())
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be one of {accepted}; got {device!r}") from exc
+    if resolved.type not in ("cpu", "cuda", "mps") or (resolved.type == "mps" and not _mps_available()):
+        raise ValueError(f"device must be one of {accepted}; got {device!r}")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
@@ -47,6 +69,13 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     """Gradient scaler, enabled only for fp16 autocast (bf16 and fp32 need none)."""
     return torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int; a TypeError naming it for anything but an integer (None, a float, a bool)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    return int(seed)
 
 
 @contextlib.contextmanager

@@ -14,9 +14,12 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, tra
 
 
 def _label_indices(y_true: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    """Class indices ``(N,)`` from integer indices or from labels spelled as in ``classes``."""
+    """Class indices ``(N,)`` from integer indices (floats that are whole numbers too, as pandas gives integer
+    columns with a missing value) or from labels spelled as in ``classes``."""
     y = np.asarray(y_true)
     if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
         return y.astype(np.int64)
     lookup = {str(c): i for i, c in enumerate(classes)}
     unknown = sorted({str(v) for v in y} - set(lookup))
@@ -60,7 +63,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Seque
     ``proba[:, 1]`` scores class 1).
 
     Args:
-        y_true: Class indices ``(N,)`` (or labels spelled as in ``classes``).
+        y_true: Class indices ``(N,)``, integers or whole-number floats (or labels spelled as in ``classes``).
         proba: Class probabilities ``(N, C)``, columns ordered as ``classes``.
         classes: Class names, length C.
 

@@ -233,6 +233,12 @@ def _duplicates(normalised: Sequence[str], original: Sequence[str]) -> dict[str,
     return {k: v for k, v in groups.items() if len(v) > 1}
 
 
+def duplicate_gene_ids(genes: Sequence[str]) -> dict[str, list[str]]:
+    """Names that denote one gene once normalised (:func:`normalise_gene_id`: Ensembl version, case), grouped
+    by that id; empty when every name is its own gene."""
+    return _duplicates(normalise_gene_ids(genes), genes)
+
+
 class PanelError(ValueError):
     """A model's own gene panel holds names that normalise to the same id (the model is at fault, not the input)."""
 

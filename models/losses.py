@@ -72,7 +72,7 @@ def vime_loss(
 
     Args:
         mask_logits: Mask estimator logits, shape ``(N, G)``.
-        mask: Mask labels, bool or 0/1 float, shape ``(N, G)``.
+        mask: Mask labels, bool or 0/1 float, shape ``(N, G)``; any other value raises ValueError.
         feature_pred: Feature estimator output, shape ``(N, G)``.
         x: Clean input (the reconstruction target), shape ``(N, G)``.
         alpha: Weight of the reconstruction term, >= 0 (Dradjat et al.: 2.0).
@@ -87,6 +87,10 @@ def vime_loss(
         raise ValueError("vime_loss needs at least one entry")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        # BCE against a 2 is defined (and negative-going) but means nothing: labels are 0/1
+        bad = mask[(mask != 0) & (mask != 1)].reshape(-1)[0].item()
+        raise ValueError(f"mask must hold 0/1 labels (or be bool), got {bad}")
     bce = F.binary_cross_entropy_with_logits(mask_logits.float(), mask.float())
     mse = F.mse_loss(feature_pred.float(), x.float())
     return VimeLoss(total=bce + alpha * mse, mask=bce, feature=mse)

@@ -62,8 +62,19 @@ def _in_range(value: float, spec: Mapping[str, Any]) -> bool:
     return not (high is not None and (value > high or (spec["high_open"] and value == high)))
 
 
+def _optional(kind: Any) -> Any:
+    """``T`` for a field declared ``T | None``, else None."""
+    args = typing.get_args(kind)
+    if type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
 def _coerce(name: str, value: Any, kind: Any) -> Any:
-    """Coerce a JSON-ish value to the field's declared type or raise ValueError naming it."""
+    """Coerce a JSON-ish value to the field's declared type or raise ValueError naming it (None is kept for a
+    field declared ``T | None``: it stands for a default chosen where the params are used)."""
+    if (inner := _optional(kind)) is not None:
+        return None if value is None else _coerce(name, value, inner)
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be a boolean, got {value!r}")
@@ -99,7 +110,7 @@ class ParamsMixin:
             value = _coerce(f.name, getattr(self, f.name), hints.get(f.name))
             setattr(self, f.name, value)
             spec = f.metadata.get("spec")
-            if spec is None:
+            if spec is None or value is None:  # None passed _coerce only where the field allows it
                 continue
             ok = value in spec["choices"] if spec["choices"] is not None else _in_range(value, spec)
             if not ok:

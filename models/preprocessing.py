@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from models.genes import duplicate_gene_ids
+
 _MIN_STD = 1e-6
 _COUNTS_MIN_MAX = 100.0
 
@@ -29,12 +31,37 @@ def looks_like_counts(x: np.ndarray) -> bool:
     return bool((finite >= 0).all() and (finite == np.round(finite)).all() and finite.max() > _COUNTS_MIN_MAX)
 
 
-def _as_2d_float(x: np.ndarray) -> np.ndarray:
-    """Return ``x`` as a float64 2-D array (inf treated as missing)."""
+def require_finite(
+    x: np.ndarray, what: str = "x", *, genes: Sequence[str] | None = None, row_offset: int = 0, allow_nan: bool = False
+) -> None:
+    """Raise ValueError naming the first (row by row) entry of a 2-D ``x`` that is NaN or infinite.
+
+    Args:
+        x: Matrix ``(N, G)``.
+        what: The argument's name in the message.
+        genes: Column names, to name the gene as well.
+        row_offset: Added to the row reported (``x`` is a batch of a larger matrix).
+        allow_nan: Accept NaN (a missing value), refuse only +-inf.
+    """
+    bad = np.isinf(x) if allow_nan else ~np.isfinite(x)
+    if not bad.any():
+        return
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    gene = f" (gene {genes[col]!r})" if genes is not None else ""
+    kind = "infinite or NaN" if not allow_nan else "infinite"
+    raise ValueError(
+        f"{what} holds {int(bad.sum())} {kind} value(s); the first is {x[row, col]} in row {row + row_offset}, "
+        f"column {col}{gene}"
+    )
+
+
+def _as_2d_float(x: np.ndarray, genes: Sequence[str] | None = None) -> np.ndarray:
+    """Return ``x`` as a float64 2-D array; NaN marks a missing value, +-inf is refused (naming the first)."""
     arr = np.array(x, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D matrix (n_samples, n_genes), got shape {arr.shape}")
-    arr[np.isinf(arr)] = np.nan
+    require_finite(arr, "x", genes=genes if genes is not None and len(genes) == arr.shape[1] else None,
+                   allow_nan=True)
     return arr
 
 
@@ -64,6 +91,17 @@ class Preprocessor:
     mean: np.ndarray
     std: np.ndarray
 
+    def __post_init__(self) -> None:
+        """Refuse a panel naming one gene twice, however the preprocessor is made (fit, loaded, built): input
+        is aligned to the panel by normalised id, and a gene's two columns could not both be filled."""
+        duplicates = duplicate_gene_ids(self.genes)
+        if duplicates:
+            shown = "; ".join(f"{k}: {', '.join(map(repr, v))}" for k, v in list(duplicates.items())[:10])
+            raise ValueError(
+                f"genes: {len(duplicates)} gene id(s) appear more than once once normalised (Ensembl version "
+                f"suffix dropped, case ignored): {shown}"
+            )
+
     @classmethod
     def fit(
         cls,
@@ -76,7 +114,7 @@ class Preprocessor:
         """Fit per-gene statistics on training data.
 
         Args:
-            x: Training matrix, shape ``(N, G)``; NaN entries are ignored.
+            x: Training matrix, shape ``(N, G)``; NaN entries are ignored, +-inf refused.
             genes: Gene ids, length G.
             log1p: Apply ``log1p`` first; ``None`` auto-detects with :func:`looks_like_counts`.
             fallback: Statistics for the genes ``x`` has no value of (a continued encoder's parent), with
@@ -87,9 +125,10 @@ class Preprocessor:
             A fitted preprocessor.
 
         Raises:
-            ValueError: On a shape mismatch, or a ``fallback`` of other genes.
+            ValueError: On a shape mismatch, genes that repeat once normalised (``"TP53"``, ``"tp53"``), or a
+                ``fallback`` of other genes.
         """
-        arr = _as_2d_float(x)
+        arr = _as_2d_float(x, genes)
         if arr.shape[1] != len(genes):
             raise ValueError(f"x has {arr.shape[1]} columns but {len(genes)} genes were given")
         use_log = looks_like_counts(arr) if log1p is None else bool(log1p)
@@ -120,8 +159,12 @@ class Preprocessor:
 
         Returns:
             float32 array of shape ``(N, G)``.
+
+        Raises:
+            ValueError: On a shape mismatch, or +-inf (not a missing value: the first is named), or negative
+                values when ``log1p`` is set.
         """
-        arr = _as_2d_float(x)
+        arr = _as_2d_float(x, self.genes)
         if arr.shape[1] != len(self.genes):
             raise ValueError(f"x has {arr.shape[1]} columns but the preprocessor has {len(self.genes)} genes")
         if self.log1p:
@@ -143,7 +186,7 @@ class Preprocessor:
         """Rebuild a preprocessor from :meth:`to_dict` output.
 
         Raises:
-            ValueError: On missing keys, mismatched lengths or non-positive std.
+            ValueError: On missing keys, mismatched lengths, non-positive std or repeated genes.
         """
         missing = {"genes", "log1p", "mean", "std"} - set(d)
         if missing:

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
-from models.classifiers import HeadParams, fit_encoder_classifier, fit_logistic_regression
+from models.classifiers import HeadParams, class_indices, fit_encoder_classifier, fit_logistic_regression
 from models.device import resolve_device, seeded
 from models.encoders import MLPEncoder
 from models.evaluation import classification_metrics, label_fraction_subset, split_train_test, validation_split
@@ -150,7 +150,7 @@ class _Runner:
         self.x, self.y, self.classes, self.groups = x, y, list(classes), groups
         self.x_unlabelled, self.groups_unlabelled = x_unlabelled, groups_unlabelled
         self.config = config
-        self.head_params = HeadParams.from_dict(config.head_params)
+        self.head_params = HeadParams.from_dict(config.head_params, linear_probe=False)
         self.probe_params = HeadParams.from_dict(config.head_params, linear_probe=True)
         self.on_progress, self.on_epoch = on_progress, on_epoch
         self.runs: list[dict[str, Any]] = []
@@ -316,6 +316,74 @@ def label_savings(summary: Sequence[Mapping[str, Any]], reference: str = REFEREN
     return savings
 
 
+def _matrix(x: Any, what: str) -> np.ndarray:
+    """``x`` as a float32 2-D matrix, or ValueError naming it."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be a numeric matrix (n_samples, n_genes): {exc}") from exc
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (n_samples, n_genes), got shape {arr.shape}")
+    return arr
+
+
+def _check_length(values: Any, n: int, what: str, against: str) -> None:
+    """Raise ValueError unless ``values`` is a sequence of ``n`` entries (one per row of ``against``)."""
+    size = len(values)
+    if size != n:
+        raise ValueError(f"{what} has {size} entries but {against} has {n} rows")
+
+
+def _checked_labels(y: Any, n_rows: int, classes: Sequence[str]) -> np.ndarray:
+    """``y`` as class indices, one per row of x, into ``classes``, with at least two classes present."""
+    labels = class_indices(y, "y")
+    if labels.ndim != 1:
+        raise ValueError(f"y must be 1-D (one class index per row of x), got shape {labels.shape}")
+    _check_length(labels, n_rows, "y", "x")
+    if len(set(map(str, classes))) != len(classes) or len(classes) < 2:
+        raise ValueError(f"classes must be two or more distinct names, got {list(classes)[:20]}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+        bad = int(labels[(labels < 0) | (labels >= len(classes))][0])
+        raise ValueError(f"y holds class index {bad}, outside [0, {len(classes)}) for {len(classes)} classes")
+    present = np.unique(labels)
+    if present.size < 2:
+        raise ValueError(f"y holds {present.size} class(es) ({[classes[i] for i in present]}); the protocol needs two")
+    return labels
+
+
+def _check_inputs(
+    x: np.ndarray,
+    y: Any,
+    classes: Sequence[str],
+    groups: Any,
+    x_unlabelled: Any,
+    groups_unlabelled: Any,
+    pretrained: Mapping[str, PretrainedEncoder],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check that the inputs agree with each other (rows, genes, class indices) before anything is fitted;
+    return the class indices and the unlabelled matrix as float32."""
+    labels = _checked_labels(y, x.shape[0], classes)
+    if groups is not None:
+        _check_length(groups, x.shape[0], "groups", "x")
+    unlabelled = None
+    if x_unlabelled is not None:
+        unlabelled = _matrix(x_unlabelled, "x_unlabelled")
+        if unlabelled.shape[1] != x.shape[1]:
+            raise ValueError(f"x_unlabelled has {unlabelled.shape[1]} genes (columns) but x has {x.shape[1]}")
+    if groups_unlabelled is not None:
+        if unlabelled is None:
+            raise ValueError("groups_unlabelled was given without x_unlabelled")
+        _check_length(groups_unlabelled, unlabelled.shape[0], "groups_unlabelled", "x_unlabelled")
+    for name, p in pretrained.items():
+        px = _matrix(p.x, f"pretrained[{name!r}].x")
+        if px.shape != (x.shape[0], p.encoder.n_genes):
+            raise ValueError(
+                f"pretrained[{name!r}].x has shape {px.shape}; expected ({x.shape[0]}, {p.encoder.n_genes}): "
+                "a row per row of x, a column per gene of its encoder"
+            )
+    return labels, unlabelled
+
+
 def run_protocol(
     x: np.ndarray,
     y: np.ndarray,
@@ -347,11 +415,17 @@ def run_protocol(
     Returns:
         A :class:`ProtocolResult`. ``splits`` lists, per seed, the train-pool and test row indices, the
         unlabelled rows pretraining left out (those of test patients) and how many it used.
+
+    Raises:
+        ValueError: Before anything is fitted, when the inputs disagree: ``y``, ``groups`` or a pretrained
+            encoder's ``x`` without one entry per row of ``x``, labels that are not integer indices into
+            ``classes`` or hold a single class, ``x_unlabelled`` with other genes than ``x``, or
+            ``groups_unlabelled`` without one entry per row of ``x_unlabelled``.
     """
     config = config or ProtocolConfig()
     pretrained = dict(pretrained or {})
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64)
+    x = _matrix(x, "x")
+    y, x_unlabelled = _check_inputs(x, y, classes, groups, x_unlabelled, groups_unlabelled, pretrained)
     runner = _Runner(x, y, classes, groups, x_unlabelled, groups_unlabelled, config, on_progress, on_epoch)
     n_encoders = len(config.methods) + len(pretrained)
     per_fraction = len(config.baselines) + n_encoders * len(config.heads)

@@ -25,6 +25,7 @@ from app.predictions.imputation import CoverageGate
 from app.predictions.service import coverage_report
 from app.storage import ArtifactStore
 from models import checkpoint
+from models import encoders as ml_encoders
 from models.encoders import MLPEncoder
 from models.gene_table import gene_table_version
 from models.preprocessing import Preprocessor
@@ -91,12 +92,11 @@ def embed(
 def encode(loaded: LoadedEncoder, aligned: np.ndarray, sample_ids: list[str], *, model: str) -> np.ndarray:
     """Preprocess and encode ``aligned`` (samples x panel, NaN for missing genes, rows named by ``sample_ids``)
     a batch at a time; refuse values the model cannot compute with."""
-    device = next(loaded.encoder.parameters()).device
-    out = np.empty((aligned.shape[0], loaded.encoder.out_dim), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, aligned.shape[0], BATCH):
-            rows = slice(start, start + BATCH)
-            x = loaded.preprocessor.transform(aligned[rows])
-            refuse_out_of_range(x, aligned[rows], sample_ids[rows], loaded.preprocessor.genes, model=model)
-            out[start : start + x.shape[0]] = loaded.encoder(torch.from_numpy(x).to(device)).float().cpu().numpy()
-    return out
+    panel = loaded.preprocessor.genes
+
+    def refuse(x: np.ndarray, rows: slice) -> None:
+        refuse_out_of_range(x, aligned[rows], sample_ids[rows], panel, model=model)
+
+    return ml_encoders.embed(
+        loaded.encoder, aligned, preprocessor=loaded.preprocessor, batch_size=BATCH, check_batch=refuse
+    )

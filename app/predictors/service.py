@@ -33,9 +33,8 @@ def validated_params(head: Head, params: dict[str, object]) -> dict[str, object]
         if isinstance(c, bool) or not isinstance(c, int | float) or not c > 0:
             raise InvalidInput(f"params: C must be a number > 0, got {c!r}")
         return {"C": float(c)}
-    defaults = {"lr": 1e-3} if head is Head.LINEAR_PROBE else {}
-    try:
-        return HeadParams.from_dict({**defaults, **params}).to_dict()
+    try:  # the head's default learning rate is filled in, so the stored params name the rate used
+        return HeadParams.from_dict(params, linear_probe=head is Head.LINEAR_PROBE).to_dict()
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"params: {exc}") from exc
 

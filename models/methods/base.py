@@ -11,8 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.device import autocast, batch_slices, grad_scaler, make_generator, resolve_device, seeded
-from models.encoders import MLPEncoder
+from models.device import (
+    autocast,
+    batch_slices,
+    check_seed,
+    grad_scaler,
+    make_generator,
+    resolve_device,
+    seeded,
+)
+from models.encoders import EMBED_BATCH, MLPEncoder, embed
 from models.params import ParamsMixin, param
 
 STATE_VERSION = 1
@@ -33,7 +41,19 @@ class EpochCallback(Protocol):
 
 @dataclass
 class MethodParams(ParamsMixin):
-    """Parameters every SSL method shares: the encoder (Dradjat et al.) and the optimisation loop."""
+    """Parameters every SSL method shares: the encoder (Dradjat et al.) and the optimisation loop.
+
+    Attributes:
+        hidden_dim: Encoder width.
+        n_layers: Encoder blocks.
+        dropout: Encoder dropout, in [0, 1).
+        lr: Learning rate of the method's optimiser.
+        batch_size: Mini-batch size.
+        epochs: Training epochs.
+        batchnorm_stats: ``"clean"`` (default: after pretraining, the encoder's BatchNorm running statistics
+            are re-estimated on the clean pretraining matrix, the data it is then used on) or ``"training"``
+            (the released code's: those accumulated during training, over corrupted views too).
+    """
 
     hidden_dim: int = param(256, low=1)
     n_layers: int = param(4, low=1)
@@ -187,7 +207,12 @@ class SSLMethod(ABC, Generic[P]):
 
         Returns:
             Mean training loss of each epoch run (``params.epochs - start_epoch`` values).
+
+        Raises:
+            TypeError: If ``seed`` is not an integer.
+            ValueError: If ``x`` is not a finite ``(N >= 2, G)`` matrix, or ``state`` does not fit.
         """
+        seed = check_seed(seed)
         data = self._to_tensor(x)
         with seeded(seed, self.device):
             if state is None and start_epoch == 0:
@@ -228,11 +253,16 @@ class SSLMethod(ABC, Generic[P]):
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
 
+    def batch_order(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Order in which an epoch visits the ``n`` rows, shape ``(n,)``: a fresh permutation (methods override
+        to offer their paper's order)."""
+        return torch.randperm(n, generator=generator, device=self.device)
+
     def _run_epoch(self, data: torch.Tensor, generator: torch.Generator) -> float:
-        """One pass over shuffled mini-batches; returns the sample-weighted mean loss."""
+        """One pass over mini-batches in :meth:`batch_order`; returns the sample-weighted mean loss."""
         self.network.train()
         n = data.shape[0]
-        perm = torch.randperm(n, generator=generator, device=self.device)
+        perm = self.batch_order(n, generator)
         total = torch.zeros((), device=self.device)
         seen = 0
         for start, stop in batch_slices(n, self.params.batch_size):
@@ -251,6 +281,21 @@ class SSLMethod(ABC, Generic[P]):
         if not np.isfinite(mean):
             raise FloatingPointError(f"{self.name}: training loss became non-finite ({mean})")
         return mean
+
+    def embed(self, x: np.ndarray, *, batch_size: int = EMBED_BATCH) -> np.ndarray:
+        """Representations of preprocessed samples from the encoder in eval mode (:func:`models.encoders.embed`).
+
+        A freshly built method's encoder is in training mode, where BatchNorm cannot take a single sample
+        and dropout is on; this always encodes as at inference.
+
+        Args:
+            x: ``Preprocessor.transform`` output ``(N, G)``.
+            batch_size: Rows per forward pass.
+
+        Returns:
+            float32 ``(N, hidden_dim)``.
+        """
+        return embed(self.encoder, x, batch_size=batch_size)
 
     def load_encoder_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Start the encoder from ``weights`` (a pretrained encoder's ``state_dict``, strict on keys and shapes).

@@ -36,6 +36,11 @@ class ByolParams(MethodParams):
         momentum: SGD momentum, in [0, 1) (0.9).
         batch_size: Mini-batch size (32).
         epochs: Training epochs (50).
+        shuffle: Visit the rows in a fresh random order every epoch (default) or, False, in their stored
+            order every epoch, as the released code's batches did.
+        batchnorm_stats: ``"clean"`` (default: after pretraining, the encoder's BatchNorm running statistics
+            are re-estimated on the clean pretraining matrix, the data it is then used on) or ``"training"``
+            (the released code's: those accumulated during training, over corrupted views too).
     """
 
     hidden_dim: int = param(256, low=1)
@@ -50,6 +55,7 @@ class ByolParams(MethodParams):
     momentum: float = param(0.9, low=0.0, high=1.0, high_open=True)
     batch_size: int = param(32, low=2)
     epochs: int = param(50, low=1)
+    shuffle: bool = param(True)
 
 
 def ema_decay(tau_base: float, step: int, total_steps: int | None, schedule: str) -> float:
@@ -153,6 +159,12 @@ class Byol(SSLMethod[ByolParams]):
     def setup(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Count the optimiser steps K of the whole run from ``x`` ``(N, G)`` (for the cosine schedule)."""
         self._total_steps = self.params.epochs * len(batch_slices(x.shape[0], self.params.batch_size))
+
+    def batch_order(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """A fresh permutation of the ``n`` rows, or with ``shuffle=False`` the stored order ``0..n-1``."""
+        if self.params.shuffle:
+            return super().batch_order(n, generator)
+        return torch.arange(n, device=self.device)
 
     def current_tau(self) -> float:
         """Decay the next EMA update will use."""

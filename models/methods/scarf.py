@@ -30,6 +30,9 @@ class ScarfParams(MethodParams):
         lr: Adam learning rate (1e-4).
         batch_size: Mini-batch size (256).
         epochs: Training epochs (1000).
+        batchnorm_stats: ``"clean"`` (default: after pretraining, the encoder's BatchNorm running statistics
+            are re-estimated on the clean pretraining matrix, the data it is then used on) or ``"training"``
+            (the released code's: those accumulated during training, over corrupted views too).
     """
 
     hidden_dim: int = param(256, low=1)

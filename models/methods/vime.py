@@ -31,9 +31,15 @@ class VimeParams(MethodParams):
             released code's, meant for min-max scaled inputs).
         corruption: ``"per_batch"`` (default: redrawn for every batch) or ``"fixed"`` (the released
             code's: drawn once for the whole training set from the seed and reused every epoch).
+        replacement: Where a replaced entry's value comes from: ``"other_row"`` (default: gene j's value in
+            another row, drawn per entry) or ``"column_permutation"`` (the released code's: one random
+            permutation of the rows per gene, so a row may keep its own value, with probability 1/N).
         lr: RMSprop learning rate (1e-3).
         batch_size: Mini-batch size (32).
         epochs: Training epochs (500).
+        batchnorm_stats: ``"clean"`` (default: after pretraining, the encoder's BatchNorm running statistics
+            are re-estimated on the clean pretraining matrix, the data it is then used on) or ``"training"``
+            (the released code's: those accumulated during training, over corrupted views too).
     """
 
     hidden_dim: int = param(256, low=1)
@@ -45,6 +51,7 @@ class VimeParams(MethodParams):
     decoder_layers: int = param(4, low=0)
     feature_output: str = param("linear", choices=("linear", "sigmoid"))
     corruption: str = param("per_batch", choices=("per_batch", "fixed"))
+    replacement: str = param("other_row", choices=("other_row", "column_permutation"))
     lr: float = param(1e-3, low=0.0, low_open=True)
     batch_size: int = param(32, low=2)
     epochs: int = param(500, low=1)
@@ -54,7 +61,8 @@ class Vime(SSLMethod[VimeParams]):
     """VIME-self pretraining.
 
     For a batch x ``(B, G)``: ``m ~ Bernoulli(p_m)``, ``x~ = m * x_bar + (1 - m) * x`` (``x_bar_ij``:
-    gene j's value in another sample of the batch, drawn per entry), ``h = f(x~)``; the mask decoder
+    gene j's value in another sample of the batch, drawn per entry, or with ``replacement=
+    "column_permutation"`` from one permutation of the batch's rows per gene), ``h = f(x~)``; the mask decoder
     ``s_m`` predicts m (logits) and the feature decoder ``s_r`` reconstructs x;
     ``loss = BCE(s_m(h), m) + alpha * MSE(s_r(h), x)`` (Yoon et al. 2020, Eq. 4); RMSprop. With
     ``corruption="fixed"`` the corrupted training set is drawn once in :meth:`setup` and each batch looks
@@ -82,7 +90,12 @@ class Vime(SSLMethod[VimeParams]):
         """With ``corruption="fixed"``, draw the corruption of the whole training set ``(N, G)`` once."""
         self._fixed = None
         if self.params.corruption == "fixed":
-            self._fixed = vime_corruption(x, self.params.corruption_rate, generator=generator)
+            self._fixed = self._draw_view(x, generator)
+
+    def _draw_view(self, x: torch.Tensor, generator: torch.Generator | None) -> MaskedView:
+        """VIME's corruption of ``x`` ``(N, G)`` at the configured rate and replacement."""
+        p = self.params
+        return vime_corruption(x, p.corruption_rate, generator=generator, replacement=p.replacement)
 
     def corrupt(
         self, batch: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None
@@ -95,7 +108,7 @@ class Vime(SSLMethod[VimeParams]):
             index: Rows of ``batch`` in the :meth:`setup` matrix, shape ``(B,)``; required when fixed.
         """
         if self.params.corruption == "per_batch":
-            return vime_corruption(batch, self.params.corruption_rate, generator=generator)
+            return self._draw_view(batch, generator)
         if self._fixed is None or index is None:
             raise RuntimeError("corruption='fixed' needs setup(x) first and the batch's row index")
         fixed = self._fixed

@@ -198,3 +198,39 @@ def test_resume_from_training_state_matches_uninterrupted_run(tiny_x: np.ndarray
     np.testing.assert_allclose(rest, full_losses[2:], rtol=1e-6)
     for k, v in full.network.state_dict().items():
         torch.testing.assert_close(resumed.network.state_dict()[k], v, msg=k)
+
+
+def _batch_rows(method: Byol, x: np.ndarray) -> list[list[int]]:
+    """Rows of each batch ``fit`` trains on, in order."""
+    seen: list[list[int]] = []
+    step = method.training_step
+
+    def spy(batch: torch.Tensor, generator: torch.Generator, *, index: torch.Tensor | None = None) -> torch.Tensor:
+        assert index is not None
+        seen.append(index.tolist())
+        return step(batch, generator, index=index)
+
+    method.training_step = spy  # type: ignore[method-assign]
+    method.fit(x, seed=0)
+    return seen
+
+
+def test_shuffle_false_visits_rows_in_stored_order_every_epoch(tiny_x: np.ndarray) -> None:
+    ordered = _batch_rows(Byol(30, _params(epochs=2, shuffle=False), device="cpu"), tiny_x)
+    assert ordered == [list(range(s, s + 16)) for s in range(0, 64, 16)] * 2
+    shuffled = _batch_rows(Byol(30, _params(epochs=2), device="cpu"), tiny_x)
+    assert ByolParams().shuffle is True
+    assert sorted(r for b in shuffled[:4] for r in b) == list(range(64)) and shuffled[:4] != ordered[:4]
+    assert shuffled[:4] != shuffled[4:]  # a fresh order each epoch
+    with pytest.raises(ValueError, match="shuffle must be a boolean"):
+        ByolParams.from_dict({"shuffle": "no"})
+
+
+@pytest.mark.parametrize("method", ["scarf", "vime", "byol"])
+def test_every_params_docstring_documents_every_field(method: str) -> None:
+    import dataclasses
+
+    params_class = METHODS[method].params_class
+    doc = params_class.__doc__ or ""
+    undocumented = [f.name for f in dataclasses.fields(params_class) if f"    {f.name}: " not in doc]
+    assert undocumented == []

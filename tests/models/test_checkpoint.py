@@ -132,3 +132,48 @@ def test_logreg_round_trip_matches_the_pipeline(labelled: tuple) -> None:
         logreg_from_payload(tampered)
     with pytest.raises(ArtifactError, match="not a classifier"):
         predictor_from_payload({"kind": "encoder"})
+
+
+def test_a_panel_naming_one_gene_twice_is_refused_at_fit_and_load(labelled: tuple) -> None:
+    x, _ = labelled
+    with pytest.raises(ValueError, match=r"1 gene id\(s\) appear more than once .*TP53: 'TP53', 'tp53'"):
+        Preprocessor.fit(x, ["TP53", "tp53", *GENES[2:]])
+    with pytest.raises(ValueError, match="ENSG00000141510: 'ENSG00000141510.16', 'ENSG00000141510'"):
+        Preprocessor.fit(x, ["ENSG00000141510.16", "ENSG00000141510", *GENES[2:]])
+    enc, pre, _, _ = _fitted(labelled)
+    payload = encoder_payload(enc, pre, method="scarf", params={})
+    payload["preprocessor"]["genes"][1] = "g0"  # a saved panel edited (or written before this check)
+    with pytest.raises(ArtifactError, match="invalid preprocessor state: genes: .*G0: 'G0', 'g0'"):
+        encoder_from_payload(loads(dumps(payload)))
+
+
+def test_non_finite_weights_are_refused_at_save_and_load(labelled: tuple) -> None:
+    enc, pre, z, y = _fitted(labelled)
+    payload = encoder_payload(enc, pre, method="scarf", params={})
+    payload["state_dict"]["net.0.weight"][0, 0] = float("nan")
+    with pytest.raises(ArtifactError, match=r"weight 'net.0.weight' holds 1 NaN or infinite value\(s\)"):
+        encoder_from_payload(loads(dumps(payload)))
+    with torch.no_grad():
+        enc.net[1].running_var[3] = float("inf")
+    with pytest.raises(ArtifactError, match="weight 'net.1.running_var' holds 1 NaN"):
+        encoder_payload(enc, pre, method="scarf", params={})
+    clf, _ = fit_encoder_classifier(_fitted(labelled)[0], z, y, None, None, 3, freeze_encoder=True,
+                                    params=HeadParams(max_epochs=2))
+    good = classifier_payload(clf, pre, ["a", "b", "c"], head_kind="linear_probe")
+    good["state_dict"]["head.linear.bias"][1] = float("-inf")
+    with pytest.raises(ArtifactError, match="weight 'head.linear.bias'"):
+        classifier_from_payload(loads(dumps(good)))
+    logreg = logreg_payload(fit_logistic_regression(z, y), pre, ["a", "b", "c"])
+    logreg["coef"][0, 0] = float("nan")
+    with pytest.raises(ArtifactError, match="logistic regression coef holds NaN or infinite values"):
+        logreg_from_payload(loads(dumps(logreg)))
+
+
+def test_unknown_method_names_are_refused_at_save_and_load(labelled: tuple) -> None:
+    enc, pre, _, _ = _fitted(labelled)
+    with pytest.raises(ArtifactError, match=r"unknown SSL method 'simclr'; known: \['byol', 'scarf', 'vime'\]"):
+        encoder_payload(enc, pre, method="simclr", params={})
+    payload = encoder_payload(enc, pre, method="vime", params={})
+    payload["method"] = "simclr"
+    with pytest.raises(ArtifactError, match="unknown SSL method 'simclr'"):
+        encoder_from_payload(loads(dumps(payload)))

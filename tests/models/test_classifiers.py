@@ -142,3 +142,76 @@ def test_one_pass_gives_the_probabilities_and_the_embedding(labelled: tuple[np.n
     np.testing.assert_allclose(proba, direct, atol=1e-6)
     np.testing.assert_array_equal(z, ood_features(classifier, x, batch_size=50))
     assert proba.shape == (120, 3) and z.shape == (120, 16)
+
+
+def _probe(x: np.ndarray, y: object, params: object, freeze: bool = True) -> EncoderClassifier:
+    clf, _ = fit_encoder_classifier(_encoder(), x, y, None, None, 3, freeze_encoder=freeze, params=params)  # type: ignore[arg-type]
+    return clf
+
+
+def test_labels_must_be_class_indices_of_two_or_more_classes(labelled: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = labelled
+    quick = HeadParams(max_epochs=1)
+    with pytest.raises(ValueError, match=r"y_train must hold integer class indices, got 0.5 at position 0"):
+        _probe(x, y + 0.5, quick)
+    with pytest.raises(ValueError, match="y_train must hold integer class indices, got <U1 values such as"):
+        _probe(x, np.array(list("abc"))[y], quick)
+    with pytest.raises(ValueError, match=r"y_train holds one class only \(\[1\]\)"):
+        _probe(x, np.ones_like(y), quick)
+    with pytest.raises(ValueError, match="y_val must hold integer class indices"):
+        fit_encoder_classifier(_encoder(), x, y, x, y - 0.25, 3, freeze_encoder=True, params=quick)
+    whole = _probe(x, y.astype(np.float64), quick)  # floats that are whole numbers are indices
+    torch.testing.assert_close(_state(whole), _state(_probe(x, y, quick)))
+    with pytest.raises(ValueError, match="y_train must hold integer class indices"):
+        fit_logistic_regression(x, y + 0.5)
+
+
+def test_an_unset_lr_is_the_heads_default_whichever_way_params_are_given(
+    labelled: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = labelled
+    probe_rate = _state(_probe(x, y, HeadParams(lr=1e-3, max_epochs=3)))
+    torch.testing.assert_close(_state(_probe(x, y, HeadParams(max_epochs=3))), probe_rate)
+    torch.testing.assert_close(_state(_probe(x, y, HeadParams.from_dict({"max_epochs": 3}, linear_probe=True))),
+                               probe_rate)
+    torch.testing.assert_close(_state(_probe(x, y, {"max_epochs": 3})), probe_rate)  # a plain dict is accepted
+    finetune_rate = _state(_probe(x, y, HeadParams(lr=1e-4, max_epochs=3), freeze=False))
+    torch.testing.assert_close(_state(_probe(x, y, {"max_epochs": 3}, freeze=False)), finetune_rate)
+    slower = _state(_probe(x, y, HeadParams(lr=1e-4, max_epochs=3)))
+    assert not torch.equal(slower["head.linear.weight"], probe_rate["head.linear.weight"])
+    with pytest.raises(TypeError, match="params must be a HeadParams or a dict of its fields, got list"):
+        _probe(x, y, [("max_epochs", 3)])
+
+
+def test_prediction_refuses_nan_and_inf_naming_the_first(labelled: tuple[np.ndarray, np.ndarray]) -> None:
+    from models.checkpoint import LogisticRegressionModel, logreg_from_payload, logreg_payload
+    from models.preprocessing import Preprocessor
+
+    x, y = labelled
+    clf = _probe(x, y, HeadParams(max_epochs=1))
+    bad = x[:6].copy()
+    bad[4, 7] = np.nan
+    bad[5, 2] = np.inf
+    with pytest.raises(ValueError, match=r"x holds 2 infinite or NaN value\(s\); the first is nan in row 4, column 7"):
+        clf.predict_proba(bad)
+    pre = Preprocessor.fit(x, [f"G{j}" for j in range(20)], log1p=False)
+    logreg: LogisticRegressionModel = logreg_from_payload(logreg_payload(fit_logistic_regression(x, y), pre, "abc"))[0]
+    with pytest.raises(ValueError, match="row 4, column 7"):
+        logreg.predict_proba(bad)
+    assert np.isfinite(clf.predict_proba(x[:4])).all() and np.isfinite(logreg.predict_proba(x[:4])).all()
+
+
+def test_transform_refuses_inf_but_imputes_nan(labelled: tuple[np.ndarray, np.ndarray]) -> None:
+    from models.preprocessing import Preprocessor
+
+    x, _ = labelled
+    pre = Preprocessor.fit(x, [f"G{j}" for j in range(20)], log1p=False)
+    missing = x[:3].astype(np.float64)
+    missing[1, 5] = np.nan
+    assert pre.transform(missing)[1, 5] == 0.0  # a missing gene: the training mean
+    missing[2, 9] = -np.inf
+    message = r"x holds 1 infinite value\(s\); the first is -inf in row 2, column 9 \(gene 'G9'\)"
+    with pytest.raises(ValueError, match=message):
+        pre.transform(missing)
+    with pytest.raises(ValueError, match="the first is -inf in row 2, column 9"):
+        Preprocessor.fit(missing, [f"G{j}" for j in range(20)], log1p=False)

@@ -44,10 +44,18 @@ def test_direct_construction_validates() -> None:
 
 
 def test_head_params_defaults_and_probe_lr() -> None:
-    assert HeadParams().lr == 1e-4
+    # Unset, the rate is the head's: construction and from_dict agree, and from_dict for a head records it.
+    assert HeadParams().lr is None and HeadParams.from_dict({}).lr is None
+    assert HeadParams().lr_for(linear_probe=True) == 1e-3 and HeadParams().lr_for(linear_probe=False) == 1e-4
     assert HeadParams.from_dict({}, linear_probe=True).lr == 1e-3
+    assert HeadParams.from_dict({}, linear_probe=False).lr == 1e-4
     assert HeadParams.from_dict({"lr": 0.05}, linear_probe=True).lr == 0.05
-    assert HeadParams.from_dict({"patience": 3}).to_dict() == {
+    assert HeadParams(lr=0.05).lr_for(linear_probe=True) == 0.05
+    with pytest.raises(ValueError, match="lr must be a number"):
+        HeadParams.from_dict({"lr": "fast"})
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        HeadParams(lr=0.0)
+    assert HeadParams.from_dict({"patience": 3}, linear_probe=False).to_dict() == {
         "lr": 1e-4,
         "max_epochs": 200,
         "batch_size": 64,

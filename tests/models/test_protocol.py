@@ -142,3 +142,50 @@ def test_label_savings_follow_the_papers_definition() -> None:
 def test_config_errors_name_the_problem(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config(**{field: value})
+
+
+def _mismatched_inputs() -> dict[str, tuple[dict[str, object], str]]:
+    """Each case: overrides of run_protocol's arguments and the error they must raise up front."""
+    from models.encoders import MLPEncoder
+    from models.protocol import PretrainedEncoder
+
+    x, y, groups = grouped_data()
+    n, g = x.shape
+    encoder = MLPEncoder(g, hidden_dim=8, n_layers=1)
+    return {
+        "y shorter": ({"y": y[:-5]}, rf"y has {n - 5} entries but x has {n} rows"),
+        "x shorter": ({"x": x[:-5]}, rf"y has {n} entries but x has {n - 5} rows"),
+        "index out of range": ({"y": np.where(y == 2, 3, y)}, r"y holds class index 3, outside \[0, 3\)"),
+        "negative index": ({"y": np.where(y == 2, -1, y)}, r"y holds class index -1"),
+        "string labels": ({"y": np.array(["a", "b", "c"])[y]}, "y must hold integer class indices"),
+        "fractional labels": ({"y": y + 0.5}, "y must hold integer class indices, got 0.5"),
+        "one class": ({"y": np.zeros_like(y)}, r"y holds 1 class\(es\) \(\['a'\]\); the protocol needs two"),
+        "groups length": ({"groups": groups[:10]}, rf"groups has 10 entries but x has {n} rows"),
+        "unlabelled genes": ({"x_unlabelled": np.ones((4, g + 1))}, rf"x_unlabelled has {g + 1} genes .* x has {g}"),
+        "unlabelled groups": (
+            {"x_unlabelled": np.ones((4, g)), "groups_unlabelled": np.array(["1", "2"])},
+            "groups_unlabelled has 2 entries but x_unlabelled has 4 rows",
+        ),
+        "groups without unlabelled": ({"groups_unlabelled": np.array(["1"])}, "without x_unlabelled"),
+        "pretrained rows": (
+            {"pretrained": {"ext": PretrainedEncoder(encoder, np.zeros((n - 1, g), np.float32))}},
+            rf"pretrained\['ext'\].x has shape \({n - 1}, {g}\); expected \({n}, {g}\)",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_mismatched_inputs()))
+def test_inputs_that_disagree_are_refused_before_anything_is_fitted(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.protocol as protocol
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing may be fitted before the inputs are checked")
+
+    monkeypatch.setattr(protocol, "split_train_test", never)
+    x, y, groups = grouped_data()
+    overrides, message = _mismatched_inputs()[case]
+    args: dict[str, object] = {"x": x, "y": y, "classes": ["a", "b", "c"], "groups": groups, **overrides}
+    with pytest.raises(ValueError, match=message):
+        run_protocol(**args, config=config())  # type: ignore[arg-type]

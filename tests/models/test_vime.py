@@ -202,3 +202,35 @@ def test_resume_rejects_other_parameters(tiny_x: np.ndarray) -> None:
     other = Vime(30, _params(epochs=2, corruption="fixed"), device="cpu")
     with pytest.raises(ValueError, match="corruption"):
         other.fit(tiny_x, state=method.training_state())
+
+
+def test_column_permutation_shuffles_each_gene_within_its_column() -> None:
+    from models.corruption import column_permutation, vime_corruption
+
+    x = torch.arange(64 * 30, dtype=torch.float32).reshape(64, 30)  # every entry distinct
+    x_bar = column_permutation(x, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x_bar.sort(dim=0).values, x)  # each column a permutation of its own values
+    assert not torch.equal(x_bar, x) and not torch.equal(x_bar[:, 0].argsort(), x_bar[:, 1].argsort())
+    view = vime_corruption(x, 0.9, generator=torch.Generator().manual_seed(1), replacement="column_permutation")
+    for j in range(30):  # one permutation per column: no two rows take the same donor, as they do drawn per entry
+        donated = view.x_tilde[view.drawn[:, j], j]
+        assert donated.unique().numel() == donated.numel()
+        assert ((donated % 30) == j).all()
+    per_entry = vime_corruption(x, 0.9, generator=torch.Generator().manual_seed(1))
+    assert any(
+        per_entry.x_tilde[per_entry.drawn[:, j], j].unique().numel() < int(per_entry.drawn[:, j].sum())
+        for j in range(30)
+    )
+    torch.testing.assert_close(view.mask, view.drawn & (view.x_tilde != x))
+    with pytest.raises(ValueError, match="replacement must be one of"):
+        vime_corruption(x, 0.3, replacement="rows")
+
+
+@pytest.mark.parametrize("corruption", ["per_batch", "fixed"])
+def test_column_permutation_trains(tiny_x: np.ndarray, corruption: str) -> None:
+    assert VimeParams().replacement == "other_row"
+    method = Vime(30, _params(epochs=3, replacement="column_permutation", corruption=corruption), device="cpu")
+    losses = method.fit(tiny_x, seed=0)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    with pytest.raises(ValueError, match="replacement must be one of 'other_row', 'column_permutation'"):
+        VimeParams.from_dict({"replacement": "per_column"})

@@ -128,7 +128,7 @@ def _fit_head(
     y = labelled.y[train]
     groups = None if labelled.groups is None else labelled.groups[train]
     val = validation_split(y, groups, seed=spec.seed)
-    params = HeadParams.from_dict(spec.params)
+    params = HeadParams.from_dict(spec.params, linear_probe=spec.head == "linear_probe")
     classifier, losses = fit_encoder_classifier(
         encoder,
         x[val[0]] if val else x,
