@@ -155,6 +155,21 @@ def test_inline_samples_name_their_duplicates(client: TestClient, predictions_ur
     assert snapshot(settings) == before
 
 
+def test_inline_samples_naming_one_gene_twice_are_refused(
+    client: TestClient, predictions_url: str, settings: Settings
+) -> None:
+    before = snapshot(settings)
+    # SEPT10 (a panel gene of tissue_symbols) was renamed SEPTIN10; ENSG00000141510 is TP53's Ensembl id.
+    for genes in (["SEPTIN10", "MAML1", "SEPT10"], ["TP53", "ENSG00000141510.18"]):
+        body = {"genes": genes, "samples": [{"sample_id": "a", "values": list(range(len(genes)))}]}
+
+        message = error_of(client.post(predictions_url, json=body))
+
+        assert message.startswith(f"genes: {genes[0]!r} and {genes[-1]!r} name the same gene (key ")
+        assert message.endswith("); send it once")
+    assert snapshot(settings) == before
+
+
 def test_inline_values_name_their_sample_and_gene(client: TestClient, predictions_url: str, settings: Settings) -> None:
     url = predictions_url
     before = snapshot(settings)
