@@ -378,7 +378,7 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
 
     Refused while a job still reads it or makes one of its dependents, and, without ``force``, while any
     encoder, predictor, evaluation or prediction was made from it (the message names them: lineage is
-    kept).
+    kept). Cohorts deduplicated against it then name the oldest of them in ``duplicate_of`` (that one none).
     """
     cohort = repository.get(session, cohort_id, lab_id=caller.lab_id)
     if cohort.created_by != caller.user_id:
@@ -398,6 +398,6 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
 
     keys = deletion.remove(
         session=session, store=store, caller=caller, target=cohort, found=found, running=running, force=force,
-        keys=own, keep_file=still_shared,
+        keys=own, keep_file=still_shared, also=lambda: repository.repoint_duplicates(session, cohort),
     )
     return Removed(keys, checksum)

@@ -55,13 +55,15 @@ def remove(
     force: bool,
     keys: Sequence[str] = (),
     keep_file: Callable[[str], bool] = lambda _key: False,
+    also: Callable[[], None] = lambda: None,
 ) -> list[str]:
     """Delete ``target`` and, with ``force``, ``found``; record it in the audit log. Commits.
 
     Refused (Conflict) while ``running`` jobs use them, and without ``force`` while ``found`` holds rows;
     nothing is changed before these checks. The artifacts (``keys``, the dependents' own, the checkpoints of
     the target's and the dependents' jobs) are deleted after the commit, so that a failed commit loses no
-    file, except those ``keep_file`` keeps (looked at after the commit).
+    file, except those ``keep_file`` keeps (looked at after the commit). ``also`` makes the target's other
+    changes, after the checks and in the same transaction.
 
     Returns:
         Every artifact key deleted (for the API process's caches to drop).
@@ -84,6 +86,7 @@ def remove(
                "deleted": [f"{r.__tablename__} {r.id}" for r in rows if not isinstance(r, orm.Prediction)]
                + [f"prediction {p.id}" for p in found.predictions[:NAMED]]}
     repository.delete_dependents(session, found)
+    also()
     session.delete(target)
     auth.record(session, caller, f"{target.__tablename__}.delete", target, details)
     session.commit()
