@@ -218,7 +218,8 @@ def retry_job(
     except (Conflict, TooManyRequests) as exc:
         return _flash_redirect(f"/admin/jobs/{job_id}", "error", exc.message)
     dispatcher.submit(job.id)
-    return _flash_redirect(f"/admin/jobs/{job_id}", "ok", "Job queued again; it resumes from its last checkpoint.")
+    resumes = f"; it resumes from its checkpoint at epoch {job.checkpoint['epoch']}" if job.checkpoint else ""
+    return _flash_redirect(f"/admin/jobs/{job_id}", "ok", f"Job queued again{resumes}.")
 
 
 @router.get("/cohorts")

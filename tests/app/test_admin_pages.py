@@ -404,6 +404,34 @@ def test_cancel_and_retry_through_the_forms(pages: TestClient, lab_a: LabKey) ->
     assert audit.count('data-action="job.retry"') == 1 and 'data-action="job.cancel"' not in audit
 
 
+def test_the_retry_message_says_resumes_only_for_a_job_with_a_checkpoint(pages: TestClient, lab_a: LabKey) -> None:
+    from app.deps import get_dispatcher
+
+    pages.app.dependency_overrides[get_dispatcher] = HeldDispatcher  # type: ignore[attr-defined]
+    cohort = upload(TestClient(pages.app, headers=lab_a.headers))
+    caller = lab_caller("lab-a")
+    with session_factory()() as session:
+        pretraining = encoders.start_pretraining(
+            session=session, caller=caller, dispatcher=HeldDispatcher(),
+            request=EncoderCreate(cohort_id=cohort["id"], params={"epochs": 30}),
+        )
+        checkpointed, bare = pretraining.job_id, queued_job(caller, kind=orm.JobKind.FIT, cohort_id=cohort["id"])
+        session.add(orm.Predictor(lab_id=caller.lab_id, name="p", cohort_id=cohort["id"], job_id=bare,
+                                  label_column="tissue", head="logistic_regression", label_fraction=1.0, params={}))
+        for job_id in (checkpointed, bare):
+            job = session.get_one(orm.Job, job_id)
+            jobs.transition(session, job, orm.JobState.RUNNING)
+            jobs.transition(session, job, orm.JobState.FAILED, message="ValueError: boom")
+        session.get_one(orm.Job, checkpointed).checkpoint = {"key": "checkpoints/x", "epoch": 20}
+        session.commit()
+
+    resumed = pages.post(f"/admin/jobs/{checkpointed}/retry").text
+    assert "Job queued again; it resumes from its checkpoint at epoch 20." in resumed
+    fresh = pages.post(f"/admin/jobs/{bare}/retry").text
+    assert "Job queued again." in fresh and "resumes" not in fresh and "checkpoint" not in fresh
+    assert job_state(bare) is orm.JobState.QUEUED
+
+
 def test_retries_from_the_pages_count_against_the_train_limit(
     pages: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
