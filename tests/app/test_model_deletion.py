@@ -190,8 +190,28 @@ def test_a_cancelled_pretrainings_checkpoint_goes_with_its_encoder(
         session.get_one(orm.Job, accepted["job"]["id"]).checkpoint = {"key": key, "sha256": sha256, "epoch": 3}
         session.commit()
 
+    encoder_folder = settings.resolved_artifact_dir / "encoders" / accepted["encoder"]["id"]
+    get_store().put_bytes(f"encoders/{accepted['encoder']['id']}/left.pt", b"a file no row names")
     assert client.delete(f"/encoders/{accepted['encoder']['id']}").status_code == 204
 
     assert not get_store().exists(key)
+    assert not (settings.resolved_artifact_dir / "checkpoints" / accepted["job"]["id"]).exists()  # emptied: gone
+    assert [p.name for p in encoder_folder.iterdir()] == ["left.pt"]  # a folder still holding a file stays
     with session_factory()() as session:
         assert session.get_one(orm.Job, accepted["job"]["id"]).checkpoint is None
+
+
+def test_deleting_an_artifact_removes_the_folders_it_leaves_empty(settings: Settings) -> None:
+    store, root = get_store(), settings.resolved_artifact_dir
+    store.put_bytes("encoders/e1/weights.pt", b"w")
+    store.put_bytes("encoders/e1/extra.pt", b"x")
+    store.put_bytes("encoders/e2/weights.pt", b"w")
+
+    store.delete("encoders/e1/weights.pt")
+    assert (root / "encoders" / "e1" / "extra.pt").is_file()  # still holds a file: kept
+    store.delete("encoders/e1/extra.pt")
+    assert not (root / "encoders" / "e1").exists() and (root / "encoders" / "e2").is_dir()
+    store.delete("encoders/e2/weights.pt")
+    assert not (root / "encoders").exists() and root.is_dir() and store.staging_dir().is_dir()
+    store.put_bytes("encoders/e2/weights.pt", b"again")  # its folders are made again
+    assert store.exists("encoders/e2/weights.pt")
