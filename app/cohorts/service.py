@@ -23,6 +23,7 @@ from app.errors import InvalidInput
 from app.lineage import repository as lineage
 from app.lineage import service as deletion
 from app.storage import ArtifactStore
+from models.conformal import UNCERTAIN
 from models.gene_table import Resolution, default_table, gene_table_version, resolve_genes, summarise_resolutions
 from models.genes import (
     GeneHarmonisation,
@@ -310,7 +311,18 @@ def _labels(
     else:
         return None, None
     parsing.check_labels(table, sample_ids, group_column=group_column)
+    _check_reserved_labels(table, group_column)
     return table, source
+
+
+def _check_reserved_labels(table: pd.DataFrame, group_column: str | None) -> None:
+    """Refuse a class named like the label predictions give when no single class is the answer."""
+    for column in table.columns:
+        if column != group_column and (table[column].dropna().astype(str) == UNCERTAIN).any():
+            raise InvalidInput(
+                f"label column {str(column)!r} has a class named {UNCERTAIN!r}, the label predictions give when "
+                "no single class is the answer; rename that class"
+            )
 
 
 def _ingest_report(
