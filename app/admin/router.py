@@ -29,6 +29,7 @@ from app.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
 from app.evaluations import service as evaluations
 from app.jobs import service as jobs
 from app.lineage import repository as lineage
+from app.predictions import service as predictions
 from app.predictors import card
 from app.predictors import service as predictors
 
@@ -291,6 +292,13 @@ def predictor_page(predictor_id: str, request: Request, session: SessionDep, cal
         "cohort": cohorts.get(session, predictor.cohort_id, lab_id=caller.lab_id),
         "confusion": views.confusion_matrix(predictor.classes, predictor.metrics.get("confusion_matrix")),
         "evaluation": card.newest_evaluation(session, predictor.cohort_id, predictor.label_column),
+        "predictions": predictions.list_for_predictor(
+            session, predictor.id, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=0
+        ),
+        "n_predictions": repository.count(
+            session, orm.Prediction, lab_id=caller.lab_id, where=[orm.Prediction.predictor_id == predictor.id]
+        ),
+        "names": service.user_names(session, lab_id=caller.lab_id),
     }
     return views.render(request, "predictor.html", context)
 
@@ -412,6 +420,14 @@ def audit_page(
     return views.render(request, "audit.html", context)
 
 
+@router.post("/predictions/{prediction_id}/delete")
+def delete_prediction(prediction_id: str, session: SessionDep, store: StoreDep, caller: PageCaller) -> Response:
+    """Delete a stored prediction (your own; admins any of the lab's) and go back to its predictor's page."""
+    predictor_id = predictions.get(session, prediction_id, lab_id=caller.lab_id).predictor_id
+    predictions.delete_prediction(session=session, store=store, caller=caller, prediction_id=prediction_id)
+    return _flash_redirect(f"/admin/predictors/{predictor_id}", "ok", f"Deleted prediction {prediction_id}.")
+
+
 ForceBox = Annotated[str, Form(description="'true' (an admin's checkbox): also delete what was made from it")]
 
 
@@ -452,3 +468,4 @@ def delete_row(
         return _flash_redirect(f"/admin/{kind}/{row_id}", "error", exc.message)
     caches.forget(settings, keys, cohort_checksum=checksum)
     return _flash_redirect(f"/admin/{kind}", "ok", f"Deleted {kind.value[:-1]} {row_id}.")
+

@@ -319,6 +319,8 @@ class Prediction(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
     predictor_id: Mapped[str] = mapped_column(ForeignKey("predictor.id"))
+    # Who requested it (None: made before this was recorded; only admins delete those).
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     cohort_id: Mapped[str | None] = mapped_column(ForeignKey("cohort.id"), index=True)
     n_samples: Mapped[int] = mapped_column(Integer)
     coverage: Mapped[dict[str, Any]] = mapped_column(default=dict)

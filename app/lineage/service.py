@@ -44,6 +44,12 @@ def describe(rows: Sequence[Made]) -> str:
     return text
 
 
+def _how_to_delete(rows: Sequence[Made]) -> str:
+    """The API calls that delete ``rows``: ``DELETE /predictions/{id}`` ..., in the order of ``rows``' tables."""
+    tables = dict.fromkeys(r.__tablename__ for r in rows)
+    return " and ".join(f"DELETE /{table}s/{{id}}" for table in tables)
+
+
 def remove(
     *,
     session: Session,
@@ -76,7 +82,8 @@ def remove(
     if rows and not force:
         raise Conflict(
             f"{what} cannot be deleted: {describe(rows)} {'was' if len(rows) == 1 else 'were'} made from it. "
-            "Delete those first, or have an admin delete with force=true, which deletes them too."
+            f"Delete {'it' if len(rows) == 1 else 'them'} first with {_how_to_delete(rows)}, or ask an admin to "
+            "delete with force=true, which deletes them too."
         )
     keys = [*keys, *found.artifact_keys()]
     own_job = getattr(target, "job_id", None)

@@ -599,3 +599,36 @@ def test_a_member_sees_no_force_box_and_cannot_delete_others_models(pages: TestC
 
     assert refused.status_code == 403 and "another user's job" in html.unescape(refused.text)
     assert rest.get(f"/predictors/{fit['predictor']['id']}").status_code == 200
+
+
+def test_a_member_deletes_their_predictions_from_the_predictor_page_and_then_the_predictor(
+    pages: TestClient, lab_a: LabKey
+) -> None:
+    rest = TestClient(pages.app, headers=lab_a.headers)
+    cohort = upload(rest)
+    caller, key = add_member(lab_a)
+    member = TestClient(pages.app, headers={"Authorization": f"Bearer {key}"})
+    fit = member.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "tissue",
+                                           "head": "logistic_regression"}).json()
+    assert wait_for_job(rest, fit["job"]["id"])["state"] == "succeeded"
+    predictor_id = fit["predictor"]["id"]
+    own = member.post(f"/predictors/{predictor_id}/predictions", json={"cohort_id": cohort["id"]}).json()
+    admins = rest.post(f"/predictors/{predictor_id}/predictions", json={"cohort_id": cohort["id"]}).json()
+    login(pages, key)
+
+    page = pages.get(f"/admin/predictors/{predictor_id}").text
+    assert f'data-prediction="{own["id"]}"' in page and f'data-prediction="{admins["id"]}"' in page
+    assert f'action="/admin/predictions/{own["id"]}/delete"' in page  # a member: only their own
+    assert f'action="/admin/predictions/{admins["id"]}/delete"' not in page and "<td>bob</td>" in page
+    refused = pages.post(f"/admin/predictors/{predictor_id}/delete")
+    assert "flash-error" in refused.text and "DELETE /predictions/{id}" in html.unescape(refused.text)
+    forbidden = pages.post(f"/admin/predictions/{admins['id']}/delete")
+    assert forbidden.status_code == 403 and "another user requested" in forbidden.text
+
+    done = pages.post(f"/admin/predictions/{own['id']}/delete")
+    assert done.url.path == f"/admin/predictors/{predictor_id}" and f"Deleted prediction {own['id']}." in done.text
+    assert rest.get(f"/predictions/{own['id']}").status_code == 404
+    assert rest.delete(f"/predictions/{admins['id']}").status_code == 204
+    assert 'id="no-predictions"' in pages.get(f"/admin/predictors/{predictor_id}").text
+    done = pages.post(f"/admin/predictors/{predictor_id}/delete")
+    assert f"Deleted predictor {predictor_id}." in done.text and caller.user_name == "bob"
