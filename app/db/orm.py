@@ -106,6 +106,9 @@ class AdminSession(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The outcome of the last form action ({"kind": "ok" | "error", "text": ...}), shown once on the next page:
+    # kept here, not in a cookie, so that a long message (a refusal naming 20 rows) is shown whole.
+    flash: Mapped[dict[str, Any] | None] = mapped_column()
 
     key: Mapped[ApiKey] = relationship()
 

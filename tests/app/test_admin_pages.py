@@ -632,3 +632,25 @@ def test_a_member_deletes_their_predictions_from_the_predictor_page_and_then_the
     assert 'id="no-predictions"' in pages.get(f"/admin/predictors/{predictor_id}").text
     done = pages.post(f"/admin/predictors/{predictor_id}/delete")
     assert f"Deleted predictor {predictor_id}." in done.text and caller.user_name == "bob"
+
+
+def test_a_long_refusal_is_shown_whole_and_kept_out_of_cookies(pages: TestClient, lab_a: LabKey) -> None:
+    rest = TestClient(pages.app, headers=lab_a.headers)
+    cohort = upload(rest)
+    fit = rest.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "tissue",
+                                         "head": "logistic_regression"}).json()
+    assert wait_for_job(rest, fit["job"]["id"])["state"] == "succeeded"
+    predictor_id = fit["predictor"]["id"]
+    with session_factory()() as session:  # 25 stored predictions: the refusal names 20 and counts the rest
+        for _ in range(25):
+            session.add(orm.Prediction(lab_id=lab_a.lab_id, predictor_id=predictor_id, n_samples=1))
+        session.commit()
+    message = rest.delete(f"/predictors/{predictor_id}").json()["error"]["message"]
+    assert len(message) > 900 and message.endswith("which deletes them too.")
+
+    refused = pages.post(f"/admin/predictors/{predictor_id}/delete", follow_redirects=False)
+    assert refused.status_code == 303 and "exprssl_flash" not in refused.headers.get("set-cookie", "")
+    page = pages.get(refused.headers["location"])
+    shown = re.search(r'<div class="flash flash-error" id="flash" role="status">(.*?)</div>', page.text, re.S)
+    assert shown is not None and html.unescape(shown.group(1)) == message
+    assert 'id="flash"' not in pages.get(f"/admin/predictors/{predictor_id}").text  # shown once
