@@ -87,7 +87,6 @@ class LocalArtifactStore:
     def put_file(self, key: str, source: Path) -> str:
         """Move ``source`` into the store under a new ``key``; return its sha256."""
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         staging = self.staging_dir().resolve()
         if source.parent.resolve() != staging:
             fd, tmp = tempfile.mkstemp(dir=staging)
@@ -96,13 +95,24 @@ class LocalArtifactStore:
             source = Path(tmp)
         try:
             digest = sha256_file(source)
-            # A hard link fails if the key exists: atomic, and never overwrites.
-            os.link(source, target)
+            self._link(source, target)
         except FileExistsError:
             raise FileExistsError(f"artifact {key!r} exists and is never overwritten") from None
         finally:
             source.unlink(missing_ok=True)
         return digest
+
+    def _link(self, source: Path, target: Path, attempts: int = 3) -> None:
+        """Hard-link ``source`` as ``target``: fails if it exists (atomic, and never overwrites). The folder
+        is made again if a deletion removed it as empty between its making and the link."""
+        for attempt in range(attempts):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+                return
+            except FileNotFoundError:
+                if attempt == attempts - 1 or not source.exists():
+                    raise
 
     def local_path(self, key: str, *, sha256: str | None = None) -> Path:
         """Path of a stored blob, checked against ``sha256`` when given."""
@@ -123,7 +133,19 @@ class LocalArtifactStore:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Delete ``key``, then each folder above it that is left empty (a folder holding anything stays)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        root = self.root.resolve()
+        for folder in path.parents:
+            if folder == root or root not in folder.parents:
+                break
+            try:
+                folder.rmdir()  # refused unless empty
+            except FileNotFoundError:
+                continue  # removed meanwhile by another deletion: look at the one above
+            except OSError:
+                break
 
 
 def delete_unreferenced(store: ArtifactStore, key: str, what: str) -> None:

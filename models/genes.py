@@ -27,7 +27,8 @@ GENE_ID_PATTERNS: dict[str, re.Pattern[str]] = {
     "probe": re.compile(
         r"^(AFFX-)?[\w.-]*_(s_|x_|i_|f_|r_|g_|b_)?at$|^ILMN_\d+$|^A_\d+_P\d+$", re.IGNORECASE
     ),
-    "symbol": re.compile(r"^[A-Za-z][A-Za-z0-9._@/-]*$"),
+    # LRG_<n> (Locus Reference Genomic records) are shaped like symbols but are none: no gene table maps them.
+    "symbol": re.compile(r"^(?!(?i:LRG)_\d)[A-Za-z][A-Za-z0-9._@/-]*$"),
 }
 GENE_ID_SHARE = 0.9  # an id type is named when at least this share of the ids follow it
 

@@ -74,13 +74,14 @@ class JobContext:
     def report(self, epoch: int, loss: float | None, *, total_epochs: int, stage: str) -> None:
         """Record progress at most every ``progress_interval_s``; raise JobCancelled if asked to stop.
 
-        The in-process events are checked every call (every epoch); the database flag, which another
-        process may have set, whenever progress is written.
+        The in-process events are checked every call (every epoch); when one is set, this epoch's progress is
+        written first (if the attempt still owns the job), so a stopped job shows where it stopped. The
+        database flag, which another process may have set, is checked whenever progress is written.
         """
         where = f"at {stage} epoch {epoch}"
-        self._check_events(where)
+        stopping = self.cancel_event.is_set() or self.shutdown_event.is_set()
         now = time.monotonic()
-        if now - self._last_write < self.progress_interval_s and epoch < total_epochs:
+        if not stopping and now - self._last_write < self.progress_interval_s and epoch < total_epochs:
             return
         self._last_write = now
         progress = {
@@ -89,17 +90,23 @@ class JobContext:
             "total_epochs": total_epochs,
             "loss": None if loss is None else float(loss),
         }
-        owned = [orm.Job.id == self.job_id]
-        if self.attempt is not None:
-            owned += [orm.Job.state == orm.JobState.RUNNING, orm.Job.attempts == self.attempt]
         with self.session_factory() as session:
-            written = session.execute(
-                update(orm.Job).where(*owned).values(progress=progress, heartbeat_at=db_utcnow(session))
-            )
-            session.commit()
-            if written.rowcount != 1:  # type: ignore[attr-defined]
+            owned = self._write_progress(session, progress)
+            self._check_events(where)
+            if not owned:
                 # Re-queued by the reaper (or retried) meanwhile: another attempt owns the job now.
                 self.cancel_event.set()
                 raise JobCancelled(f"attempt {self.attempt} no longer owns the job {where}")
             if self._cancel_flag_set(session):
                 raise JobCancelled(f"cancelled {where}")
+
+    def _write_progress(self, session: Session, progress: dict[str, object]) -> bool:
+        """Write ``progress`` and a heartbeat while this attempt owns the job; whether it did."""
+        owned = [orm.Job.id == self.job_id]
+        if self.attempt is not None:
+            owned += [orm.Job.state == orm.JobState.RUNNING, orm.Job.attempts == self.attempt]
+        written = session.execute(
+            update(orm.Job).where(*owned).values(progress=progress, heartbeat_at=db_utcnow(session))
+        )
+        session.commit()
+        return bool(written.rowcount == 1)  # type: ignore[attr-defined]

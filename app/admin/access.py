@@ -10,6 +10,7 @@ post whose Origin header names another host is refused (403) before the route ru
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
 
 from app.admin import views
 from app.auth import service as auth
@@ -44,17 +46,43 @@ def end_session(response: Response) -> None:
 
 
 def page_caller(request: Request, session: SessionDep) -> Caller:
-    """The user behind the session cookie; LoginRequired (a redirect to the login page) without a live one."""
+    """The user behind the session cookie; LoginRequired (a redirect to the login page) without a live one.
+
+    A page (a GET) takes the session's flash message, if any, for :func:`app.admin.views.render` to show.
+    """
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired
     try:
-        return auth.admin_session_caller(session, token)
+        caller = auth.admin_session_caller(session, token)
     except Unauthorized as exc:
         raise LoginRequired from exc
+    if request.method == "GET":
+        request.state.flash = views.Flash.of(auth.take_admin_flash(session, token))
+    return caller
 
 
 PageCaller = Annotated[Caller, Depends(page_caller)]
+
+
+@dataclass(frozen=True)
+class Flasher:
+    """Redirects after a form action with a one-off message for the next page, kept in the admin session
+    (server-side: a cookie would cut a long message)."""
+
+    session: Session
+    token: str
+
+    def redirect(self, path: str, kind: str, text: str) -> Response:
+        auth.set_admin_flash(self.session, self.token, {"kind": kind, "text": text})
+        return RedirectResponse(path, status_code=303)
+
+
+def flasher(request: Request, session: SessionDep, _caller: PageCaller) -> Flasher:
+    return Flasher(session, request.cookies.get(SESSION_COOKIE, ""))
+
+
+FlashDep = Annotated[Flasher, Depends(flasher)]
 
 
 def check_origin(request: Request) -> None:

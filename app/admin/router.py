@@ -1,7 +1,7 @@
 """Admin pages under /admin: jobs, cohorts, encoders, predictors, users and keys, audit log; login with an API key.
 
 Every page goes through the same services as the REST API, scoped to the caller's lab; another lab's id is a
-404 page. Form actions redirect back with a one-off flash message (post, redirect, get).
+404 page. Form actions redirect back with a one-off flash message, kept in the admin session (post, redirect, get).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse
 
 from app import caches, ratelimit
 from app.admin import service, views
-from app.admin.access import SESSION_COOKIE, AdminRoute, PageCaller, end_session, start_session
+from app.admin.access import SESSION_COOKIE, AdminRoute, FlashDep, PageCaller, end_session, start_session
 from app.auth import service as auth
 from app.auth.service import Caller
 from app.cohorts import repository as cohorts
@@ -29,6 +29,7 @@ from app.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
 from app.evaluations import service as evaluations
 from app.jobs import service as jobs
 from app.lineage import repository as lineage
+from app.predictions import service as predictions
 from app.predictors import card
 from app.predictors import service as predictors
 
@@ -72,10 +73,6 @@ def _pager(request: Request, number: int, total: int, size: int = PAGE_SIZE) -> 
 
 def _redirect(path: str) -> Response:
     return RedirectResponse(path, status_code=303)
-
-
-def _flash_redirect(path: str, kind: str, text: str) -> Response:
-    return views.set_flash(_redirect(path), kind, text)
 
 
 def _choice(enum: type[E], value: str | None, what: str) -> E | None:
@@ -194,21 +191,28 @@ def job_page(job_id: str, request: Request, session: SessionDep, caller: PageCal
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: str, session: SessionDep, caller: PageCaller, dispatcher: DispatcherDep) -> Response:
+def cancel_job(
+    job_id: str, session: SessionDep, caller: PageCaller, flash: FlashDep, dispatcher: DispatcherDep
+) -> Response:
     """Cancel a job (your own; admins any of the lab's) and go back to its page."""
     try:
         job = jobs.request_cancel(session, caller, job_id)
     except Conflict as exc:
-        return _flash_redirect(f"/admin/jobs/{job_id}", "error", exc.message)
+        return flash.redirect(f"/admin/jobs/{job_id}", "error", exc.message)
     dispatcher.cancel(job_id)
     done = job.state is orm.JobState.CANCELLED
     text = "Job cancelled." if done else "Cancellation requested: the job stops at its next epoch."
-    return _flash_redirect(f"/admin/jobs/{job_id}", "ok", text)
+    return flash.redirect(f"/admin/jobs/{job_id}", "ok", text)
 
 
 @router.post("/jobs/{job_id}/retry")
 def retry_job(
-    job_id: str, session: SessionDep, caller: PageCaller, dispatcher: DispatcherDep, settings: SettingsDep
+    job_id: str,
+    session: SessionDep,
+    caller: PageCaller,
+    flash: FlashDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
 ) -> Response:
     """Queue a failed or cancelled job again (your own; admins any of the lab's) and go back to its page;
     counted against the caller's "train" limit, as the API's retry is."""
@@ -216,9 +220,10 @@ def retry_job(
         ratelimit.hit(settings, "train", caller.user_id)
         job = jobs.retry(session, caller, job_id)
     except (Conflict, TooManyRequests) as exc:
-        return _flash_redirect(f"/admin/jobs/{job_id}", "error", exc.message)
+        return flash.redirect(f"/admin/jobs/{job_id}", "error", exc.message)
     dispatcher.submit(job.id)
-    return _flash_redirect(f"/admin/jobs/{job_id}", "ok", "Job queued again; it resumes from its last checkpoint.")
+    resumes = f"; it resumes from its checkpoint at epoch {job.checkpoint['epoch']}" if job.checkpoint else ""
+    return flash.redirect(f"/admin/jobs/{job_id}", "ok", f"Job queued again{resumes}.")
 
 
 @router.get("/cohorts")
@@ -290,6 +295,13 @@ def predictor_page(predictor_id: str, request: Request, session: SessionDep, cal
         "cohort": cohorts.get(session, predictor.cohort_id, lab_id=caller.lab_id),
         "confusion": views.confusion_matrix(predictor.classes, predictor.metrics.get("confusion_matrix")),
         "evaluation": card.newest_evaluation(session, predictor.cohort_id, predictor.label_column),
+        "predictions": predictions.list_for_predictor(
+            session, predictor.id, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=0
+        ),
+        "n_predictions": repository.count(
+            session, orm.Prediction, lab_id=caller.lab_id, where=[orm.Prediction.predictor_id == predictor.id]
+        ),
+        "names": service.user_names(session, lab_id=caller.lab_id),
     }
     return views.render(request, "predictor.html", context)
 
@@ -330,22 +342,26 @@ def users_page(request: Request, session: SessionDep, caller: PageCaller) -> Res
 
 @router.post("/users")
 def create_user(
-    session: SessionDep, caller: PageCaller, name: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "member"
+    session: SessionDep,
+    caller: PageCaller,
+    flash: FlashDep,
+    name: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "member",
 ) -> Response:
     """Add a user to the lab (admins)."""
     caller.require_admin("creating users")
     try:
         user = auth.create_user(session, caller, name=name, role=_choice(orm.Role, role, "role") or orm.Role.MEMBER)
     except (Conflict, InvalidInput) as exc:
-        return _flash_redirect("/admin/users", "error", exc.message)
-    return _flash_redirect("/admin/users", "ok", f"User {user.name} ({user.role.value}) created.")
+        return flash.redirect("/admin/users", "error", exc.message)
+    return flash.redirect("/admin/users", "ok", f"User {user.name} ({user.role.value}) created.")
 
 
 @router.post("/users/{user_id}")
 def update_user(
     user_id: str,
     session: SessionDep,
-    caller: PageCaller,
+    caller: PageCaller, flash: FlashDep,
     role: Annotated[str, Form()] = "",
     disabled: Annotated[str, Form()] = "",
 ) -> Response:
@@ -353,22 +369,22 @@ def update_user(
     caller.require_admin("changing users")
     flags = {"yes": True, "no": False}
     if disabled and disabled not in flags:
-        return _flash_redirect("/admin/users", "error", f"disabled must be yes or no, got {disabled!r}")
+        return flash.redirect("/admin/users", "error", f"disabled must be yes or no, got {disabled!r}")
     try:
         user = auth.update_user(
             session, caller, user_id, role=_choice(orm.Role, role, "role"), disabled=flags.get(disabled)
         )
     except (Conflict, InvalidInput) as exc:
-        return _flash_redirect("/admin/users", "error", exc.message)
+        return flash.redirect("/admin/users", "error", exc.message)
     state = "disabled" if user.disabled else "enabled"
-    return _flash_redirect("/admin/users", "ok", f"User {user.name} is now {user.role.value}, {state}.")
+    return flash.redirect("/admin/users", "ok", f"User {user.name} is now {user.role.value}, {state}.")
 
 
 @router.post("/keys")
 def create_key(
     request: Request,
     session: SessionDep,
-    caller: PageCaller,
+    caller: PageCaller, flash: FlashDep,
     user_id: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "api key",
 ) -> Response:
@@ -377,19 +393,19 @@ def create_key(
     try:
         _, token = auth.create_key(session, caller, user_id=user_id, name=name)
     except (Conflict, InvalidInput) as exc:
-        return _flash_redirect("/admin/users", "error", exc.message)
+        return flash.redirect("/admin/users", "error", exc.message)
     return _users_page(request, session, caller, new_key=token)
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke_key(key_id: str, session: SessionDep, caller: PageCaller) -> Response:
+def revoke_key(key_id: str, session: SessionDep, caller: PageCaller, flash: FlashDep) -> Response:
     """Revoke an API key of the lab at once (admins)."""
     caller.require_admin("revoking keys on the users page")
     try:
         key = auth.revoke_key(session, caller, key_id)
     except Conflict as exc:
-        return _flash_redirect("/admin/users", "error", exc.message)
-    return _flash_redirect("/admin/users", "ok", f"Key {key.prefix} revoked.")
+        return flash.redirect("/admin/users", "error", exc.message)
+    return flash.redirect("/admin/users", "ok", f"Key {key.prefix} revoked.")
 
 
 @router.get("/audit")
@@ -411,6 +427,16 @@ def audit_page(
     return views.render(request, "audit.html", context)
 
 
+@router.post("/predictions/{prediction_id}/delete")
+def delete_prediction(
+    prediction_id: str, session: SessionDep, store: StoreDep, caller: PageCaller, flash: FlashDep
+) -> Response:
+    """Delete a stored prediction (your own; admins any of the lab's) and go back to its predictor's page."""
+    predictor_id = predictions.get(session, prediction_id, lab_id=caller.lab_id).predictor_id
+    predictions.delete_prediction(session=session, store=store, caller=caller, prediction_id=prediction_id)
+    return flash.redirect(f"/admin/predictors/{predictor_id}", "ok", f"Deleted prediction {prediction_id}.")
+
+
 ForceBox = Annotated[str, Form(description="'true' (an admin's checkbox): also delete what was made from it")]
 
 
@@ -429,7 +455,7 @@ def delete_row(
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    caller: PageCaller,
+    caller: PageCaller, flash: FlashDep,
     force: ForceBox = "",
 ) -> Response:
     """Delete a cohort, encoder or predictor (with the box ticked, an admin also deletes what was made from
@@ -448,6 +474,7 @@ def delete_row(
                 session=session, store=store, caller=caller, predictor_id=row_id, force=forced
             )
     except Conflict as exc:
-        return _flash_redirect(f"/admin/{kind}/{row_id}", "error", exc.message)
+        return flash.redirect(f"/admin/{kind}/{row_id}", "error", exc.message)
     caches.forget(settings, keys, cohort_checksum=checksum)
-    return _flash_redirect(f"/admin/{kind}", "ok", f"Deleted {kind.value[:-1]} {row_id}.")
+    return flash.redirect(f"/admin/{kind}", "ok", f"Deleted {kind.value[:-1]} {row_id}.")
+

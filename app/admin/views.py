@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from collections import defaultdict
@@ -14,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from app.admin.service import EfficiencyPoint
 from app.predictors.card import format_number
 
-FLASH_COOKIE = "exprssl_flash"
+LEGACY_FLASH_COOKIE = "exprssl_flash"
 COOKIE_PATH = "/admin"
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
 
@@ -45,32 +43,20 @@ class Flash:
     kind: str  # ok | error
     text: str
 
-
-def set_flash(response: Response, kind: str, text: str) -> Response:
-    """Carry a one-off message to the page the response redirects to."""
-    payload = json.dumps({"kind": kind, "text": text[:600]}).encode()
-    value = base64.urlsafe_b64encode(payload).decode()
-    response.set_cookie(FLASH_COOKIE, value, path=COOKIE_PATH, httponly=True, samesite="strict", max_age=120)
-    return response
-
-
-def _read_flash(request: Request) -> Flash | None:
-    value = request.cookies.get(FLASH_COOKIE)
-    if not value:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(value.encode()))
-        return Flash(kind="error" if data.get("kind") == "error" else "ok", text=str(data.get("text", "")))
-    except (ValueError, binascii.Error, AttributeError):
-        return None
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> Flash | None:
+        """The message kept in an admin session (see ``orm.AdminSession.flash``), if any."""
+        if not stored:
+            return None
+        return cls(kind="error" if stored.get("kind") == "error" else "ok", text=str(stored.get("text", "")))
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
-    """Render a page, showing (and then clearing) any flash message."""
-    flash = _read_flash(request)
+    """Render a page, showing the flash message its session had (taken by ``access.page_caller``)."""
+    flash = getattr(request.state, "flash", None)
     response = templates.TemplateResponse(request, name, {**context, "flash": flash}, status_code=status_code)
-    if FLASH_COOKIE in request.cookies:
-        response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH)
+    if LEGACY_FLASH_COOKIE in request.cookies:  # set by earlier versions, which kept the message in a cookie
+        response.delete_cookie(LEGACY_FLASH_COOKIE, path=COOKIE_PATH)
     return response
 
 

@@ -130,6 +130,26 @@ def admin_session_caller(session: Session, token: str) -> Caller:
     return Caller.of(key.user, key.id)
 
 
+def set_admin_flash(session: Session, token: str, flash: dict[str, str]) -> None:
+    """Keep ``flash`` for the next page of an admin-pages session (replacing any unshown one). Rolls back
+    what the request left uncommitted (an action refused midway), then commits."""
+    session.rollback()
+    row = _admin_session(session, token)
+    if row is not None:
+        row.flash = flash
+        session.commit()
+
+
+def take_admin_flash(session: Session, token: str) -> dict[str, str] | None:
+    """The message kept for an admin-pages session's next page, now cleared (commits when there is one)."""
+    row = _admin_session(session, token)
+    if row is None or row.flash is None:
+        return None
+    flash, row.flash = row.flash, None
+    session.commit()
+    return flash
+
+
 def close_admin_session(session: Session, token: str) -> None:
     """End an admin-pages session (logging out); an unknown token is ignored. Commits."""
     row = _admin_session(session, token)

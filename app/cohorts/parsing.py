@@ -824,14 +824,12 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
     names = schema.names
     other = [i for i in range(len(names)) if i != id_position]
     id_field = schema.field(id_position)
-    if not (
-        pa.types.is_string(id_field.type)
-        or pa.types.is_large_string(id_field.type)
-        or pa.types.is_integer(id_field.type)
-    ):
+    if not _is_id_type(id_field.type):
+        stated, _ = _resolve_orientation(orientation, id_field.name, [names[i] for i in other], [])
         raise InvalidInput(
-            f"{filename}: the id column {id_field.name!r} holds {id_field.type}, not sample ids; "
-            "store the ids as the first column or as the index, as strings"
+            f"{filename}: the id column {id_field.name!r} holds {id_field.type}, not "
+            f"{'gene' if stated == GENES_AS_ROWS else 'sample'} ids; store the ids as the first column or as the "
+            "index, as strings"
         )
     reader = _ParquetSlices(parquet, filename)
     first_ids = reader.ids(0, id_position).slice(0, _SNIFF_ROWS).to_pylist() if reader.n_groups else []
@@ -947,6 +945,13 @@ def _parquet_id_position(schema: pa.Schema, filename: str) -> int:
     if len(schema) == 0:
         raise InvalidInput(f"{filename}: the table has no columns")
     return 0
+
+
+def _is_id_type(kind: pa.DataType) -> bool:
+    """Text or integers; also text stored dictionary-encoded (a pandas categorical), decoded when read."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
 
 
 def _is_number_type(kind: pa.DataType) -> bool:

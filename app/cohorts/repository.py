@@ -29,6 +29,16 @@ def find_by_checksum(session: Session, checksum: str, *, lab_id: str, lock: bool
     return session.scalars(query.with_for_update(read=True, key_share=True) if lock else query).first()
 
 
+def repoint_duplicates(session: Session, cohort: orm.Cohort) -> None:
+    """Make the oldest cohort deduplicated against ``cohort`` the original of the others (its own
+    ``duplicate_of`` cleared), as before deleting ``cohort``."""
+    query = select(orm.Cohort).where(orm.Cohort.lab_id == cohort.lab_id, orm.Cohort.duplicate_of == cohort.id)
+    duplicates = list(session.scalars(query.order_by(orm.Cohort.created_at, orm.Cohort.id)))
+    for duplicate in duplicates:
+        duplicate.duplicate_of = duplicates[0].id if duplicate is not duplicates[0] else None
+    session.flush()
+
+
 def add_samples(session: Session, cohort_id: str, rows: Sequence[dict[str, object]]) -> None:
     if rows:
         session.execute(insert(orm.CohortSample), [{"cohort_id": cohort_id, **row} for row in rows])

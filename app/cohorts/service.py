@@ -23,6 +23,7 @@ from app.errors import InvalidInput
 from app.lineage import repository as lineage
 from app.lineage import service as deletion
 from app.storage import ArtifactStore
+from models.conformal import UNCERTAIN
 from models.gene_table import Resolution, default_table, gene_table_version, resolve_genes, summarise_resolutions
 from models.genes import (
     GeneHarmonisation,
@@ -310,7 +311,18 @@ def _labels(
     else:
         return None, None
     parsing.check_labels(table, sample_ids, group_column=group_column)
+    _check_reserved_labels(table, group_column)
     return table, source
+
+
+def _check_reserved_labels(table: pd.DataFrame, group_column: str | None) -> None:
+    """Refuse a class named like the label predictions give when no single class is the answer."""
+    for column in table.columns:
+        if column != group_column and (table[column].dropna().astype(str) == UNCERTAIN).any():
+            raise InvalidInput(
+                f"label column {str(column)!r} has a class named {UNCERTAIN!r}, the label predictions give when "
+                "no single class is the answer; rename that class"
+            )
 
 
 def _ingest_report(
@@ -396,7 +408,7 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
 
     Refused while a job still reads it or makes one of its dependents, and, without ``force``, while any
     encoder, predictor, evaluation or prediction was made from it (the message names them: lineage is
-    kept).
+    kept). Cohorts deduplicated against it then name the oldest of them in ``duplicate_of`` (that one none).
     """
     cohort = repository.get(session, cohort_id, lab_id=caller.lab_id)
     if cohort.created_by != caller.user_id:
@@ -416,6 +428,6 @@ def delete_cohort(*, session: Session, store: ArtifactStore, caller: Caller, coh
 
     keys = deletion.remove(
         session=session, store=store, caller=caller, target=cohort, found=found, running=running, force=force,
-        keys=own, keep_file=still_shared,
+        keys=own, keep_file=still_shared, also=lambda: repository.repoint_duplicates(session, cohort),
     )
     return Removed(keys, checksum)

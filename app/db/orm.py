@@ -106,6 +106,9 @@ class AdminSession(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The outcome of the last form action ({"kind": "ok" | "error", "text": ...}), shown once on the next page:
+    # kept here, not in a cookie, so that a long message (a refusal naming 20 rows) is shown whole.
+    flash: Mapped[dict[str, Any] | None] = mapped_column()
 
     key: Mapped[ApiKey] = relationship()
 
@@ -319,6 +322,8 @@ class Prediction(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     lab_id: Mapped[str] = mapped_column(ForeignKey("lab.id"))
     predictor_id: Mapped[str] = mapped_column(ForeignKey("predictor.id"))
+    # Who requested it (None: made before this was recorded; only admins delete those).
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     cohort_id: Mapped[str | None] = mapped_column(ForeignKey("cohort.id"), index=True)
     n_samples: Mapped[int] = mapped_column(Integer)
     coverage: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -75,6 +75,14 @@ def _check_log1p_applies(request: EncoderCreate, cohort: orm.Cohort) -> None:
         )
 
 
+def default_name(method: str, cohort: orm.Cohort, parent: orm.Encoder | None) -> str:
+    """``<method>-<cohort>``; continued, ``<method>-<parent's name without its method>+<cohort>``: an
+    encoder is named after its own method, which may differ from its parent's."""
+    if parent is None:
+        return f"{method}-{cohort.name}"
+    return f"{method}-{parent.name.removeprefix(f'{parent.method}-')}+{cohort.name}"
+
+
 def start_pretraining(
     *, session: Session, caller: Caller, dispatcher: Dispatcher, request: EncoderCreate
 ) -> orm.Encoder:
@@ -95,8 +103,7 @@ def start_pretraining(
     if parent is not None:
         job_params |= {"continue_from": parent.id, "standardise_on": request.standardise_on}
     job = jobs.create_job(session, caller, orm.JobKind.PRETRAIN, job_params)
-    default_name = f"{method}-{cohort.name}" if parent is None else f"{parent.name}+{cohort.name}"
-    name = request.name or default_name[: orm.NAME_LENGTH]
+    name = request.name or default_name(method, cohort, parent)[: orm.NAME_LENGTH]
     same_name = (orm.Encoder.lab_id == caller.lab_id, orm.Encoder.name == name)
     previous = session.scalar(select(func.max(orm.Encoder.version)).where(*same_name))
     encoder = orm.Encoder(

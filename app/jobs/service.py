@@ -182,7 +182,8 @@ def _cancel_if_still_queued(session: Session, job: orm.Job) -> bool:
 
 
 def retry(session: Session, caller: Caller, job_id: str) -> orm.Job:
-    """Queue a failed or cancelled job again, under the same id; it resumes from its last checkpoint. Commits.
+    """Queue a failed or cancelled job again, under the same id; a pretraining that saved a checkpoint resumes
+    from it. Commits.
 
     The encoder, predictor or evaluation it makes goes back to pending. Members retry their own jobs;
     admins any job of their lab.

@@ -44,6 +44,12 @@ def describe(rows: Sequence[Made]) -> str:
     return text
 
 
+def _how_to_delete(rows: Sequence[Made]) -> str:
+    """The API calls that delete ``rows``: ``DELETE /predictions/{id}`` ..., in the order of ``rows``' tables."""
+    tables = dict.fromkeys(r.__tablename__ for r in rows)
+    return " and ".join(f"DELETE /{table}s/{{id}}" for table in tables)
+
+
 def remove(
     *,
     session: Session,
@@ -55,13 +61,15 @@ def remove(
     force: bool,
     keys: Sequence[str] = (),
     keep_file: Callable[[str], bool] = lambda _key: False,
+    also: Callable[[], None] = lambda: None,
 ) -> list[str]:
     """Delete ``target`` and, with ``force``, ``found``; record it in the audit log. Commits.
 
     Refused (Conflict) while ``running`` jobs use them, and without ``force`` while ``found`` holds rows;
     nothing is changed before these checks. The artifacts (``keys``, the dependents' own, the checkpoints of
     the target's and the dependents' jobs) are deleted after the commit, so that a failed commit loses no
-    file, except those ``keep_file`` keeps (looked at after the commit).
+    file, except those ``keep_file`` keeps (looked at after the commit). ``also`` makes the target's other
+    changes, after the checks and in the same transaction.
 
     Returns:
         Every artifact key deleted (for the API process's caches to drop).
@@ -74,7 +82,8 @@ def remove(
     if rows and not force:
         raise Conflict(
             f"{what} cannot be deleted: {describe(rows)} {'was' if len(rows) == 1 else 'were'} made from it. "
-            "Delete those first, or have an admin delete with force=true, which deletes them too."
+            f"Delete {'it' if len(rows) == 1 else 'them'} first with {_how_to_delete(rows)}, or ask an admin to "
+            "delete with force=true, which deletes them too."
         )
     keys = [*keys, *found.artifact_keys()]
     own_job = getattr(target, "job_id", None)
@@ -84,6 +93,7 @@ def remove(
                "deleted": [f"{r.__tablename__} {r.id}" for r in rows if not isinstance(r, orm.Prediction)]
                + [f"prediction {p.id}" for p in found.predictions[:NAMED]]}
     repository.delete_dependents(session, found)
+    also()
     session.delete(target)
     auth.record(session, caller, f"{target.__tablename__}.delete", target, details)
     session.commit()

@@ -1,13 +1,13 @@
-"""Prediction endpoints: read a stored prediction, as JSON or as a table."""
+"""Prediction endpoints: read a stored prediction, as JSON or as a table; delete one."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Response, status
 
 from app.auth.deps import CallerDep
-from app.deps import SessionDep
+from app.deps import SessionDep, StoreDep
 from app.predictions import service
 from app.predictions.schemas import PredictionRead
 from app.tables import TABLE_CONTENT, TableFormat, coverage_headers, format_query, table_response
@@ -33,3 +33,9 @@ def get_prediction(
         return prediction
     headers = coverage_headers(prediction.coverage.model_dump())
     return table_response(service.results_table(prediction), table_format, headers)
+
+
+@router.delete("/{prediction_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_prediction(prediction_id: str, session: SessionDep, store: StoreDep, caller: CallerDep) -> None:
+    """Delete a stored prediction: members those they requested, admins any of the lab's."""
+    service.delete_prediction(session=session, store=store, caller=caller, prediction_id=prediction_id)

@@ -142,6 +142,10 @@ class PredictionSummary(BaseModel):
 
     id: str
     predictor_id: str
+    created_by: str | None = Field(
+        default=None, description="Id of the user who requested it (None for predictions made before this was "
+        "recorded: only admins delete those)."
+    )
     cohort_id: str | None
     n_samples: int
     coverage: CoverageReport = Field(

@@ -16,6 +16,8 @@ from app.config import Settings
 from app.db import orm, repository
 from app.errors import Conflict
 from app.inputs import model_input, refuse_out_of_range
+from app.lineage import repository as lineage
+from app.lineage import service as deletion
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
 from app.predictions.schemas import PredictionCreate, PredictionRead
@@ -90,6 +92,7 @@ def predict(
     prediction = orm.Prediction(
         lab_id=caller.lab_id,
         predictor_id=predictor.id,
+        created_by=caller.user_id,
         cohort_id=request.cohort_id,
         n_samples=len(sample_ids),
         coverage=coverage_report(
@@ -248,6 +251,22 @@ def _drift(loaded: LoadedPredictor, x: np.ndarray, aligned: np.ndarray, out: Sam
 
 def get(session: Session, prediction_id: str, *, lab_id: str) -> orm.Prediction:
     return repository.get_or_404(session, orm.Prediction, prediction_id, lab_id=lab_id)
+
+
+def delete_prediction(*, session: Session, store: ArtifactStore, caller: Caller, prediction_id: str) -> None:
+    """Delete a stored prediction (nothing is made from one). Commits.
+
+    Members delete the predictions they requested; admins any of the lab's, also those made before the
+    requester was recorded.
+    """
+    prediction = get(session, prediction_id, lab_id=caller.lab_id)
+    if prediction.created_by != caller.user_id:
+        whose = "which another user requested" if prediction.created_by else "whose requester is not recorded"
+        caller.require_admin(f"deleting prediction {prediction.id}, {whose}")
+    deletion.remove(
+        session=session, store=store, caller=caller, target=prediction, found=lineage.Dependents([], [], [], []),
+        running=[], force=False,
+    )
 
 
 def list_for_predictor(

@@ -404,6 +404,34 @@ def test_cancel_and_retry_through_the_forms(pages: TestClient, lab_a: LabKey) ->
     assert audit.count('data-action="job.retry"') == 1 and 'data-action="job.cancel"' not in audit
 
 
+def test_the_retry_message_says_resumes_only_for_a_job_with_a_checkpoint(pages: TestClient, lab_a: LabKey) -> None:
+    from app.deps import get_dispatcher
+
+    pages.app.dependency_overrides[get_dispatcher] = HeldDispatcher  # type: ignore[attr-defined]
+    cohort = upload(TestClient(pages.app, headers=lab_a.headers))
+    caller = lab_caller("lab-a")
+    with session_factory()() as session:
+        pretraining = encoders.start_pretraining(
+            session=session, caller=caller, dispatcher=HeldDispatcher(),
+            request=EncoderCreate(cohort_id=cohort["id"], params={"epochs": 30}),
+        )
+        checkpointed, bare = pretraining.job_id, queued_job(caller, kind=orm.JobKind.FIT, cohort_id=cohort["id"])
+        session.add(orm.Predictor(lab_id=caller.lab_id, name="p", cohort_id=cohort["id"], job_id=bare,
+                                  label_column="tissue", head="logistic_regression", label_fraction=1.0, params={}))
+        for job_id in (checkpointed, bare):
+            job = session.get_one(orm.Job, job_id)
+            jobs.transition(session, job, orm.JobState.RUNNING)
+            jobs.transition(session, job, orm.JobState.FAILED, message="ValueError: boom")
+        session.get_one(orm.Job, checkpointed).checkpoint = {"key": "checkpoints/x", "epoch": 20}
+        session.commit()
+
+    resumed = pages.post(f"/admin/jobs/{checkpointed}/retry").text
+    assert "Job queued again; it resumes from its checkpoint at epoch 20." in resumed
+    fresh = pages.post(f"/admin/jobs/{bare}/retry").text
+    assert "Job queued again." in fresh and "resumes" not in fresh and "checkpoint" not in fresh
+    assert job_state(bare) is orm.JobState.QUEUED
+
+
 def test_retries_from_the_pages_count_against_the_train_limit(
     pages: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -571,3 +599,58 @@ def test_a_member_sees_no_force_box_and_cannot_delete_others_models(pages: TestC
 
     assert refused.status_code == 403 and "another user's job" in html.unescape(refused.text)
     assert rest.get(f"/predictors/{fit['predictor']['id']}").status_code == 200
+
+
+def test_a_member_deletes_their_predictions_from_the_predictor_page_and_then_the_predictor(
+    pages: TestClient, lab_a: LabKey
+) -> None:
+    rest = TestClient(pages.app, headers=lab_a.headers)
+    cohort = upload(rest)
+    caller, key = add_member(lab_a)
+    member = TestClient(pages.app, headers={"Authorization": f"Bearer {key}"})
+    fit = member.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "tissue",
+                                           "head": "logistic_regression"}).json()
+    assert wait_for_job(rest, fit["job"]["id"])["state"] == "succeeded"
+    predictor_id = fit["predictor"]["id"]
+    own = member.post(f"/predictors/{predictor_id}/predictions", json={"cohort_id": cohort["id"]}).json()
+    admins = rest.post(f"/predictors/{predictor_id}/predictions", json={"cohort_id": cohort["id"]}).json()
+    login(pages, key)
+
+    page = pages.get(f"/admin/predictors/{predictor_id}").text
+    assert f'data-prediction="{own["id"]}"' in page and f'data-prediction="{admins["id"]}"' in page
+    assert f'action="/admin/predictions/{own["id"]}/delete"' in page  # a member: only their own
+    assert f'action="/admin/predictions/{admins["id"]}/delete"' not in page and "<td>bob</td>" in page
+    refused = pages.post(f"/admin/predictors/{predictor_id}/delete")
+    assert "flash-error" in refused.text and "DELETE /predictions/{id}" in html.unescape(refused.text)
+    forbidden = pages.post(f"/admin/predictions/{admins['id']}/delete")
+    assert forbidden.status_code == 403 and "another user requested" in forbidden.text
+
+    done = pages.post(f"/admin/predictions/{own['id']}/delete")
+    assert done.url.path == f"/admin/predictors/{predictor_id}" and f"Deleted prediction {own['id']}." in done.text
+    assert rest.get(f"/predictions/{own['id']}").status_code == 404
+    assert rest.delete(f"/predictions/{admins['id']}").status_code == 204
+    assert 'id="no-predictions"' in pages.get(f"/admin/predictors/{predictor_id}").text
+    done = pages.post(f"/admin/predictors/{predictor_id}/delete")
+    assert f"Deleted predictor {predictor_id}." in done.text and caller.user_name == "bob"
+
+
+def test_a_long_refusal_is_shown_whole_and_kept_out_of_cookies(pages: TestClient, lab_a: LabKey) -> None:
+    rest = TestClient(pages.app, headers=lab_a.headers)
+    cohort = upload(rest)
+    fit = rest.post("/predictors", json={"cohort_id": cohort["id"], "label_column": "tissue",
+                                         "head": "logistic_regression"}).json()
+    assert wait_for_job(rest, fit["job"]["id"])["state"] == "succeeded"
+    predictor_id = fit["predictor"]["id"]
+    with session_factory()() as session:  # 25 stored predictions: the refusal names 20 and counts the rest
+        for _ in range(25):
+            session.add(orm.Prediction(lab_id=lab_a.lab_id, predictor_id=predictor_id, n_samples=1))
+        session.commit()
+    message = rest.delete(f"/predictors/{predictor_id}").json()["error"]["message"]
+    assert len(message) > 900 and message.endswith("which deletes them too.")
+
+    refused = pages.post(f"/admin/predictors/{predictor_id}/delete", follow_redirects=False)
+    assert refused.status_code == 303 and "exprssl_flash" not in refused.headers.get("set-cookie", "")
+    page = pages.get(refused.headers["location"])
+    shown = re.search(r'<div class="flash flash-error" id="flash" role="status">(.*?)</div>', page.text, re.S)
+    assert shown is not None and html.unescape(shown.group(1)) == message
+    assert 'id="flash"' not in pages.get(f"/admin/predictors/{predictor_id}").text  # shown once

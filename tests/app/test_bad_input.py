@@ -90,6 +90,23 @@ def test_labels_with_unknown_sample_ids(client: TestClient, unchanged: None) -> 
     assert "patient-x9" in error["message"]
 
 
+def test_a_label_class_named_uncertain_is_refused(client: TestClient, unchanged: None) -> None:
+    content = csv_bytes([["s1", 1, 2, 3, 4], ["s2", 1, 2, 3, 4]], ["sample_id", *GENES])
+    labels = csv_bytes([["s1", "tumour"], ["s2", "uncertain"]], ["sample_id", "status"])
+    response = client.post("/cohorts", files={"expression": ("m.csv", content), "labels": ("labels.csv", labels)})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "label column 'status' has a class named 'uncertain'" in message and "rename" in message
+
+
+def test_a_group_id_named_uncertain_is_accepted(client: TestClient) -> None:
+    content = csv_bytes([["s1", 1, 2, 3, 4], ["s2", 1, 2, 3, 4]], ["sample_id", *GENES])
+    labels = csv_bytes([["s1", "uncertain", "tumour"], ["s2", "p2", "normal"]], ["sample_id", "patient", "status"])
+    response = client.post("/cohorts", files={"expression": ("m.csv", content), "labels": ("labels.csv", labels)},
+                           data={"group_column": "patient"})
+    assert response.status_code == 201, response.text
+
+
 @pytest.fixture
 def cohort(client: TestClient) -> dict:
     return upload(client)

@@ -184,6 +184,17 @@ def test_requests_that_cannot_continue_are_refused(client: TestClient, parent: d
     # Another lab's encoder: tests/app/test_access.py (lab A ids in lab B's requests).
 
 
+def test_a_continued_encoder_is_named_after_its_own_method(client: TestClient, parent: dict[str, Any]) -> None:
+    assert parent["name"] == "scarf-tissues"
+    body = {"cohort_id": parent["cohort_id"], "continue_from": parent["id"], "params": {"epochs": 1}}
+    byol, _ = pretrain(client, {**body, "method": "byol"})
+    scarf, _ = pretrain(client, body)
+    assert byol["method"] == "byol" and byol["name"] == "byol-tissues+tissues"
+    assert scarf["method"] == "scarf" and scarf["name"] == "scarf-tissues+tissues"
+    further, _ = pretrain(client, {**body, "continue_from": byol["id"], "method": "vime"})
+    assert further["name"] == "vime-tissues+tissues+tissues"
+
+
 def test_a_cohort_covering_too_little_of_the_panel_fails_the_job(
     client: TestClient, parent: dict[str, Any]
 ) -> None:

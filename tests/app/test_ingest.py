@@ -677,3 +677,14 @@ def test_parquet_first_bad_cell_across_row_groups_and_slices(tmp_path: Path, mon
         parse_expression(tmp_path / "m.parquet", "m.parquet")
 
     assert caught.value.message.startswith("m.parquet: sample 's3' (data row 4), gene 'G1': missing value 'nan'")
+
+
+def test_lrg_ids_are_counted_as_other_ids_as_they_resolve_to_no_gene(client: TestClient) -> None:
+    genes = ["TP53", "BRCA1", "MYC", "EGFR", "LRG_1", "lrg_321", "LRG_1t1"]
+    frame = pd.DataFrame(np.arange(14.0).reshape(2, 7), index=["s1", "s2"], columns=genes).rename_axis("sample_id")
+    response = client.post("/cohorts", files={"expression": ("m.csv", frame.to_csv().encode())})
+    assert response.status_code == 201, response.text
+    cohort = client.get(f"/cohorts/{response.json()['id']}").json()
+    kinds = cohort["ingest"]["gene_ids"]["kinds"]
+    assert kinds == {"symbol": 4, "other": 3} and cohort["ingest"]["gene_ids"]["examples"]["other"][0] == "LRG_1"
+    assert cohort["ingest"]["gene_resolution"]["unresolved"] == ["LRG_1", "lrg_321", "LRG_1t1"]  # consistent

@@ -102,6 +102,25 @@ def test_an_identical_upload_keeps_the_shared_matrix_when_the_first_is_deleted(c
     assert fitted(client, second["id"])["status"] == "ready"  # its matrix is still stored
 
 
+def test_deleting_the_original_of_identical_uploads_makes_the_oldest_remaining_one_theirs(client: TestClient) -> None:
+    first, second, third = upload(client), upload(client), upload(client)
+    assert second["duplicate_of"] == third["duplicate_of"] == first["id"]
+    assert client.delete(f"/cohorts/{first['id']}").status_code == 204
+    survivor, later = client.get(f"/cohorts/{second['id']}").json(), client.get(f"/cohorts/{third['id']}").json()
+    assert survivor["duplicate_of"] is None and survivor["deduplicated"] is False
+    assert later["duplicate_of"] == second["id"] and client.get(f"/cohorts/{later['duplicate_of']}").status_code == 200
+    assert client.delete(f"/cohorts/{second['id']}").status_code == 204
+    assert client.get(f"/cohorts/{third['id']}").json()["duplicate_of"] is None
+    assert upload(client)["duplicate_of"] == third["id"]  # the next identical upload names the one left
+
+
+def test_a_refused_cohort_deletion_leaves_its_duplicates_pointing_at_it(client: TestClient) -> None:
+    first, second = upload(client), upload(client)
+    fitted(client, first["id"])
+    assert client.delete(f"/cohorts/{first['id']}").status_code == 409
+    assert client.get(f"/cohorts/{second['id']}").json()["duplicate_of"] == first["id"]
+
+
 def test_a_cohort_in_use_by_a_running_job_is_not_deleted_even_by_force(client: TestClient) -> None:
     cohort = upload(client)
     job = start(client, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 400, "batch_size": 64}})["job"]

@@ -33,11 +33,11 @@ def finished(client: TestClient, path: str, body: dict[str, Any], key: str) -> d
     return client.get(f"{path}/{accepted[key]['id']}").json()
 
 
-def predict_two(client: TestClient, predictor_id: str) -> dict[str, Any]:
+def predict_two(client: TestClient, predictor_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     rows = EXPRESSION.iloc[:2]
     samples = [{"sample_id": s, "values": r.tolist()} for s, r in rows.iterrows()]
     body = {"genes": list(rows.columns), "samples": samples}
-    response = client.post(f"/predictors/{predictor_id}/predictions", json=body)
+    response = client.post(f"/predictors/{predictor_id}/predictions", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -105,6 +105,54 @@ def test_a_member_deletes_what_their_own_jobs_made(client: TestClient, cohort: d
     assert wait_for_job(client, accepted["job"]["id"])["state"] == "succeeded"
 
     assert client.delete(f"/predictors/{accepted['predictor']['id']}", headers=member.headers).status_code == 204
+
+
+def test_a_member_deletes_the_predictions_they_requested_and_then_their_predictor(
+    client: TestClient, cohort: dict[str, Any], lab_a: LabKey
+) -> None:
+    member = make_member(lab_a)
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    accepted = client.post("/predictors", json=body, headers=member.headers).json()
+    assert wait_for_job(client, accepted["job"]["id"])["state"] == "succeeded"
+    predictor_id = accepted["predictor"]["id"]
+    own = predict_two(client, predictor_id, headers=member.headers)
+    admins = predict_two(client, predictor_id)
+    assert (own["created_by"], admins["created_by"]) == (member.user_id, lab_a.admin_id)
+    listed = client.get(f"/predictors/{predictor_id}/predictions").json()
+    assert {p["id"]: p["created_by"] for p in listed} == {own["id"]: member.user_id, admins["id"]: lab_a.admin_id}
+
+    refused = client.delete(f"/predictors/{predictor_id}", headers=member.headers)
+    message = refused.json()["error"]["message"]
+    assert refused.status_code == 409 and f"prediction {own['id']}" in message
+    assert "Delete them first with DELETE /predictions/{id}, or ask an admin to delete with force=true" in message
+    others = client.delete(f"/predictions/{admins['id']}", headers=member.headers)
+    assert others.status_code == 403 and "which another user requested" in others.json()["error"]["message"]
+    assert client.delete(f"/predictions/{own['id']}", headers=member.headers).status_code == 204
+    assert client.get(f"/predictions/{own['id']}").status_code == 404
+    assert client.delete(f"/predictions/{admins['id']}").status_code == 204  # an admin: any of the lab's
+    assert client.delete(f"/predictors/{predictor_id}", headers=member.headers).status_code == 204
+    audit = client.get("/audit", params={"action": "prediction.delete"}).json()
+    assert sorted((e["object_id"], e["user_id"]) for e in audit) == sorted(
+        [(own["id"], member.user_id), (admins["id"], lab_a.admin_id)]
+    )
+
+
+def test_a_prediction_of_unknown_requester_is_deleted_by_admins_only(
+    client: TestClient, cohort: dict[str, Any], lab_a: LabKey
+) -> None:
+    member = make_member(lab_a)
+    predictor = finished(client, "/predictors", {"cohort_id": cohort["id"], "label_column": "tissue",
+                                                 "head": "logistic_regression"}, "predictor")
+    older = predict_two(client, predictor["id"], headers=member.headers)
+    with session_factory()() as session:  # as made before requesters were recorded
+        session.get_one(orm.Prediction, older["id"]).created_by = None
+        session.commit()
+    assert client.get(f"/predictions/{older['id']}").json()["created_by"] is None
+
+    refused = client.delete(f"/predictions/{older['id']}", headers=member.headers)
+    assert refused.status_code == 403 and "whose requester is not recorded" in refused.json()["error"]["message"]
+    assert client.delete(f"/predictions/{older['id']}").status_code == 204
+    assert client.delete(f"/predictions/{older['id']}").status_code == 404
 
 
 def test_nothing_is_deleted_while_a_job_uses_it(client: TestClient, cohort: dict[str, Any]) -> None:
@@ -190,8 +238,28 @@ def test_a_cancelled_pretrainings_checkpoint_goes_with_its_encoder(
         session.get_one(orm.Job, accepted["job"]["id"]).checkpoint = {"key": key, "sha256": sha256, "epoch": 3}
         session.commit()
 
+    encoder_folder = settings.resolved_artifact_dir / "encoders" / accepted["encoder"]["id"]
+    get_store().put_bytes(f"encoders/{accepted['encoder']['id']}/left.pt", b"a file no row names")
     assert client.delete(f"/encoders/{accepted['encoder']['id']}").status_code == 204
 
     assert not get_store().exists(key)
+    assert not (settings.resolved_artifact_dir / "checkpoints" / accepted["job"]["id"]).exists()  # emptied: gone
+    assert [p.name for p in encoder_folder.iterdir()] == ["left.pt"]  # a folder still holding a file stays
     with session_factory()() as session:
         assert session.get_one(orm.Job, accepted["job"]["id"]).checkpoint is None
+
+
+def test_deleting_an_artifact_removes_the_folders_it_leaves_empty(settings: Settings) -> None:
+    store, root = get_store(), settings.resolved_artifact_dir
+    store.put_bytes("encoders/e1/weights.pt", b"w")
+    store.put_bytes("encoders/e1/extra.pt", b"x")
+    store.put_bytes("encoders/e2/weights.pt", b"w")
+
+    store.delete("encoders/e1/weights.pt")
+    assert (root / "encoders" / "e1" / "extra.pt").is_file()  # still holds a file: kept
+    store.delete("encoders/e1/extra.pt")
+    assert not (root / "encoders" / "e1").exists() and (root / "encoders" / "e2").is_dir()
+    store.delete("encoders/e2/weights.pt")
+    assert not (root / "encoders").exists() and root.is_dir() and store.staging_dir().is_dir()
+    store.put_bytes("encoders/e2/weights.pt", b"again")  # its folders are made again
+    assert store.exists("encoders/e2/weights.pt")

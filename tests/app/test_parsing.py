@@ -409,6 +409,32 @@ def test_parquet_without_an_id_column_is_refused(tmp_path: Path) -> None:
     assert "'G1'" in caught.value.message and "not sample ids" in caught.value.message
 
 
+def test_parquet_categorical_ids_are_read_as_text(tmp_path: Path) -> None:
+    genes = pd.CategoricalIndex(["TP53", "MYC", "EGFR"], name="gene_id")
+    frame = pd.DataFrame({"s1": [1.0, 2.0, 3.0], "s2": [4.0, 5.0, 6.0]}, index=genes)
+    frame.to_parquet(tmp_path / "genes.parquet")
+    assert pa.types.is_dictionary(pq.read_schema(tmp_path / "genes.parquet").field("gene_id").type)
+
+    matrix = read_expression(tmp_path / "genes.parquet", "genes.parquet")
+
+    assert matrix.genes == ["TP53", "MYC", "EGFR"] and matrix.sample_ids == ["s1", "s2"]
+    assert matrix.values.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    samples = frame.T.rename_axis("sample_id")
+    samples.index = pd.CategoricalIndex(samples.index, name="sample_id")
+    samples.to_parquet(tmp_path / "samples.parquet")
+    assert read_expression(tmp_path / "samples.parquet", "samples.parquet").sample_ids == ["s1", "s2"]
+
+
+def test_parquet_gene_id_column_of_another_type_is_refused_as_gene_ids(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"gene_id": [1.5, 2.5], "s1": [1.0, 2.0], "s2": [3.0, 4.0]})
+    frame.to_parquet(tmp_path / "g.parquet", index=False)
+
+    with pytest.raises(InvalidInput) as caught:
+        read_expression(tmp_path / "g.parquet", "g.parquet")
+
+    assert "the id column 'gene_id' holds double, not gene ids" in caught.value.message
+
+
 def test_parquet_leftover_integer_index_is_not_taken_for_ids(tmp_path: Path) -> None:
     frame = pd.DataFrame({"sample_id": ["a", "b", "c"], "G1": [1.0, 2.0, 3.0]}).iloc[[2, 0]]
     frame.to_parquet(tmp_path / "f.parquet")  # stores the index [2, 0] as __index_level_0__

@@ -286,6 +286,27 @@ def test_a_job_cancelled_while_its_worker_shuts_down_is_cancelled_not_queued_aga
         assert session.get_one(orm.Encoder, encoder_id).status is orm.ArtifactStatus.CANCELLED
 
 
+def test_a_job_cancelled_in_process_records_the_epoch_it_stopped_at(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"progress_interval_s": 3600.0})  # only the first epoch is due
+    job_id, _ = pretrain_job(client, epochs=6)
+    original = JobContext.report
+
+    def report(self: JobContext, e: int, loss: float, **kwargs: object) -> None:
+        if e == 4:  # a user cancels; the dispatcher tells the running worker in process
+            with session_factory()() as session:
+                jobs.request_cancel(session, lab_caller(), job_id)
+            self.cancel_event.set()
+        original(self, e, loss, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JobContext, "report", report)
+    assert run(job_id, settings) is orm.JobState.CANCELLED
+    job = job_row(job_id)
+    assert "cancelled at pretrain epoch 4" in (job.events[-1].message or "")
+    assert job.progress["epoch"] == 4 and job.progress["stage"] == "pretrain"
+
+
 def test_a_worker_whose_job_was_taken_over_stops_at_its_next_progress_write(
     client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
