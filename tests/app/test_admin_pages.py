@@ -466,6 +466,12 @@ def test_cohort_encoder_and_predictor_pages(pages: TestClient, lab_a: LabKey) ->
     assert "of 500 columns resolved with gene table" in cohort_page
     assert re.search(r"<td>kidney</td><td class=\"num\">39</td>", cohort_page)
     assert "tissues" in pages.get("/admin/cohorts").text
+    assert "data-predictions" not in cohort_page
+    for _ in range(2):
+        made = rest.post(f"/predictors/{predictor['id']}/predictions", json={"cohort_id": cohort["id"]})
+        assert made.status_code == 201, made.text
+    cohort_page = pages.get(f"/admin/cohorts/{cohort['id']}").text
+    assert '<tr data-predictions="2"><td>predictions</td><td>2 stored' in cohort_page
 
     page = pages.get(f"/admin/predictors/{predictor['id']}").text
     matrix = page.split('<table id="confusion-matrix">')[1].split("</table>")[0]
