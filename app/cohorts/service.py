@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections import Counter
@@ -385,14 +386,16 @@ def check_label_column(cohort: orm.Cohort, label_column: str, *, test_size: floa
 
 def _check_training_left(label_column: str, counts: dict[str, int], test_size: float) -> None:
     """Refuse a ``test_size`` that leaves a class (of ``counts`` samples) less than one training sample."""
-    emptied = sorted((n, k) for k, n in counts.items() if n * (1.0 - test_size) < 1.0)
+    # The tolerance keeps 5 x (1 - 0.8) = 0.9999999999999998 from refusing a split that leaves one sample.
+    emptied = sorted((n, k) for k, n in counts.items() if n * (1.0 - test_size) < 1.0 - 1e-9)
     if emptied:
         named = ", ".join(f"{k!r} ({n} samples)" for n, k in emptied[:5])
         smallest = emptied[0][0]
+        largest_allowed = math.floor((1 - 1 / smallest) * 100 + 1e-9) / 100  # rounded down: itself allowed
         raise InvalidInput(
             f"test_size {test_size:g} would hold out every sample of {label_column!r} class(es) {named}, "
             f"leaving none to train on; with {smallest} samples in the smallest class, test_size must be at "
-            f"most {1 - 1 / smallest:.2f}"
+            f"most {largest_allowed:.2f}"
         )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,9 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from app.cohorts.service import check_label_column
 from app.config import Settings
 from app.db import orm
 from app.db.session import session_factory
+from app.errors import InvalidInput
 from models.evaluation import split_train_test
 from tests.app.test_full_loop import COHORT, upload
 from tests.conftest import wait_for_job
@@ -322,3 +326,18 @@ def test_pretraining_a_single_sample_is_refused_before_any_job(client: TestClien
     assert error_of(response) == (f"cohort {cohort['id']} holds 1 sample; pretraining needs at least 2 "
                                   "(BatchNorm normalises over a batch)")
     assert snapshot(settings) == before
+
+
+@pytest.mark.parametrize("n", range(2, 60))
+def test_the_largest_test_size_a_refusal_names_is_accepted(n: int) -> None:
+    cohort = SimpleNamespace(id="c", label_columns=[{"name": "tissue", "classes": {"rare": n, "common": 500}}])
+    limit = 1 - 1 / n
+
+    with pytest.raises(InvalidInput, match=r"test_size must be at most (\d\.\d\d)$") as refused:
+        check_label_column(cohort, "tissue", test_size=min(limit + 0.011, 0.999))  # type: ignore[arg-type]
+    named = float(re.search(r"at most (\d\.\d\d)$", str(refused.value)).group(1))  # type: ignore[union-attr]
+
+    assert limit - 0.01 < named <= limit + 1e-9
+    check_label_column(cohort, "tissue", test_size=named)  # type: ignore[arg-type]
+    if round(limit, 2) == limit or n in (5, 10):  # 0.8 for 5 samples and 0.9 for 10 leave exactly one
+        check_label_column(cohort, "tissue", test_size=round(limit, 2))  # type: ignore[arg-type]
