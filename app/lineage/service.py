@@ -45,9 +45,14 @@ def describe(rows: Sequence[Made]) -> str:
 
 
 def _how_to_delete(rows: Sequence[Made]) -> str:
-    """The API calls that delete ``rows``: ``DELETE /predictions/{id}`` ..., in the order of ``rows``' tables."""
-    tables = dict.fromkeys(r.__tablename__ for r in rows)
-    return " and ".join(f"DELETE /{table}s/{{id}}" for table in tables)
+    """The API calls that delete ``rows``, in an order that works: ``rows`` run from what was made first
+    (encoders, parents before the encoders continued from them) to what was made from it (predictions), and
+    each row can only go once nothing made from it is left, so the calls run the other way."""
+    tables = list(dict.fromkeys(r.__tablename__ for r in reversed(rows)))
+    calls = [f"DELETE /{table}s/{{id}}" for table in tables]
+    if len(calls) == 1:
+        return calls[0]
+    return "these calls in this order: " + ", then ".join(calls)
 
 
 def remove(

@@ -83,6 +83,25 @@ def test_an_encoder_goes_only_with_what_was_made_from_it(
     assert f"predictor {probe['id']}" in deletion["details"]["deleted"]
 
 
+def test_following_a_refusals_calls_in_their_order_deletes_without_force(
+    client: TestClient, cohort: dict[str, Any]
+) -> None:
+    encoder = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
+    child = finished(client, "/encoders", {"cohort_id": cohort["id"], "continue_from": encoder["id"],
+                                           "params": {"epochs": 1}}, "encoder")
+    probe = finished(client, "/predictors", {"cohort_id": cohort["id"], "encoder_id": child["id"],
+                                             "label_column": "tissue", "head": "linear_probe"}, "predictor")
+    prediction = predict_two(client, probe["id"])
+
+    message = client.delete(f"/encoders/{encoder['id']}").json()["error"]["message"]
+
+    assert ("Delete them first with these calls in this order: DELETE /predictions/{id}, then DELETE "
+            "/predictors/{id}, then DELETE /encoders/{id}, or ask an admin") in message
+    for path in (f"/predictions/{prediction['id']}", f"/predictors/{probe['id']}", f"/encoders/{child['id']}",
+                 f"/encoders/{encoder['id']}"):
+        assert client.delete(path).status_code == 204, path
+
+
 def test_a_predictor_with_stored_predictions_needs_force(client: TestClient, cohort: dict[str, Any]) -> None:
     body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
     kept, bare = (finished(client, "/predictors", body, "predictor") for _ in range(2))
