@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -137,13 +137,20 @@ def delete_cohort(
 @router.get("/{cohort_id}/samples", response_model=list[CohortSampleRead])
 def list_samples(
     cohort_id: str,
+    request: Request,
+    response: Response,
     session: SessionDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Samples per page; the cohort's n_samples is the "
                                                               "total.")] = 1_000,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Samples to skip, in stored order.")] = 0,
 ) -> list[CohortSampleRead]:
-    """List a page of a cohort's samples with their labels and group ids, in stored order."""
-    repository.get(session, cohort_id, lab_id=caller.lab_id)
+    """List a page of a cohort's samples with their labels and group ids, in stored order; the headers give
+    the total (``X-Total-Count``) and, while more follow, the next page (``Link: <...>; rel="next"``)."""
+    cohort = repository.get(session, cohort_id, lab_id=caller.lab_id)
     page = repository.sample_page(session, cohort_id, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(cohort.n_samples)
+    if offset + limit < cohort.n_samples:
+        following = request.url.include_query_params(limit=limit, offset=offset + limit)
+        response.headers["Link"] = f'<{following}>; rel="next"'
     return [CohortSampleRead.model_validate(s, from_attributes=True) for s in page]

@@ -112,3 +112,7 @@ def test_a_cohorts_samples_come_in_pages_in_stored_order(client: TestClient) -> 
     assert len(client.get(url).json()) == 189  # the default page (1,000) holds this cohort
     assert client.get(url, params={"offset": 189}).json() == []
     assert client.get(url, params={"limit": 10_001}).status_code == 422
+    first, last = client.get(url, params={"limit": 50}), client.get(url, params={"limit": 50, "offset": 150})
+    assert first.headers["X-Total-Count"] == last.headers["X-Total-Count"] == "189"
+    assert first.headers["Link"] == f'<http://testserver{url}?limit=50&offset=50>; rel="next"'
+    assert "Link" not in last.headers and "Link" not in client.get(url).headers  # nothing follows
