@@ -10,7 +10,9 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from app.config import Settings
+from app.errors import Conflict
 from app.storage import ArtifactStore
+from models import checkpoint
 from models.device import resolve_device
 
 K = TypeVar("K")
@@ -69,7 +71,15 @@ class ArtifactCache(Generic[V]):
         self._items: LruCache[tuple[str, str], V] = LruCache(size)
 
     def get(self, store: ArtifactStore, key: str, sha256: str) -> V:
-        return self._items.get((key, sha256), lambda: self._load(store.get_bytes(key, sha256=sha256), self.device))
+        """The artifact ``key`` loaded, from the cache or the store; one whose contents the loader refuses
+        (its checksum matched: written so by an older version, say) is a Conflict, not a server error."""
+        return self._items.get((key, sha256), lambda: self._load_checked(store, key, sha256))
+
+    def _load_checked(self, store: ArtifactStore, key: str, sha256: str) -> V:
+        try:
+            return self._load(store.get_bytes(key, sha256=sha256), self.device)
+        except checkpoint.ArtifactError as exc:
+            raise Conflict(f"the stored model {key} cannot be used: {exc}; fit or pretrain it again") from exc
 
     def discard(self, key: str) -> None:
         self._items.discard(lambda item: item[0] == key)

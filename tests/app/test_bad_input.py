@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -18,6 +19,7 @@ from app.config import Settings
 from app.db import orm
 from app.db.session import session_factory
 from app.errors import InvalidInput
+from app.storage import get_store
 from models.evaluation import split_train_test
 from tests.app.test_full_loop import COHORT, upload
 from tests.conftest import wait_for_job
@@ -341,3 +343,26 @@ def test_the_largest_test_size_a_refusal_names_is_accepted(n: int) -> None:
     check_label_column(cohort, "tissue", test_size=named)  # type: ignore[arg-type]
     if round(limit, 2) == limit or n in (5, 10):  # 0.8 for 5 samples and 0.9 for 10 leave exactly one
         check_label_column(cohort, "tissue", test_size=round(limit, 2))  # type: ignore[arg-type]
+
+
+def test_a_stored_model_its_loader_refuses_answers_409_not_500(
+    client: TestClient, predictions_url: str, settings: Settings
+) -> None:
+    # Bytes whose checksum the registry holds but whose contents the loader refuses, as an artifact written
+    # by an older version with, say, a panel naming one gene twice would be.
+    predictor_id = predictions_url.split("/")[2]
+    buffer = io.BytesIO()
+    torch.save({"kind": "predictor", "format_version": 1}, buffer)
+    with session_factory()() as session:
+        row = session.get_one(orm.Predictor, predictor_id)
+        key = f"predictors/{predictor_id}/refused.pt"
+        row.artifact_key, row.artifact_sha256 = key, get_store().put_bytes(key, buffer.getvalue())
+        session.commit()
+    body = {"genes": ["TP53"], "samples": [{"sample_id": "a", "values": [1.0]}]}
+
+    response = client.post(predictions_url, json=body)
+
+    assert response.status_code == 409, response.text
+    message = error_of(response)
+    assert message.startswith(f"the stored model {key} cannot be used: ")
+    assert message.endswith("; fit or pretrain it again")
