@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest cohort upload (request body).")
     max_upload_samples: int = Field(default=100_000, gt=0, description="Most samples a cohort upload may hold.")
     max_upload_genes: int = Field(default=100_000, gt=0, description="Most genes a cohort upload may hold.")
+    max_upload_cells: int = Field(
+        default=1_000_000_000, gt=0,
+        description="Most values (samples x genes) a cohort upload may hold: 4 GB as float32; a TCGA-sized "
+        "10,000 x 60,000 cohort holds 600 million. Reading one takes about twice its size in memory.",
+    )
     max_inline_samples: int = Field(default=10_000, gt=0, description="Most inline samples in one prediction.")
     # Rate limits per user on the expensive endpoints, in the `limits` library's notation ("10/minute").
     rate_limit_upload: str = Field(default="60/hour", description="Cohort uploads per user.")

@@ -153,11 +153,12 @@ class _Shape:
 
 @dataclass(frozen=True)
 class SizeLimits:
-    """The most samples and genes an upload may hold, checked as soon as a reader knows a count, before the
-    matrix is allocated (a small compressed file can declare an enormous one)."""
+    """The most samples, genes and values (samples x genes) an upload may hold, checked as soon as a reader
+    knows a count, before the matrix is allocated (a small compressed file can declare an enormous one)."""
 
     samples: int | None = None
     genes: int | None = None
+    cells: int | None = None
 
     def check(self, filename: str, *, samples: int | None = None, genes: int | None = None,
               partial: bool = False) -> None:
@@ -169,6 +170,12 @@ class SizeLimits:
             if count is not None and most is not None and count > most:
                 counted = f"more than {most:,}" if partial else f"{count:,}"
                 raise InvalidInput(f"{filename}: {counted} {what}; this server accepts at most {most:,} ({setting})")
+        if samples is not None and genes is not None and self.cells is not None and samples * genes > self.cells:
+            counted = "more than " if partial else ""
+            raise InvalidInput(
+                f"{filename}: {counted}{samples:,} samples x {genes:,} genes = {samples * genes:,} values; this "
+                f"server accepts at most {self.cells:,} in one cohort (EXPRSSL_MAX_UPLOAD_CELLS)"
+            )
 
     def check_shape(self, filename: str, orientation: str, *, rows: int | None = None, columns: int | None = None,
                     partial: bool = False) -> None:
@@ -563,7 +570,9 @@ def _read_text_values(
             for batch in pacsv.open_csv(stream, **options):
                 if not blocks.add(batch.column(0), batch.columns[1:]):
                     break
-                limits.check_shape(filename, shape.orientation, rows=blocks.n_rows, partial=True)
+                limits.check_shape(
+                    filename, shape.orientation, rows=blocks.n_rows, columns=len(shape.names), partial=True
+                )
     except (pa.ArrowException, OSError, EOFError) as exc:
         blocks.clear()
         _raise_first_delimited_error(path, filename, layout, shape, exc)

@@ -238,7 +238,7 @@ def create_cohort(
 ) -> orm.Cohort:
     """Parse, harmonise and check an upload, store its matrix once, and register the cohort with its samples."""
     options = options or IngestOptions()
-    limits = parsing.SizeLimits(settings.max_upload_samples, settings.max_upload_genes)
+    limits = parsing.SizeLimits(settings.max_upload_samples, settings.max_upload_genes, settings.max_upload_cells)
     parsed = parsing.parse_expression(
         expression.path, expression.filename, orientation=options.orientation, limits=limits
     )

@@ -173,6 +173,25 @@ def test_upload_and_inline_limits_name_the_setting(client: TestClient, monkeypat
     assert response.status_code == 422 and "500 genes; at most 100" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("path", ["e.parquet", "e.csv"])
+def test_samples_times_genes_are_bounded_too(client: TestClient, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_CELLS", str(189 * 500 - 1))  # under each axis' limit, over their product
+    get_settings.cache_clear()
+    frame = pd.read_parquet(COHORT / "expression.parquet")
+    data = frame.to_csv().encode() if path.endswith(".csv") else (COHORT / "expression.parquet").read_bytes()
+
+    response = client.post("/cohorts", files={"expression": (path, data)})
+
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert "samples x 500 genes" in message and "EXPRSSL_MAX_UPLOAD_CELLS" in message
+    assert f"at most {189 * 500 - 1:,} in one cohort" in message
+    assert client.get("/cohorts").json() == []
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_CELLS", str(189 * 500))
+    get_settings.cache_clear()
+    assert client.post("/cohorts", files={"expression": (path, data)}).status_code == 201
+
+
 def test_a_small_file_declaring_a_huge_matrix_is_refused_before_it_is_built(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
