@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         description="Most values (samples x genes) a cohort upload may hold: 4 GB as float32; a TCGA-sized "
         "10,000 x 60,000 cohort holds 600 million. Reading one takes about twice its size in memory.",
     )
+    max_epochs: int = Field(default=10_000, gt=0, description="Most epochs a pretraining or a head may ask for.")
+    max_hidden_dim: int = Field(default=2048, gt=0, description="Widest encoder layer a pretraining may ask for.")
+    max_layers: int = Field(default=12, gt=0, description="Most encoder layers a pretraining may ask for.")
+    max_batch_size: int = Field(default=65_536, gt=0, description="Largest training batch a request may ask for.")
     max_inline_samples: int = Field(default=10_000, gt=0, description="Most inline samples in one prediction.")
     # Rate limits per user on the expensive endpoints, in the `limits` library's notation ("10/minute").
     rate_limit_upload: str = Field(default="60/hour", description="Cohort uploads per user.")

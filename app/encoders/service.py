@@ -16,6 +16,7 @@ from app.jobs import service as jobs
 from app.lineage import repository as lineage
 from app.lineage import service as deletion
 from app.storage import ArtifactStore
+from app.training_limits import check_training_bounds
 from models.methods import METHODS
 from worker.dispatch import Dispatcher
 
@@ -25,9 +26,11 @@ def validated_params(method: str, params: dict[str, object]) -> dict[str, object
     if method not in METHODS:
         raise InvalidInput(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
     try:
-        return METHODS[method].params_class.from_dict(params).to_dict()
+        validated = METHODS[method].params_class.from_dict(params).to_dict()
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"params: {exc}") from exc
+    check_training_bounds(validated)
+    return validated
 
 
 # Parameters that shape the encoder's weights: a continued encoder keeps its parent's.

@@ -18,6 +18,7 @@ from app.jobs import service as jobs
 from app.lineage import repository as lineage
 from app.lineage import service as deletion
 from app.storage import ArtifactStore
+from app.training_limits import check_training_bounds
 from models.protocol import BASELINES, ProtocolConfig
 from worker.dispatch import Dispatcher
 
@@ -40,6 +41,9 @@ def _config(request: EvaluationCreate) -> dict[str, object]:
         )
     except (ValueError, TypeError) as exc:
         raise InvalidInput(str(exc)) from exc
+    for method, params in request.method_params.items():
+        check_training_bounds(params, where=f"method_params.{method}")
+    check_training_bounds(request.head_params, where="head_params")
     if not request.baselines and not request.methods and not request.encoder_ids:
         raise InvalidInput("nothing to evaluate: give methods, encoder_ids or baselines")
     if (request.methods or request.encoder_ids) and not request.heads:

@@ -17,6 +17,7 @@ from app.lineage import repository as lineage
 from app.lineage import service as deletion
 from app.predictors.schemas import Head, PredictorCreate
 from app.storage import ArtifactStore
+from app.training_limits import check_training_bounds
 from models.classifiers import HeadParams
 from worker.dispatch import Dispatcher
 
@@ -34,9 +35,11 @@ def validated_params(head: Head, params: dict[str, object]) -> dict[str, object]
             raise InvalidInput(f"params: C must be a number > 0, got {c!r}")
         return {"C": float(c)}
     try:  # the head's default learning rate is filled in, so the stored params name the rate used
-        return HeadParams.from_dict(params, linear_probe=head is Head.LINEAR_PROBE).to_dict()
+        validated = HeadParams.from_dict(params, linear_probe=head is Head.LINEAR_PROBE).to_dict()
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"params: {exc}") from exc
+    check_training_bounds(validated)
+    return validated
 
 
 def _check_encoder(session: Session, caller: Caller, head: Head, encoder_id: str | None) -> orm.Encoder | None:

@@ -366,3 +366,29 @@ def test_a_stored_model_its_loader_refuses_answers_409_not_500(
     message = error_of(response)
     assert message.startswith(f"the stored model {key} cannot be used: ")
     assert message.endswith("; fit or pretrain it again")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        ("/encoders", {"params": {"hidden_dim": 20000, "n_layers": 8}}, "params: hidden_dim=20000 is above this "
+                                                                         "server's most, 2,048 (EXPRSSL_MAX_HIDDEN_DIM)"),
+        ("/encoders", {"params": {"epochs": 10**22}}, "params: epochs=1e+22 is above this server's most, 10,000 "
+                                                      "(EXPRSSL_MAX_EPOCHS)"),
+        ("/predictors", {"label_column": "tissue", "head": "finetune", "params": {"max_epochs": 10**11}},
+         "params: max_epochs=1e+11 is above"),
+        ("/evaluations", {"label_column": "tissue", "method_params": {"scarf": {"epochs": 10**11}}},
+         "method_params.scarf: epochs=1e+11 is above"),
+        ("/evaluations", {"label_column": "tissue", "head_params": {"batch_size": 10**6}},
+         "head_params: batch_size=1e+06 is above this server's most, 65,536 (EXPRSSL_MAX_BATCH_SIZE)"),
+    ],
+)
+def test_training_requests_beyond_the_servers_bounds_are_refused(
+    client: TestClient, cohort: dict, settings: Settings, path: str, body: dict, named: str
+) -> None:
+    before = snapshot(settings)
+
+    message = error_of(client.post(path, json={"cohort_id": cohort["id"], **body}))
+
+    assert message.startswith(named)
+    assert snapshot(settings) == before
