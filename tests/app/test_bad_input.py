@@ -371,8 +371,8 @@ def test_a_stored_model_its_loader_refuses_answers_409_not_500(
 @pytest.mark.parametrize(
     ("path", "body", "named"),
     [
-        ("/encoders", {"params": {"hidden_dim": 20000, "n_layers": 8}}, "params: hidden_dim=20000 is above this "
-                                                                         "server's most, 2,048 (EXPRSSL_MAX_HIDDEN_DIM)"),
+        ("/encoders", {"params": {"hidden_dim": 20000, "n_layers": 8}},
+         "params: hidden_dim=20000 is above this server's most, 2,048 (EXPRSSL_MAX_HIDDEN_DIM)"),
         ("/encoders", {"params": {"epochs": 10**22}}, "params: epochs=1e+22 is above this server's most, 10,000 "
                                                       "(EXPRSSL_MAX_EPOCHS)"),
         ("/predictors", {"label_column": "tissue", "head": "finetune", "params": {"max_epochs": 10**11}},
