@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     max_hidden_dim: int = Field(default=2048, gt=0, description="Widest encoder layer a pretraining may ask for.")
     max_layers: int = Field(default=12, gt=0, description="Most encoder layers a pretraining may ask for.")
     max_batch_size: int = Field(default=65_536, gt=0, description="Largest training batch a request may ask for.")
+    max_json_bytes: int = Field(
+        default=256 * 1024**2, gt=0,
+        description="Largest request body other than a cohort upload (inline samples are JSON, parsed in memory).",
+    )
     max_inline_samples: int = Field(default=10_000, gt=0, description="Most inline samples in one prediction.")
     # Rate limits per user on the expensive endpoints, in the `limits` library's notation ("10/minute").
     rate_limit_upload: str = Field(default="60/hour", description="Cohort uploads per user.")

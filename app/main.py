@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from app.admin.router import router as admin_router
 from app.api import api_router
+from app.body_limit import BodyLimit
 from app.config import get_settings
 from app.db.session import session_factory
 from app.errors import ExprsslError, TooManyRequests, Unauthorized
@@ -57,7 +58,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     """Framework errors (an unparsable JSON body, an unknown route or method) in the same error body."""
     assert isinstance(exc, HTTPException)
-    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    code = codes.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
@@ -112,4 +114,5 @@ def create_app() -> FastAPI:
         app.add_exception_handler(database_error, _database_error)
     app.include_router(api_router)
     app.include_router(admin_router)
+    app.add_middleware(BodyLimit, limit=get_settings().max_json_bytes)
     return app

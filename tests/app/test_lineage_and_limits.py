@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from app.db.session import session_factory
 from app.jobs import service as jobs
 from tests.app.test_access import add_member, inline_body
 from tests.app.test_full_loop import COHORT, start, upload
-from tests.conftest import lab_caller, wait_for_job
+from tests.conftest import LabKey, lab_caller, wait_for_job
 
 
 def fitted(client: TestClient, cohort_id: object) -> dict[str, object]:
@@ -353,3 +355,31 @@ def test_lru_cache_keeps_the_most_recently_used_and_drops_on_request() -> None:
     cache.discard(lambda key: key == "a")
     get("a")
     assert made[-1] == "a" and LruCache(0).get("x", lambda: "made") == "made"
+
+
+def test_a_json_body_over_the_limit_is_refused_before_it_is_parsed(
+    settings: Settings, lab_a: LabKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_JSON_BYTES", "2000")
+    get_settings.cache_clear()
+    from app.main import create_app
+
+    body = json.dumps({"cohort_id": "x", "params": {"note": "n" * 3000}}).encode()
+    with TestClient(create_app(), headers=lab_a.headers) as client:
+        declared = client.post("/encoders", content=body, headers={"content-type": "application/json"})
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+            yield from (body[i : i + 500] for i in range(0, len(body), 500))
+
+        streamed = client.post("/encoders", content=chunks(), headers={"content-type": "application/json"})
+        small = client.post("/encoders", json={"cohort_id": "missing"})
+        upload = client.post("/cohorts", files={"expression": ("m.csv", b"sample_id,TP53\ns1,1\ns2,2\n" * 1)})
+
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        error = response.json()["error"]
+        assert error["code"] == "payload_too_large" and "EXPRSSL_MAX_JSON_BYTES" in error["message"]
+        assert "at most 2,000" in error["message"]
+    assert "3,0" in declared.json()["error"]["message"]  # its declared size
+    assert small.status_code == 404  # under the limit: read and answered as usual
+    assert upload.status_code == 201  # cohort uploads have their own limit (EXPRSSL_MAX_UPLOAD_BYTES)
