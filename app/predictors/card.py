@@ -6,6 +6,7 @@ calibration, evaluation beside baselines, versions, and the conditions the figur
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -162,9 +163,19 @@ def format_number(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+# Characters that Markdown (and the HTML it may hold) would read as syntax: escaped in names users chose.
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_\[\]<>|~])")
+
+
+def md(text: object) -> str:
+    """``text`` as literal Markdown: a cohort or class named ``<script>`` or ``a | b`` shows as written,
+    never as HTML, a link or a table cell break."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", " ".join(str(text).split()))
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(format_number(v) for v in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(md(format_number(v)) for v in row) + " |" for row in rows]
 
 
 def _metric_lines(card: ModelCard) -> list[str]:
@@ -206,7 +217,8 @@ def _evaluation_lines(card: ModelCard) -> list[str]:
         return ["No ready evaluation on this cohort and label column."]
     rows = [[r["model"], r["fraction"], (r.get("accuracy") or {}).get("mean"), (r.get("accuracy") or {}).get("std"),
              (r.get("balanced_accuracy") or {}).get("mean")] for r in ev.at_fraction]
-    lines = [f"Evaluation {ev.id} ({ev.name}, {ev.n_seeds} seeds), at the fraction nearest this predictor's:", ""]
+    lines = [f"Evaluation {ev.id} ({md(ev.name)}, {ev.n_seeds} seeds), at the fraction nearest this predictor's:",
+             ""]
     return lines + _table(["model", "fraction", "accuracy mean", "accuracy std", "balanced accuracy mean"], rows)
 
 
@@ -214,16 +226,17 @@ def render_markdown(card: ModelCard) -> str:
     """The card as Markdown, for people."""
     cohort, encoder = card.training_cohort, card.encoder
     lines = [
-        f"# Model card: {card.name}", "",
+        f"# Model card: {md(card.name)}", "",
         f"Predictor `{card.predictor_id}` ({card.head.value}, {card.status.value}), created "
         f"{card.created_at.isoformat()}; artifact sha256 `{card.artifact_sha256}`.", "",
         "## Intended use", "", card.intended_use, "",
         "## Training data", "",
-        f"Cohort `{cohort.id}` ({cohort.name}): {cohort.n_samples} samples x {cohort.n_genes} genes "
+        f"Cohort `{cohort.id}` ({md(cohort.name)}): {cohort.n_samples} samples x {cohort.n_genes} genes "
         f"({cohort.gene_id_type} ids, {cohort.value_kind} values), checksum `{cohort.checksum}`; "
-        f"groups: {cohort.group_column or 'none'}.",
+        f"groups: {md(cohort.group_column or 'none')}.",
         f"Gene panel: {card.gene_panel.get('n_genes')} genes, sha256 `{card.gene_panel.get('sha256')}`.",
-        f"Label column `{card.label_column}`: " + ", ".join(f"{k} {v}" for k, v in card.class_counts.items()) + ".",
+        f"Label column {md(card.label_column)}: "
+        + ", ".join(f"{md(k)} {v}" for k, v in card.class_counts.items()) + ".",
         "", "## Encoder", "",
     ]
     if encoder is None:
@@ -232,7 +245,8 @@ def render_markdown(card: ModelCard) -> str:
         pre = encoder.pretraining_cohort
         lines.append(f"`{encoder.id}` ({encoder.method} v{encoder.version}, seed {encoder.seed}), final loss "
                      f"{format_number(encoder.final_loss)}; pretrained on "
-                     + (f"`{pre.id}` ({pre.name}, {pre.n_samples} samples, checksum `{pre.checksum}`)" if pre else "?")
+                     + (f"`{pre.id}` ({md(pre.name)}, {pre.n_samples} samples, checksum `{pre.checksum}`)"
+                        if pre else "?")
                      + ".")
         lines.append("Hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in encoder.params.items()) + ".")
     lines += ["", "## Fitting", "", "Head hyper-parameters: "

@@ -6,6 +6,7 @@ Cohort: tissue_symbols (189 samples x 500 genes, seven tissues); the predictor i
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -217,3 +218,18 @@ def test_openapi_documents_every_new_field(client: TestClient) -> None:
         assert components["PredictorRead"]["properties"][field]["description"]
     for field in ("uncertainty", "drift"):
         assert components["PredictionRead"]["properties"][field]["description"]
+
+
+def test_the_markdown_card_shows_names_as_written_never_as_markup(client: TestClient) -> None:
+    labels = pd.read_csv(COHORT / "labels.csv")
+    labels["tissue"] = labels["tissue"].replace({"kidney": "<b>kid|ney</b>", "liver": "li_ver*"})
+    files = {"expression": ("e.parquet", (COHORT / "expression.parquet").read_bytes()),
+             "labels": ("l.csv", labels.to_csv(index=False).encode())}
+    cohort = client.post("/cohorts", files=files, data={"name": "<script>alert(1)</script> [x](y)"}).json()
+    predictor = _fit(client, cohort["id"])
+
+    text = client.get(f"/predictors/{predictor['id']}/card", params={"format": "markdown"}).text
+
+    assert re.search(r"(?<!\\)[<|\[]", text.split("## Performance")[0]) is None  # each escaped, before the tables
+    assert r"(\<script\>alert(1)\</script\> \[x\](y))" in text
+    assert r"\<b\>kid\|ney\</b\> 39" in text and r"li\_ver\* 26" in text
