@@ -96,10 +96,12 @@ def bootstrap_local_admin() -> str | None:
 def serve(host: str, port: int) -> None:
     import uvicorn
 
+    from app.access_log import uvicorn_log_config
+
     migrate()
     if get_settings().broker_url is None:
         bootstrap_local_admin()
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_config=uvicorn_log_config())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,11 +3,14 @@ order in which the test session happened to import things)."""
 
 from __future__ import annotations
 
+import logging.config
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from app.access_log import uvicorn_log_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,3 +21,16 @@ def test_entry_module_imports_alone(module: str) -> None:
         [sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_served_access_log_leaves_out_keys_sent_in_a_query_string(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.config.dictConfig(uvicorn_log_config())
+    access = logging.getLogger("uvicorn.access")
+    secret = "exs_ab12_supersecretvalue"
+
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET",
+                f"/cohorts?limit=5&api_key={secret}&X-Token={secret}&offset=0", "1.1", 401)
+
+    line = capsys.readouterr().out
+    assert secret not in line
+    assert "/cohorts?limit=5&api_key=[redacted]&X-Token=[redacted]&offset=0 HTTP/1.1" in line and "401" in line

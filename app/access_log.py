@@ -1,0 +1,38 @@
+"""The access log without secrets: a client that puts an API key or a session token in a URL's query string
+(it is refused: keys travel in the Authorization header) must not leave it in the server's log."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from typing import Any
+
+# Query parameters whose values are never logged: anything naming a key, token, secret, password or auth.
+_SECRET = re.compile(r"(?i)([?&][^=&]*(?:key|token|secret|passw|auth)[^=&]*=)[^&\s]*")
+
+
+def redact(path: str) -> str:
+    """``path`` (with its query string) with the values of secret-looking parameters replaced."""
+    return _SECRET.sub(r"\1[redacted]", path)
+
+
+class RedactSecrets(logging.Filter):
+    """A filter for uvicorn's access logger, whose records carry the path with its query string as their
+    third argument (client, method, path, HTTP version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact(args[2]), *args[3:])
+        return True
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration with :class:`RedactSecrets` on its access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_secrets"] = {"()": "app.access_log.RedactSecrets"}
+    config["handlers"]["access"]["filters"] = ["redact_secrets"]
+    return config
