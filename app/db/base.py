@@ -50,7 +50,9 @@ def db_utcnow(session: Session) -> datetime:
     (heartbeats and the reaper's cutoff) then agree whatever the hosts' clocks say. On SQLite one host does
     both, so this process's clock."""
     if session.get_bind().dialect.name == "postgresql":
-        stamped = session.scalar(select(func.now()))
+        # clock_timestamp(), not now(): now() is when the transaction began, which may be long before the
+        # stamp (a job sent to a slow broker within its transaction would look sent earlier than it was).
+        stamped = session.scalar(select(func.clock_timestamp()))
         if isinstance(stamped, datetime):
             return stamped.astimezone(UTC)
     return utcnow()

@@ -231,9 +231,7 @@ class Job(Base):
     # Latest training checkpoint in the artifact store: {"key", "sha256", "epoch"}; a retry resumes from it.
     checkpoint: Mapped[dict[str, Any] | None] = mapped_column()
 
-    events: Mapped[list[JobEvent]] = relationship(
-        order_by="JobEvent.id", cascade="all, delete-orphan", passive_deletes=True  # ON DELETE CASCADE
-    )
+    events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id", cascade="all, delete-orphan")
 
 
 class JobEvent(Base):
