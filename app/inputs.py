@@ -22,7 +22,7 @@ from app.config import Settings
 from app.db import orm
 from app.errors import Conflict, InvalidInput
 from app.storage import ArtifactStore
-from models.gene_table import align_by_gene_key, resolve_gene_keys
+from models.gene_table import align_by_gene_key
 from models.genes import AlignmentReport, PanelError
 from models.preprocessing import Preprocessor
 
@@ -148,7 +148,6 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
         raise InvalidInput(f"genes: duplicate gene names {duplicate_genes[:10]}")
     if "" in genes:
         raise InvalidInput(f"genes: empty gene name at position {genes.index('')}")
-    _refuse_one_gene_twice(genes)
     sample_ids = [s.sample_id for s in samples]
     duplicate_ids = sorted(i for i, n in Counter(sample_ids).items() if n > 1)
     if duplicate_ids:
@@ -163,16 +162,6 @@ def inline_matrix(request: SamplesInput) -> tuple[np.ndarray, list[str], list[st
         row, col = cell
         raise InvalidInput(f"sample {sample_ids[row]!r}, gene {genes[col]!r}: value is not a finite number")
     return values, genes, sample_ids
-
-
-def _refuse_one_gene_twice(genes: list[str]) -> None:
-    """Refuse two names of one gene (a symbol and its previous symbol, an Ensembl and an NCBI id), as uploads
-    do: matched to a panel, one of the two columns would be used and the other silently dropped."""
-    first: dict[str, str] = {}
-    for name, key in zip(genes, resolve_gene_keys(genes), strict=True):
-        if key in first:
-            raise InvalidInput(f"genes: {first[key]!r} and {name!r} name the same gene (key {key}); send it once")
-        first[key] = name
 
 
 def _first_cell(mask: np.ndarray) -> tuple[int, int] | None:
@@ -239,12 +228,13 @@ def refuse_other_scale(
 
 
 def align_input(
-    values: np.ndarray, genes: list[str], panel: list[str], *, model: str
+    values: np.ndarray, genes: list[str], panel: list[str], *, model: str, inline: bool = False
 ) -> tuple[np.ndarray, AlignmentReport]:
     """Align request input to a model's panel by gene key; the input's faults are InvalidInput, the panel's a
-    Conflict naming ``model``."""
+    Conflict naming ``model``. Inline input naming one panel gene twice is refused (a stored cohort's
+    synonyms were merged or refused at upload, as its ``duplicate_genes`` said)."""
     try:
-        return align_by_gene_key(values, genes, panel)
+        return align_by_gene_key(values, genes, panel, refuse_synonyms=inline)
     except PanelError as exc:
         raise Conflict(f"{model} has an inconsistent gene panel: {exc}; refit it") from exc
     except ValueError as exc:
@@ -270,6 +260,6 @@ def model_input(
     values, genes, sample_ids = samples_matrix(
         session=session, caller=caller, store=store, settings=settings, request=request, use=use
     )
-    aligned, report = align_input(values, genes, preprocessor.genes, model=model)
+    aligned, report = align_input(values, genes, preprocessor.genes, model=model, inline=request.cohort_id is None)
     refuse_negative_counts(aligned, sample_ids, preprocessor.genes, log1p=preprocessor.log1p, model=model)
     return aligned, report, sample_ids

@@ -356,12 +356,12 @@ def resolve_gene_keys(names: Sequence[str], /) -> list[str]:
 
 
 def align_by_gene_key(
-    values: np.ndarray, genes: Sequence[str], panel: Sequence[str]
+    values: np.ndarray, genes: Sequence[str], panel: Sequence[str], *, refuse_synonyms: bool = False
 ) -> tuple[np.ndarray, AlignmentReport]:
     """:func:`models.genes.align_to_panel` matching names by the shipped table's keys, so that symbols,
     previous symbols, Ensembl and NCBI ids of one gene meet: the alignment every fit, pretraining,
     evaluation and prediction uses."""
-    return align_to_panel(values, genes, panel, resolver=resolve_gene_keys)
+    return align_to_panel(values, genes, panel, resolver=resolve_gene_keys, refuse_synonyms=refuse_synonyms)
 
 
 def summarise_resolutions(resolutions: Iterable[Resolution]) -> dict[str, int]:

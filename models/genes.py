@@ -256,19 +256,37 @@ def _index_keys(keys: Sequence[str], genes: Sequence[str], what: str) -> dict[st
 
 
 def match_keys(
-    genes: Sequence[str], panel: Sequence[str], resolver: GeneIdResolver = normalise_gene_ids
+    genes: Sequence[str],
+    panel: Sequence[str],
+    resolver: GeneIdResolver = normalise_gene_ids,
+    *,
+    refuse_synonyms: bool = False,
 ) -> tuple[list[str], list[str]]:
     """Keys the input's and the panel's names are matched on: the resolver's, except that a key several
     names share on either side (a panel made before synonyms were merged) falls back to the normalised
-    names on both sides, so those names still match themselves."""
+    names on both sides, so those names still match themselves.
+
+    With ``refuse_synonyms``, two input names of one panel gene (a symbol and its previous symbol, say) are
+    a ValueError naming them instead: one of them would be used and the other dropped unseen.
+    """
     gene_keys, panel_keys = list(resolver(genes)), list(resolver(panel))
     if len(gene_keys) != len(genes) or len(panel_keys) != len(panel):
         raise ValueError("the resolver must return one key per name")
+    if refuse_synonyms:
+        _refuse_synonyms(genes, gene_keys, set(panel_keys))
     shared = {k for keys in (gene_keys, panel_keys) for k, n in Counter(keys).items() if n > 1}
     if shared:
         gene_keys = [normalise_gene_id(g) if k in shared else k for g, k in zip(genes, gene_keys, strict=True)]
         panel_keys = [normalise_gene_id(p) if k in shared else k for p, k in zip(panel, panel_keys, strict=True)]
     return gene_keys, panel_keys
+
+
+def _refuse_synonyms(genes: Sequence[str], keys: Sequence[str], panel_keys: set[str]) -> None:
+    first: dict[str, str] = {}
+    for name, key in zip(genes, keys, strict=True):
+        if key in first and key in panel_keys:
+            raise ValueError(f"{first[key]!r} and {name!r} name the same gene (key {key}); send it once")
+        first.setdefault(key, str(name))
 
 
 def _same_names(genes: Sequence[str], panel: Sequence[str]) -> bool:
@@ -289,6 +307,7 @@ def align_to_panel(
     panel: Sequence[str],
     *,
     resolver: GeneIdResolver = normalise_gene_ids,
+    refuse_synonyms: bool = False,
 ) -> tuple[np.ndarray, AlignmentReport]:
     """Reorder the columns of an expression matrix to a gene panel.
 
@@ -304,6 +323,8 @@ def align_to_panel(
         genes: Column identifiers of ``values``.
         panel: Target gene panel (ordered).
         resolver: Maps names to match keys.
+        refuse_synonyms: Refuse two input names of one panel gene (see :func:`match_keys`) instead of using
+            one of them.
 
     Returns:
         ``(aligned, report)`` with ``aligned`` float32 of shape ``(n_samples, len(panel))``.
@@ -317,7 +338,7 @@ def align_to_panel(
         raise ValueError(f"values must have shape (n_samples, {len(genes)}) to match genes, got {values.shape}")
     if _same_names(genes, panel):  # the usual case, a cohort like the training one: nothing to resolve
         return np.array(values, dtype=np.float32), _identity_report(len(panel))
-    gene_keys, panel_keys = match_keys(genes, panel, resolver)
+    gene_keys, panel_keys = match_keys(genes, panel, resolver, refuse_synonyms=refuse_synonyms)
     _index_keys(panel_keys, panel, "panel")  # the model's own fault first, whatever the input
     source = _index_keys(gene_keys, genes, "input")
     src_idx = np.array([source.get(k, -1) for k in panel_keys], dtype=np.int64)

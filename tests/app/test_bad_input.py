@@ -178,12 +178,12 @@ def test_inline_samples_name_their_duplicates(client: TestClient, predictions_ur
     assert snapshot(settings) == before
 
 
-def test_inline_samples_naming_one_gene_twice_are_refused(
+def test_inline_samples_naming_one_panel_gene_twice_are_refused(
     client: TestClient, predictions_url: str, settings: Settings
 ) -> None:
     before = snapshot(settings)
-    # SEPT10 (a panel gene of tissue_symbols) was renamed SEPTIN10; ENSG00000141510 is TP53's Ensembl id.
-    for genes in (["SEPTIN10", "MAML1", "SEPT10"], ["TP53", "ENSG00000141510.18"]):
+    # SEPT10 (a panel gene of tissue_symbols) was renamed SEPTIN10; ENSG00000161021 is the panel's MAML1.
+    for genes in (["SEPTIN10", "MAML1", "SEPT10"], ["MAML1", "SEPT10", "ENSG00000161021.5"]):
         body = {"genes": genes, "samples": [{"sample_id": "a", "values": list(range(len(genes)))}]}
 
         message = error_of(client.post(predictions_url, json=body))
@@ -191,6 +191,14 @@ def test_inline_samples_naming_one_gene_twice_are_refused(
         assert message.startswith(f"genes: {genes[0]!r} and {genes[-1]!r} name the same gene (key ")
         assert message.endswith("); send it once")
     assert snapshot(settings) == before
+    # Two names of a gene the panel lacks are dropped alike: nothing is lost, the request goes on.
+    panel = list(pd.read_parquet(COHORT / "expression.parquet").columns)
+    assert "TP53" not in panel
+    genes = [*panel, "TP53", "ENSG00000141510.18"]
+    body = {"genes": genes, "samples": [{"sample_id": "a", "values": [7.0] * len(genes)}]}
+    accepted = client.post(predictions_url, json=body)
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["coverage"]["n_extra"] == 2
 
 
 def test_inline_values_name_their_sample_and_gene(client: TestClient, predictions_url: str, settings: Settings) -> None:
