@@ -11,6 +11,7 @@ predictor. The single-column indexes they replace are dropped: besides being red
 no statistics unless asked) chose the lab_id index over the predictor_id one and read all of a lab's
 predictions to find one predictor's.
 """
+import contextlib
 from collections.abc import Sequence
 
 from alembic import op
@@ -38,17 +39,32 @@ REPLACED = (
 )
 
 
+def _concurrently() -> contextlib.AbstractContextManager[object]:
+    """On PostgreSQL, outside a transaction, so that each index is built CONCURRENTLY: a plain CREATE INDEX
+    on a large audit_event, cohort_sample or prediction table would block every write while it builds."""
+    context = op.get_context()
+    return context.autocommit_block() if context.dialect.name == 'postgresql' else contextlib.nullcontext()
+
+
+def _create(indexes: Sequence[tuple[str, str, list[str]]]) -> None:
+    with _concurrently():
+        for name, table, columns in indexes:
+            op.create_index(name, table, columns, unique=False, postgresql_concurrently=True)
+
+
+def _drop(indexes: Sequence[tuple[str, str, list[str]]]) -> None:
+    with _concurrently():
+        for name, table, _ in indexes:
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
+
+
 def upgrade() -> None:
     """Upgrade schema."""
-    for name, table, columns in ADDED:
-        op.create_index(name, table, columns, unique=False)
-    for name, table, _ in REPLACED:
-        op.drop_index(name, table_name=table)
+    _create(ADDED)
+    _drop(REPLACED)
 
 
 def downgrade() -> None:
     """Downgrade schema."""
-    for name, table, columns in REPLACED:
-        op.create_index(name, table, columns, unique=False)
-    for name, table, _ in ADDED:
-        op.drop_index(name, table_name=table)
+    _create(REPLACED)
+    _drop(ADDED)
