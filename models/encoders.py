@@ -124,4 +124,3 @@ def embed(
     finally:
         encoder.train(was_training)
     return out
-

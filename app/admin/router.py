@@ -361,7 +361,8 @@ def create_user(
 def update_user(
     user_id: str,
     session: SessionDep,
-    caller: PageCaller, flash: FlashDep,
+    caller: PageCaller,
+    flash: FlashDep,
     role: Annotated[str, Form()] = "",
     disabled: Annotated[str, Form()] = "",
 ) -> Response:
@@ -384,7 +385,8 @@ def update_user(
 def create_key(
     request: Request,
     session: SessionDep,
-    caller: PageCaller, flash: FlashDep,
+    caller: PageCaller,
+    flash: FlashDep,
     user_id: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "api key",
 ) -> Response:
@@ -455,7 +457,8 @@ def delete_row(
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    caller: PageCaller, flash: FlashDep,
+    caller: PageCaller,
+    flash: FlashDep,
     force: ForceBox = "",
 ) -> Response:
     """Delete a cohort, encoder or predictor (with the box ticked, an admin also deletes what was made from
@@ -477,4 +480,3 @@ def delete_row(
         return flash.redirect(f"/admin/{kind}/{row_id}", "error", exc.message)
     caches.forget(settings, keys, cohort_checksum=checksum)
     return flash.redirect(f"/admin/{kind}", "ok", f"Deleted {kind.value[:-1]} {row_id}.")
-

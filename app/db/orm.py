@@ -310,6 +310,10 @@ class Predictor(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# A predictor's large JSON columns (the split names every sample): lists and lineage leave them unloaded.
+PREDICTOR_DETAILS = (Predictor.split, Predictor.calibration, Predictor.environment, Predictor.loss_curve)
+
+
 class Prediction(Base):
     """Labels and class probabilities a predictor gave for a batch of samples."""
 

@@ -15,8 +15,7 @@ from app.db import orm
 
 Made = orm.Encoder | orm.Predictor | orm.Evaluation | orm.Prediction
 
-# Large JSON columns lineage never needs (loaded on access, should a caller want them).
-PREDICTOR_RESULTS = (orm.Predictor.split, orm.Predictor.calibration, orm.Predictor.loss_curve)
+# An evaluation's large JSON columns, which lineage never needs (loaded on access, should a caller want them).
 EVALUATION_RESULTS = (orm.Evaluation.runs, orm.Evaluation.summary, orm.Evaluation.timings)
 
 
@@ -94,7 +93,7 @@ def _made_with(
     """Predictors, evaluations and predictions made with ``encoders`` (or from the cohort ``cohort_id``)."""
     encoder_ids = {e.id for e in encoders}
     on_cohort = [] if cohort_id is None else [orm.Predictor.cohort_id == cohort_id]
-    predictors = list(session.scalars(select(orm.Predictor).options(*_deferred(PREDICTOR_RESULTS)).where(
+    predictors = list(session.scalars(select(orm.Predictor).options(*_deferred(orm.PREDICTOR_DETAILS)).where(
         orm.Predictor.lab_id == lab_id, or_(orm.Predictor.encoder_id.in_(encoder_ids), *on_cohort)
     )))
     # An evaluation on another cohort may use an encoder of these (its config names it): every evaluation of

@@ -99,9 +99,8 @@ def list_all(
     """Return a page of the lab's predictors, newest first, whose columns equal ``filters`` (None: any),
     without their split, calibration, environment and loss curve (never loaded: the split lists sample ids)."""
     where = repository.equals(orm.Predictor, **(filters or {}))
-    unloaded = [orm.Predictor.split, orm.Predictor.calibration, orm.Predictor.environment, orm.Predictor.loss_curve]
     return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset, where=where,
-                             unloaded=unloaded)
+                             unloaded=orm.PREDICTOR_DETAILS)
 
 
 def delete_predictor(

@@ -2,7 +2,7 @@
 
 Revision ID: d7f2a9c3e5b8
 Revises: c4e8b1f7a2d3
-Create Date: 2026-11-30 10:00:00.000000
+Create Date: 2026-11-30 14:00:00.000000
 
 The message used to travel in a cookie, cut to fit one; a refusal naming many rows lost its end (the
 guidance). It is now kept with the admin session and cleared when a page shows it.

@@ -2,7 +2,7 @@
 
 Revision ID: c4e8b1f7a2d3
 Revises: a9d4c7e2f5b1
-Create Date: 2026-11-30 09:00:00.000000
+Create Date: 2026-11-30 13:00:00.000000
 
 Predictions made before this revision keep NULL: nobody is known to have requested them, and only an admin
 of their lab deletes them.
