@@ -5,6 +5,12 @@ a ``csr_matrix``/``csc_matrix`` group (``data``, ``indices``, ``indptr``, ``shap
 ``dataframe`` groups whose ``_index`` attribute names the index dataset. Text and categorical obs
 columns come back as per-sample annotations, usable as labels. The dense matrix is filled block by
 block, so memory stays about one float32 matrix plus the sparse arrays.
+
+HDF5 can keep a dataset's bytes in other files (external storage, virtual datasets) and link to objects in
+other files (external links): read on the server, those would turn any file it can open into an upload.
+The whole file is walked before anything is read, and any of them refuses the upload; soft links too, which
+anndata never writes. Each object the reader opens is checked again on the way (HDF5's link and file prefix
+settings do not stop absolute paths, so opening the file differently is no defence).
 """
 
 from __future__ import annotations
@@ -55,10 +61,11 @@ def read_h5ad(
 
 
 def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpression:
-    for part in ("X", "obs", "var"):
-        if part not in handle:
+    _refuse_outside_data(handle, filename)
+    x, obs, var = (_member(handle, part, filename) for part in ("X", "obs", "var"))
+    for part, item in (("X", x), ("obs", obs), ("var", var)):
+        if item is None:
             raise InvalidInput(f"{filename}: the .h5ad file has no {part!r}; expected an AnnData file")
-    obs, var = handle["obs"], handle["var"]
     if not isinstance(obs, h5py.Group) or not isinstance(var, h5py.Group):
         raise InvalidInput(
             f"{filename}: obs/var are stored in the pre-0.7 AnnData layout; re-save the file with a current anndata"
@@ -72,10 +79,10 @@ def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpress
     limits.check(filename, samples=len(sample_ids), genes=len(genes))
     _check_ids(sample_ids, filename)
     _check_names(genes, filename, kind="gene")
-    values = _matrix(handle["X"], (len(sample_ids), len(genes)), filename)
+    values = _matrix(x, (len(sample_ids), len(genes)), filename)
     matrix = ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
     _check_finite(matrix, filename, SAMPLES_AS_ROWS)
-    annotations = text_annotations(sample_ids, _text_columns(obs, len(sample_ids)))
+    annotations = text_annotations(sample_ids, _text_columns(obs, len(sample_ids), filename))
     return ParsedExpression(matrix, "h5ad", SAMPLES_AS_ROWS, False, annotations=annotations)
 
 
@@ -83,9 +90,74 @@ def _index(group: h5py.Group, filename: str, part: str) -> list[str]:
     name = group.attrs.get("_index", "_index")
     if isinstance(name, bytes):
         name = name.decode()
-    if name not in group:
+    dataset = _member(group, str(name), filename)
+    if not isinstance(dataset, h5py.Dataset):
         raise InvalidInput(f"{filename}: {part} has no index dataset {name!r}")
-    return [str(v) for v in _strings(group[name])]
+    return [str(v) for v in _strings(dataset)]
+
+
+def _refuse_outside_data(handle: h5py.File, filename: str) -> None:
+    """Refuse a file with any link other than a hard one, or any dataset whose data lies outside it."""
+    groups: list[h5py.Group] = [handle]
+    datasets: list[h5py.Dataset] = []
+
+    def visit(_: str, item: object) -> None:  # H5Ovisit: every object once, through hard links only
+        if isinstance(item, h5py.Group):
+            groups.append(item)
+        elif isinstance(item, h5py.Dataset):
+            datasets.append(item)
+
+    handle.visititems(visit)
+    for group in groups:
+        for name in group:
+            _check_link(group, name, filename)
+    for dataset in datasets:
+        _check_storage(dataset, filename)
+
+
+def _check_link(group: h5py.Group, name: str, filename: str) -> None:
+    link = group.get(name, getlink=True)  # the link itself (H5Lget_info), never what it points to
+    path = f"{group.name.rstrip('/')}/{name}"
+    if isinstance(link, h5py.ExternalLink):
+        raise InvalidInput(f"{filename}: {path} is an external link to another file; an upload must hold all its data")
+    if not isinstance(link, h5py.HardLink):
+        raise InvalidInput(
+            f"{filename}: {path} is a soft or user-defined link; an upload may hold only plain (hard) links, as "
+            "anndata writes"
+        )
+
+
+def _check_storage(dataset: h5py.Dataset, filename: str) -> None:
+    if dataset.id.get_create_plist().get_external_count() > 0 or dataset.external:
+        raise InvalidInput(
+            f"{filename}: dataset {dataset.name} keeps its data in other files (HDF5 external storage); an upload "
+            "must hold all its data"
+        )
+    if dataset.is_virtual:
+        raise InvalidInput(
+            f"{filename}: dataset {dataset.name} is a virtual dataset mapping other data; an upload must hold all its "
+            "data"
+        )
+
+
+def _member(group: h5py.Group, name: str, filename: str) -> h5py.Group | h5py.Dataset | None:
+    """``group[name]`` reached through a hard link and holding its own data, or None if there is none (the
+    up-front walk refused the rest already; this guards the reads themselves)."""
+    if not name or "/" in name or name == "." or group.get(name, getlink=True) is None:
+        return None  # not `name in group`: that resolves the link, opening the file an external link names
+    _check_link(group, name, filename)
+    item = group[name]
+    if isinstance(item, h5py.Dataset):
+        _check_storage(item, filename)
+    return item if isinstance(item, (h5py.Group, h5py.Dataset)) else None
+
+
+def _dataset(group: h5py.Group, name: str, filename: str) -> h5py.Dataset:
+    """:func:`_member` that must be a dataset."""
+    item = _member(group, name, filename)
+    if not isinstance(item, h5py.Dataset):
+        raise InvalidInput(f"{filename}: {group.name.rstrip('/')}/{name} is missing or not a dataset")
+    return item
 
 
 def _strings(dataset: h5py.Dataset) -> list[str | None]:
@@ -124,7 +196,8 @@ def _matrix(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str)
     stored = tuple(int(v) for v in x.attrs["shape"])
     if stored != shape:
         raise InvalidInput(f"{filename}: X has shape {stored} but obs and var give {shape}")
-    data, indices, indptr = x["data"], x["indices"], x["indptr"][()]
+    data, indices = _dataset(x, "data", filename), _dataset(x, "indices", filename)
+    indptr = _dataset(x, "indptr", filename)[()]
     if data.dtype.kind not in "biuf":
         raise InvalidInput(f"{filename}: X holds {data.dtype}, not numbers")
     csr = encoding == "csr_matrix"
@@ -149,20 +222,20 @@ def _matrix(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str)
     return values
 
 
-def _text_columns(obs: h5py.Group, n_samples: int) -> dict[str, list[str | None]]:
+def _text_columns(obs: h5py.Group, n_samples: int, filename: str) -> dict[str, list[str | None]]:
     """Text, categorical and boolean obs columns, in ``column-order``; numbers are not labels."""
     order = [str(c.decode() if isinstance(c, bytes) else c) for c in np.asarray(obs.attrs.get("column-order", []))]
     columns: dict[str, list[str | None]] = {}
     for name in order:
-        item = obs.get(name)
+        item = _member(obs, name, filename)
         cells: list[str | None] | None = None
         if isinstance(item, h5py.Group) and _encoding(item) == "categorical":
-            categories = _strings(item["categories"])
-            codes = np.asarray(item["codes"][()]).reshape(-1)
+            categories = _strings(_dataset(item, "categories", filename))
+            codes = np.asarray(_dataset(item, "codes", filename)[()]).reshape(-1)
             cells = [categories[c] if 0 <= c < len(categories) else None for c in codes]
         elif isinstance(item, h5py.Group) and _encoding(item) in ("nullable-string-array", "nullable-boolean"):
-            mask = np.asarray(item["mask"][()]).reshape(-1)
-            raw = _strings(item["values"])
+            mask = np.asarray(_dataset(item, "mask", filename)[()]).reshape(-1)
+            raw = _strings(_dataset(item, "values", filename))
             cells = [None if m else v for v, m in zip(raw, mask, strict=False)]
         elif isinstance(item, h5py.Dataset) and (item.dtype.kind in "OSU" or item.dtype.kind == "b"):
             cells = _strings(item)
