@@ -129,3 +129,120 @@ def test_the_plain_file_these_are_built_from_is_accepted(client: TestClient, tmp
     response = client.post("/cohorts", files={"expression": ("plain.h5ad", write_h5ad(tmp_path / "plain.h5ad"))})
     assert response.status_code == 201, response.text
     assert response.json()["n_samples"] == 3
+
+
+# --- sizes declared but never written: a few kB of file, gigabytes once read -----------------------------
+
+HUGE = 2_000_000_000
+
+
+@pytest.fixture
+def small_reads_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test (rather than the machine) if the reader reads any dataset declaring more than 10 MB."""
+    read = h5py.Dataset.__getitem__
+
+    def guarded(self: h5py.Dataset, *args: object, **kwargs: object) -> object:
+        declared = (self.size or 0) * self.dtype.itemsize
+        assert declared <= 10_000_000, f"{self.name} ({self.shape}, {self.dtype}) was read"
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", guarded)
+
+
+def declared(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: str) -> None:
+    """A dataset of ``shape`` whose chunks are never written: it costs a few hundred bytes on disk."""
+    chunk = tuple(min(n, 1 << 16) for n in shape)
+    group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunk, compression="gzip")
+
+
+def huge_index(f: h5py.File, _: Path) -> None:
+    _replace(f, "obs/_index")
+    declared(f["obs"], "_index", (HUGE,), "S1")
+
+
+def huge_gene_index(f: h5py.File, _: Path) -> None:
+    _replace(f, "var/_index")
+    declared(f["var"], "_index", (HUGE,), "S1")
+
+
+def wide_index(f: h5py.File, _: Path) -> None:  # three names of a gigabyte each
+    _replace(f, "obs/_index")
+    declared(f["obs"], "_index", (3,), "S1073741824")
+
+
+def csr(f: h5py.File, indptr: np.ndarray | None = None) -> h5py.Group:
+    _replace(f, "X")
+    group = f.create_group("X")
+    group.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": np.array([3, 2])})
+    if indptr is not None:
+        group.create_dataset("indptr", data=indptr)
+    return group
+
+
+def huge_indptr(f: h5py.File, _: Path) -> None:
+    group = csr(f)
+    group.create_dataset("data", data=np.ones(6, np.float32))
+    group.create_dataset("indices", data=np.array([0, 1] * 3, np.int32))
+    declared(group, "indptr", (HUGE,), "int64")
+
+
+def huge_data(f: h5py.File, _: Path) -> None:  # indptr consistent with it: one row holding all of them
+    group = csr(f, np.array([0, HUGE, HUGE, HUGE], np.int64))
+    declared(group, "data", (HUGE,), "float32")
+    declared(group, "indices", (HUGE,), "int32")
+
+
+def categorical(f: h5py.File, codes: tuple[int, ...], categories: tuple[int, ...]) -> None:
+    _replace(f, "obs/tissue")
+    group = f["obs"].create_group("tissue")
+    group.attrs.update({"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False})
+    declared(group, "codes", codes, "int8")
+    declared(group, "categories", categories, "S8")
+
+
+def huge_categories(f: h5py.File, _: Path) -> None:
+    categorical(f, (3,), (HUGE,))
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (huge_index, ("2,000,000,000 samples", "EXPRSSL_MAX_UPLOAD_SAMPLES", "/obs/_index")),
+        (huge_gene_index, ("2,000,000,000 genes", "EXPRSSL_MAX_UPLOAD_GENES", "/var/_index")),
+        (wide_index, ("/obs/_index declares values of 1,073,741,824 bytes each",)),
+        (huge_indptr, ("/X/indptr declares (2000000000,) int64", "has 4 integers")),
+        (huge_data, ("/X/data declares 2,000,000,000 values",)),
+        (huge_categories, ("/obs/tissue/categories declares 2,000,000,000 categories",)),
+    ],
+)
+@pytest.mark.usefixtures("small_reads_only")
+def test_a_dataset_declaring_more_than_the_limits_is_refused_unread(
+    client: TestClient, tmp_path: Path, build: Build, words: tuple[str, ...]
+) -> None:
+    content = write_h5ad(tmp_path / "hostile.h5ad", build)
+    assert len(content) < 200_000
+    refused(client, content, "hostile.h5ad: ", *words)
+
+
+def huge_codes(f: h5py.File, _: Path) -> None:
+    categorical(f, (HUGE,), (1,))
+
+
+def huge_text_column(f: h5py.File, _: Path) -> None:
+    _replace(f, "obs/tissue")
+    declared(f["obs"], "tissue", (HUGE,), "S8")
+
+
+@pytest.mark.parametrize("build", [huge_codes, huge_text_column])
+@pytest.mark.usefixtures("small_reads_only")
+def test_an_obs_column_longer_than_obs_is_left_unread(client: TestClient, tmp_path: Path, build: Build) -> None:
+    response = client.post("/cohorts", files={"expression": ("long.h5ad", write_h5ad(tmp_path / "long.h5ad", build))})
+    assert response.status_code == 201, response.text
+    assert response.json()["label_columns"] == []
+
+
+def test_more_obs_columns_than_are_read_as_labels_is_refused(client: TestClient, tmp_path: Path) -> None:
+    def many(f: h5py.File, _: Path) -> None:
+        f["obs"].attrs["column-order"] = np.array([f"c{i}" for i in range(1001)], dtype="S5")
+
+    refused(client, write_h5ad(tmp_path / "wide.h5ad", many), "obs lists 1,001 columns; at most 1,000 are read")
