@@ -36,7 +36,7 @@ from app.cohorts.parsing import (
     _listing,
     text_annotations,
 )
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PayloadTooLarge
 
 _BLOCK_CELLS = 4_000_000
 _MAX_VALUE_BYTES = 1024  # one fixed-width name or label; ids and labels are stored at most 200 characters
@@ -59,8 +59,10 @@ def read_h5ad(
     try:
         with handle:
             return _read(handle, filename, limits)
-    except InvalidInput:
+    except (InvalidInput, PayloadTooLarge):
         raise
+    except MemoryError as exc:  # numpy's _ArrayMemoryError names the size; a bare 500 told the lab nothing
+        raise PayloadTooLarge(f"{filename}: too large to read in this server's memory: {_brief(exc)}") from None
     except (KeyError, ValueError, TypeError, OSError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
         # h5py and HDF5 raise these for damaged or unexpected structures; all are the file's fault.
         raise InvalidInput(f"{filename}: malformed .h5ad file: {_brief(exc)}") from None
@@ -85,7 +87,7 @@ def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpress
     limits.check(filename, samples=len(sample_ids), genes=len(genes))
     _check_ids(sample_ids, filename)
     _check_names(genes, filename, kind="gene")
-    values = _matrix(x, (len(sample_ids), len(genes)), filename)
+    values = _dense(x, (len(sample_ids), len(genes)), filename)
     matrix = ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
     _check_finite(matrix, filename, SAMPLES_AS_ROWS)
     most_categories = max(len(sample_ids), limits.samples or 0)  # anndata may keep unused categories
@@ -198,6 +200,19 @@ def _check_ids(sample_ids: list[str], filename: str) -> None:
     duplicated = sorted({s for s in sample_ids if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
     if duplicated:
         raise InvalidInput(f"{filename}: duplicate sample id(s) (obs names): {_listing([repr(s) for s in duplicated])}")
+
+
+def _dense(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str) -> np.ndarray:
+    """:func:`_matrix`, refused with 413 naming its size if the server cannot hold it (within the limits, a
+    matrix may still not fit beside the other uploads in memory)."""
+    try:
+        return _matrix(x, shape, filename)
+    except MemoryError:
+        gib = shape[0] * shape[1] * np.dtype(np.float32).itemsize / 1024**3
+        raise PayloadTooLarge(
+            f"{filename}: a {shape[0]:,} x {shape[1]:,} matrix ({gib:,.1f} GiB as float32) does not fit in this "
+            "server's memory now; upload fewer samples or genes, or try again later"
+        ) from None
 
 
 def _matrix(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.cohorts import h5ad
+from app.config import get_settings
 
 SECRET = b"SECRET-of-another-lab:" * 12  # 264 bytes, written by the test outside any upload
 
@@ -246,3 +247,66 @@ def test_more_obs_columns_than_are_read_as_labels_is_refused(client: TestClient,
         f["obs"].attrs["column-order"] = np.array([f"c{i}" for i in range(1001)], dtype="S5")
 
     refused(client, write_h5ad(tmp_path / "wide.h5ad", many), "obs lists 1,001 columns; at most 1,000 are read")
+
+
+# --- a matrix within each axis's limit, but not in samples x genes, or not in memory ----------------------
+
+
+def declared_dense(n_samples: int, n_genes: int) -> Build:
+    """An X of unwritten chunks filled with 1 (a few MB of file), with that many obs and var names."""
+
+    def build(f: h5py.File, _: Path) -> None:
+        for path in ("X", "obs/_index", "var/_index", "obs/tissue"):
+            _replace(f, path)
+        f.create_dataset("X", shape=(n_samples, n_genes), dtype="float32", chunks=(1000, 1000), fillvalue=1.0,
+                         compression="gzip")
+        for part, prefix, n in (("obs", "s", n_samples), ("var", "g", n_genes)):
+            names = np.char.add(prefix.encode(), np.arange(n).astype("S6"))
+            f[part].create_dataset("_index", data=names, compression="gzip")
+        f["obs"].attrs["column-order"] = np.array([], dtype="S1")
+
+    return build
+
+
+@pytest.fixture
+def small_arrays_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if an array of more than 1e8 values is allocated."""
+
+    def small_only(make: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        def made(shape: object, *args: object, **kwargs: object) -> np.ndarray:
+            assert np.prod(shape, dtype=np.float64) <= 1e8, f"a {shape} array was allocated before the check"
+            return make(shape, *args, **kwargs)
+        return made
+
+    monkeypatch.setattr(np, "empty", small_only(np.empty))
+    monkeypatch.setattr(np, "zeros", small_only(np.zeros))
+
+
+@pytest.mark.usefixtures("small_reads_only", "small_arrays_only")
+def test_a_matrix_within_each_axis_but_over_the_cells_limit_is_refused_before_it_is_built(
+    client: TestClient, tmp_path: Path
+) -> None:
+    content = write_h5ad(tmp_path / "wide.h5ad", declared_dense(30_000, 100_000))  # 11 GiB once read
+    assert len(content) < 5_000_000
+    refused(client, content, "hostile.h5ad: 30,000 samples x 100,000 genes", "EXPRSSL_MAX_UPLOAD_CELLS")
+
+
+def test_a_matrix_the_server_cannot_hold_is_refused_with_its_size(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_CELLS", str(10**10))
+    get_settings.cache_clear()
+    empty = np.empty
+
+    def out_of_memory(shape: object, *args: object, **kwargs: object) -> np.ndarray:
+        if np.prod(shape, dtype=np.float64) > 1e8:  # as numpy raises it where malloc fails, without trying
+            raise MemoryError(f"Unable to allocate 37.3 GiB for an array with shape {shape} and data type float32")
+        return empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", out_of_memory)
+    content = write_h5ad(tmp_path / "big.h5ad", declared_dense(100_000, 100_000))
+    response = client.post("/cohorts", files={"expression": ("big.h5ad", content)})
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith("big.h5ad: a 100,000 x 100,000 matrix (37.3 GiB as float32) does not fit")
+    assert client.get("/cohorts").json() == []
