@@ -5,6 +5,16 @@ a ``csr_matrix``/``csc_matrix`` group (``data``, ``indices``, ``indptr``, ``shap
 ``dataframe`` groups whose ``_index`` attribute names the index dataset. Text and categorical obs
 columns come back as per-sample annotations, usable as labels. The dense matrix is filled block by
 block, so memory stays about one float32 matrix plus the sparse arrays.
+
+HDF5 can keep a dataset's bytes in other files (external storage, virtual datasets) and link to objects in
+other files (external links): read on the server, those would turn any file it can open into an upload.
+The whole file is walked before anything is read, and any of them refuses the upload; soft links too, which
+anndata never writes. Each object the reader opens is checked again on the way (HDF5's link and file prefix
+settings do not stop absolute paths, so opening the file differently is no defence).
+
+A dataset's declared size costs nothing to store (unwritten chunks read as the fill value), so every
+dataset's shape and value width are checked against the limits, and against what obs and var give, before
+it is read.
 """
 
 from __future__ import annotations
@@ -26,9 +36,11 @@ from app.cohorts.parsing import (
     _listing,
     text_annotations,
 )
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PayloadTooLarge
 
 _BLOCK_CELLS = 4_000_000
+_MAX_VALUE_BYTES = 1024  # one fixed-width name or label; ids and labels are stored at most 200 characters
+_MAX_LABEL_COLUMNS = 1000  # obs columns listed; each is read whole, as a label column
 
 
 def read_h5ad(
@@ -47,24 +59,27 @@ def read_h5ad(
     try:
         with handle:
             return _read(handle, filename, limits)
-    except InvalidInput:
+    except (InvalidInput, PayloadTooLarge):
         raise
+    except MemoryError as exc:  # numpy's _ArrayMemoryError names the size; a bare 500 told the lab nothing
+        raise PayloadTooLarge(f"{filename}: too large to read in this server's memory: {_brief(exc)}") from None
     except (KeyError, ValueError, TypeError, OSError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
         # h5py and HDF5 raise these for damaged or unexpected structures; all are the file's fault.
         raise InvalidInput(f"{filename}: malformed .h5ad file: {_brief(exc)}") from None
 
 
 def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpression:
-    for part in ("X", "obs", "var"):
-        if part not in handle:
+    _refuse_outside_data(handle, filename)
+    x, obs, var = (_member(handle, part, filename) for part in ("X", "obs", "var"))
+    for part, item in (("X", x), ("obs", obs), ("var", var)):
+        if item is None:
             raise InvalidInput(f"{filename}: the .h5ad file has no {part!r}; expected an AnnData file")
-    obs, var = handle["obs"], handle["var"]
     if not isinstance(obs, h5py.Group) or not isinstance(var, h5py.Group):
         raise InvalidInput(
             f"{filename}: obs/var are stored in the pre-0.7 AnnData layout; re-save the file with a current anndata"
         )
-    sample_ids = _index(obs, filename, "obs")
-    genes = _index(var, filename, "var")
+    sample_ids = _index(obs, filename, "obs", limits)
+    genes = _index(var, filename, "var", limits)
     if not sample_ids:
         raise InvalidInput(f"{filename}: no samples (obs is empty)")
     if not genes:
@@ -72,20 +87,102 @@ def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpress
     limits.check(filename, samples=len(sample_ids), genes=len(genes))
     _check_ids(sample_ids, filename)
     _check_names(genes, filename, kind="gene")
-    values = _matrix(handle["X"], (len(sample_ids), len(genes)), filename)
+    values = _dense(x, (len(sample_ids), len(genes)), filename)
     matrix = ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
     _check_finite(matrix, filename, SAMPLES_AS_ROWS)
-    annotations = text_annotations(sample_ids, _text_columns(obs, len(sample_ids)))
+    most_categories = max(len(sample_ids), limits.samples or 0)  # anndata may keep unused categories
+    annotations = text_annotations(sample_ids, _text_columns(obs, len(sample_ids), most_categories, filename))
     return ParsedExpression(matrix, "h5ad", SAMPLES_AS_ROWS, False, annotations=annotations)
 
 
-def _index(group: h5py.Group, filename: str, part: str) -> list[str]:
+def _index(group: h5py.Group, filename: str, part: str, limits: SizeLimits) -> list[str]:
     name = group.attrs.get("_index", "_index")
     if isinstance(name, bytes):
         name = name.decode()
-    if name not in group:
+    dataset = _member(group, str(name), filename)
+    if not isinstance(dataset, h5py.Dataset):
         raise InvalidInput(f"{filename}: {part} has no index dataset {name!r}")
-    return [str(v) for v in _strings(group[name])]
+    count = _declared(dataset, filename)
+    samples, genes = (count, None) if part == "obs" else (None, count)
+    try:
+        limits.check(filename, samples=samples, genes=genes)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.message}, as {dataset.name} declares") from None
+    return [str(v) for v in _strings(dataset)]
+
+
+def _declared(dataset: h5py.Dataset, filename: str) -> int:
+    """How many values ``dataset`` declares; refuse values wider than a name, a label or a number."""
+    if dataset.dtype.itemsize > _MAX_VALUE_BYTES:
+        raise InvalidInput(
+            f"{filename}: {dataset.name} declares values of {dataset.dtype.itemsize:,} bytes each; at most "
+            f"{_MAX_VALUE_BYTES:,} are read"
+        )
+    return int(dataset.size or 0)
+
+
+def _refuse_outside_data(handle: h5py.File, filename: str) -> None:
+    """Refuse a file with any link other than a hard one, or any dataset whose data lies outside it."""
+    groups: list[h5py.Group] = [handle]
+    datasets: list[h5py.Dataset] = []
+
+    def visit(_: str, item: object) -> None:  # H5Ovisit: every object once, through hard links only
+        if isinstance(item, h5py.Group):
+            groups.append(item)
+        elif isinstance(item, h5py.Dataset):
+            datasets.append(item)
+
+    handle.visititems(visit)
+    for group in groups:
+        for name in group:
+            _check_link(group, name, filename)
+    for dataset in datasets:
+        _check_storage(dataset, filename)
+
+
+def _check_link(group: h5py.Group, name: str, filename: str) -> None:
+    link = group.get(name, getlink=True)  # the link itself (H5Lget_info), never what it points to
+    path = f"{group.name.rstrip('/')}/{name}"
+    if isinstance(link, h5py.ExternalLink):
+        raise InvalidInput(f"{filename}: {path} is an external link to another file; an upload must hold all its data")
+    if not isinstance(link, h5py.HardLink):
+        raise InvalidInput(
+            f"{filename}: {path} is a soft or user-defined link; an upload may hold only plain (hard) links, as "
+            "anndata writes"
+        )
+
+
+def _check_storage(dataset: h5py.Dataset, filename: str) -> None:
+    if dataset.id.get_create_plist().get_external_count() > 0 or dataset.external:
+        raise InvalidInput(
+            f"{filename}: dataset {dataset.name} keeps its data in other files (HDF5 external storage); an upload "
+            "must hold all its data"
+        )
+    if dataset.is_virtual:
+        raise InvalidInput(
+            f"{filename}: dataset {dataset.name} is a virtual dataset mapping other data; an upload must hold all its "
+            "data"
+        )
+
+
+def _member(group: h5py.Group, name: str, filename: str) -> h5py.Group | h5py.Dataset | None:
+    """``group[name]`` reached through a hard link and holding its own data, or None if there is none (the
+    up-front walk refused the rest already; this guards the reads themselves)."""
+    if not name or "/" in name or name == "." or group.get(name, getlink=True) is None:
+        return None  # not `name in group`: that resolves the link, opening the file an external link names
+    _check_link(group, name, filename)
+    item = group[name]
+    if isinstance(item, h5py.Dataset):
+        _check_storage(item, filename)
+    return item if isinstance(item, (h5py.Group, h5py.Dataset)) else None
+
+
+def _dataset(group: h5py.Group, name: str, filename: str) -> h5py.Dataset:
+    """:func:`_member` that must be a dataset."""
+    item = _member(group, name, filename)
+    if not isinstance(item, h5py.Dataset):
+        raise InvalidInput(f"{filename}: {group.name.rstrip('/')}/{name} is missing or not a dataset")
+    return item
 
 
 def _strings(dataset: h5py.Dataset) -> list[str | None]:
@@ -103,6 +200,19 @@ def _check_ids(sample_ids: list[str], filename: str) -> None:
     duplicated = sorted({s for s in sample_ids if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
     if duplicated:
         raise InvalidInput(f"{filename}: duplicate sample id(s) (obs names): {_listing([repr(s) for s in duplicated])}")
+
+
+def _dense(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str) -> np.ndarray:
+    """:func:`_matrix`, refused with 413 naming its size if the server cannot hold it (within the limits, a
+    matrix may still not fit beside the other uploads in memory)."""
+    try:
+        return _matrix(x, shape, filename)
+    except MemoryError:
+        gib = shape[0] * shape[1] * np.dtype(np.float32).itemsize / 1024**3
+        raise PayloadTooLarge(
+            f"{filename}: a {shape[0]:,} x {shape[1]:,} matrix ({gib:,.1f} GiB as float32) does not fit in this "
+            "server's memory now; upload fewer samples or genes, or try again later"
+        ) from None
 
 
 def _matrix(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str) -> np.ndarray:
@@ -124,15 +234,24 @@ def _matrix(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str)
     stored = tuple(int(v) for v in x.attrs["shape"])
     if stored != shape:
         raise InvalidInput(f"{filename}: X has shape {stored} but obs and var give {shape}")
-    data, indices, indptr = x["data"], x["indices"], x["indptr"][()]
+    data, indices, indptr_set = (_dataset(x, key, filename) for key in ("data", "indices", "indptr"))
     if data.dtype.kind not in "biuf":
         raise InvalidInput(f"{filename}: X holds {data.dtype}, not numbers")
     csr = encoding == "csr_matrix"
     major, minor = (n_samples, n_genes) if csr else (n_genes, n_samples)
-    if indptr.shape != (major + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != data.shape[0]:
+    if indptr_set.shape != (major + 1,) or indptr_set.dtype.kind not in "iu":
+        raise InvalidInput(
+            f"{filename}: {indptr_set.name} declares {indptr_set.shape} {indptr_set.dtype} where a {encoding} of "
+            f"shape {shape} has {major + 1:,} integers"
+        )
+    if data.ndim != 1 or indices.shape != data.shape or indices.dtype.kind not in "iu":
+        raise InvalidInput(f"{filename}: X's data and indices are not two lists of equal length (values, positions)")
+    if data.shape[0] > n_samples * n_genes:
+        raise InvalidInput(f"{filename}: {data.name} declares {data.shape[0]:,} values; a {shape} matrix holds fewer")
+    indptr = indptr_set[()]
+    steps = np.diff(indptr)
+    if indptr[0] != 0 or np.any(steps < 0) or np.any(steps > minor) or indptr[-1] != data.shape[0]:
         raise InvalidInput(f"{filename}: X's indptr does not describe a {encoding} of shape {shape}")
-    if indices.shape != data.shape:
-        raise InvalidInput(f"{filename}: X's data and indices differ in length")
     values = np.zeros(shape, dtype=np.float32)
     step = max(1, _BLOCK_CELLS // max(1, minor))
     for start in range(0, major, step):
@@ -149,26 +268,45 @@ def _matrix(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str)
     return values
 
 
-def _text_columns(obs: h5py.Group, n_samples: int) -> dict[str, list[str | None]]:
-    """Text, categorical and boolean obs columns, in ``column-order``; numbers are not labels."""
-    order = [str(c.decode() if isinstance(c, bytes) else c) for c in np.asarray(obs.attrs.get("column-order", []))]
+def _text_columns(obs: h5py.Group, n_samples: int, most_categories: int, filename: str) -> dict[str, list[str | None]]:
+    """Text, categorical and boolean obs columns, in ``column-order``; numbers are not labels, and a column
+    whose length is not ``n_samples`` is left unread."""
+    listed = obs.attrs.get("column-order", [])
+    if np.size(listed) > _MAX_LABEL_COLUMNS:
+        raise InvalidInput(
+            f"{filename}: obs lists {np.size(listed):,} columns; at most {_MAX_LABEL_COLUMNS:,} are read"
+        )
+    order = [str(c.decode() if isinstance(c, bytes) else c) for c in np.asarray(listed).reshape(-1)]
     columns: dict[str, list[str | None]] = {}
     for name in order:
-        item = obs.get(name)
+        item = _member(obs, name, filename)
         cells: list[str | None] | None = None
         if isinstance(item, h5py.Group) and _encoding(item) == "categorical":
-            categories = _strings(item["categories"])
-            codes = np.asarray(item["codes"][()]).reshape(-1)
-            cells = [categories[c] if 0 <= c < len(categories) else None for c in codes]
+            cells = _categorical(item, n_samples, most_categories, filename)
         elif isinstance(item, h5py.Group) and _encoding(item) in ("nullable-string-array", "nullable-boolean"):
-            mask = np.asarray(item["mask"][()]).reshape(-1)
-            raw = _strings(item["values"])
-            cells = [None if m else v for v, m in zip(raw, mask, strict=False)]
-        elif isinstance(item, h5py.Dataset) and (item.dtype.kind in "OSU" or item.dtype.kind == "b"):
+            mask, values = _dataset(item, "mask", filename), _dataset(item, "values", filename)
+            if _declared(mask, filename) == _declared(values, filename) == n_samples:
+                cells = [None if m else v for v, m in zip(_strings(values), mask[()].reshape(-1), strict=True)]
+        elif isinstance(item, h5py.Dataset) and item.dtype.kind in "OSUb" and _declared(item, filename) == n_samples:
             cells = _strings(item)
-        if cells is not None and len(cells) == n_samples:
+        if cells is not None:
             columns[name] = cells
     return columns
+
+
+def _categorical(item: h5py.Group, n_samples: int, most_categories: int, filename: str) -> list[str | None] | None:
+    """A categorical column's cells, or None unless it has one code per sample; categories past
+    ``most_categories`` refuse the file."""
+    codes, categories = _dataset(item, "codes", filename), _dataset(item, "categories", filename)
+    if _declared(codes, filename) != n_samples or codes.dtype.kind not in "iu":
+        return None
+    if _declared(categories, filename) > most_categories:
+        raise InvalidInput(
+            f"{filename}: {categories.name} declares {categories.size:,} categories for {n_samples:,} samples; at "
+            f"most {most_categories:,} are read"
+        )
+    names = _strings(categories)
+    return [names[c] if 0 <= c < len(names) else None for c in codes[()].reshape(-1)]
 
 
 def _encoding(item: h5py.Group) -> str:
