@@ -85,7 +85,7 @@ def test_full_loop_runs_on_a_celery_worker_with_postgres(
         assert (distributed.resolved_artifact_dir / str(key)).is_file()
 
     # Cancellation reaches the worker process through the job row.
-    body = {"cohort_id": cohort["id"], "params": {"epochs": 100_000, "batch_size": 64}}
+    body = {"cohort_id": cohort["id"], "params": {"epochs": 10_000, "batch_size": 64}}
     accepted = start(api, "/encoders", body)
     job_id = accepted["job"]["id"]
     deadline = time.monotonic() + 60

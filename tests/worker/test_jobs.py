@@ -34,7 +34,7 @@ def test_job_that_raises_ends_failed_with_its_error(client: TestClient, monkeypa
 
 def test_cancel_running_job_stops_within_an_epoch(client: TestClient) -> None:
     cohort = upload(client)
-    body = {"cohort_id": cohort["id"], "params": {"epochs": 100_000, "batch_size": 32}}
+    body = {"cohort_id": cohort["id"], "params": {"epochs": 10_000, "batch_size": 32}}
     accepted = client.post("/encoders", json=body).json()
     job_id = accepted["job"]["id"]
     deadline = time.monotonic() + 60

@@ -150,7 +150,7 @@ def test_heartbeat_beats_during_a_long_epoch_and_stops_a_job_taken_away(
     client: TestClient, settings: Settings
 ) -> None:
     settings = settings.model_copy(update={"heartbeat_interval_s": 0.05, "progress_interval_s": 3600.0})
-    job_id, encoder_id = pretrain_job(client, epochs=100_000)
+    job_id, encoder_id = pretrain_job(client, epochs=10_000)
     outcome: list[orm.JobState | None] = []
     thread = threading.Thread(target=lambda: outcome.append(run(job_id, settings)))
     thread.start()
