@@ -35,6 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
+from app.db.orm import NAME_LENGTH
 from app.errors import InvalidInput
 from models.gene_table import resolve_genes
 from models.genes import summarise_gene_ids
@@ -84,6 +85,12 @@ _SCAN_CELLS = 4_000_000  # cells per batch when looking for the first bad cell
 _SNIFF_ROWS = 200  # data rows whose first field is read to detect the orientation
 _MIN_SYMBOL_ROWS = 20  # gene symbols as row ids turn a file only from this many rows: never a short sample sheet
 _SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
+# The longest line read while sniffing: a header of as many names as the limits allow (plus the id and
+# annotation columns), each of at most NAME_LENGTH characters, all quoted with every character a doubled
+# quote; a data row's fields are shorter. 100,000 names: 40 M characters.
+_EXTRA_COLUMNS = 64  # id and gene-annotation columns beside the samples or genes
+_FIELD_CHARS = 2 * NAME_LENGTH + 3
+_UNLIMITED_COLUMNS = 100_000  # the columns a line is sized for when no limit is given (the settings' default)
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
 _LISTED = 10  # names listed in a message before "and N more"
 _STORE_METADATA = {b"exprssl.format": b"expression-matrix/1"}
@@ -433,19 +440,31 @@ class _Head:
     longest_row: int  # characters of the longest line seen, the header included
 
 
-def _sniff(path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True) -> _Head:
+def _line_cap(limits: SizeLimits) -> int:
+    """Characters of the longest line a file within ``limits`` can hold (see ``_FIELD_CHARS``)."""
+    columns = max(limits.samples or _UNLIMITED_COLUMNS, limits.genes or _UNLIMITED_COLUMNS)
+    return (columns + _EXTRA_COLUMNS) * _FIELD_CHARS
+
+
+def _sniff(
+    path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True,
+    limits: SizeLimits = NO_LIMITS,
+) -> _Head:
     """Leading comment lines (``#`` lines without a delimiter, as featureCounts writes; only when
-    ``comments``), the header's fields, and the first field of up to ``rows`` data rows."""
+    ``comments``), the header's fields, and the first field of up to ``rows`` data rows. A line longer
+    than a file within ``limits`` can hold is refused before it is read whole."""
     first: list[str] = []
     longest = 0
+    cap = _line_cap(limits)
     try:
         with _open_text(path, layout) as handle:
+            lines = _bounded_lines(handle, filename, cap)
             n_comments = 0
-            line = handle.readline()
+            line = next(lines, "")
             while comments and line.startswith("#") and layout.delimiter not in line:
                 n_comments += 1
-                line = handle.readline()
-            reader = csv.reader(_chain(line, handle), delimiter=layout.delimiter)
+                line = next(lines, "")
+            reader = csv.reader(_chain(line, lines), delimiter=layout.delimiter)
             header = next(reader, None)
             longest = len(line)
             try:
@@ -468,10 +487,24 @@ def _sniff(path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_
     return _Head(n_comments, header, first, longest)
 
 
-def _chain(line: str, handle: Iterable[str]) -> Iterable[str]:
+def _bounded_lines(handle: io.TextIOBase, filename: str, cap: int) -> Iterator[str]:
+    """The lines of ``handle``, each read with at most ``cap`` characters; a longer one is refused (a small
+    gzip can hold gigabytes without a line break)."""
+    number = 0
+    while line := handle.readline(cap + 1):
+        number += 1
+        if len(line) > cap:
+            raise InvalidInput(
+                f"{filename}: line {number:,} is longer than {cap:,} characters, more than a file within this "
+                "server's limits (EXPRSSL_MAX_UPLOAD_SAMPLES, EXPRSSL_MAX_UPLOAD_GENES) can hold"
+            )
+        yield line
+
+
+def _chain(line: str, lines: Iterable[str]) -> Iterable[str]:
     if line:
         yield line
-    yield from handle
+    yield from lines
 
 
 def _starts_like_gct(path: Path, layout: _Delimited) -> bool:
@@ -525,7 +558,7 @@ def _csv_options(
 def _read_delimited_matrix(
     path: Path, filename: str, layout: _Delimited, orientation: str, limits: SizeLimits
 ) -> ParsedExpression:
-    head = _sniff(path, filename, layout)
+    head = _sniff(path, filename, layout, limits=limits)
     header = head.header
     if len(header) < 2:
         columns = "sample" if orientation == GENES_AS_ROWS else "gene"
@@ -752,7 +785,7 @@ def _read_gct(
     lines before the data)."""
     if orientation == SAMPLES_AS_ROWS:
         raise InvalidInput(f"{filename}: GCT files hold genes as rows; orientation 'samples_as_rows' does not apply")
-    version, header, column_meta, n_rows, n_row_meta = _read_gct_head(path, filename, layout)
+    version, header, column_meta, n_rows, n_row_meta = _read_gct_head(path, filename, layout, limits)
     n_samples = len(header) - 1 - n_row_meta
     shape = _Shape(
         orientation=GENES_AS_ROWS,
@@ -773,19 +806,20 @@ def _read_gct(
 
 
 def _read_gct_head(
-    path: Path, filename: str, layout: _Delimited
+    path: Path, filename: str, layout: _Delimited, limits: SizeLimits
 ) -> tuple[str, list[str], list[tuple[str, list[str]]], int, int]:
     """(version, header fields, column-metadata rows as (name, cells), declared gene rows, row-metadata count)."""
     try:
         with _open_text(path, layout) as handle:
-            lines = [handle.readline().rstrip("\r\n") for _ in range(3)]
+            lines_read = _bounded_lines(handle, filename, _line_cap(limits))
+            lines = [next(lines_read, "").rstrip("\r\n") for _ in range(3)]
             version = lines[0].strip()
             if version not in ("#1.2", "#1.3"):
                 raise InvalidInput(f"{filename}: a GCT file starts with '#1.2' or '#1.3', not {_clip(lines[0])!r}")
             dims = _gct_dimensions(lines[1], version, filename)
             n_rows, n_columns = dims[0], dims[1]
             n_row_meta, n_column_meta = (dims[2], dims[3]) if version == "#1.3" else (1, 0)
-            meta = [handle.readline().rstrip("\r\n").split("\t") for _ in range(n_column_meta)]
+            meta = [next(lines_read, "").rstrip("\r\n").split("\t") for _ in range(n_column_meta)]
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:

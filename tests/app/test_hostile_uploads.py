@@ -1,0 +1,44 @@
+"""Hostile uploads (a security review's findings): each is refused with 422 naming the file and where,
+without reading more than the limits allow, and nothing is stored. Limits are lowered so that each bomb
+stays a few MB."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import get_settings
+
+
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """At most 10 samples and 10 genes: lines longer than (10 + 64) x 403 characters are refused."""
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_SAMPLES", "10")
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_GENES", "10")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def refused(client: TestClient, files: dict[str, tuple[str, bytes]]) -> str:
+    """The 422 message for an upload of ``files``, having checked that nothing was stored."""
+    response = client.post("/cohorts", files=files)
+    assert response.status_code == 422, response.text[:500]
+    assert client.get("/cohorts").json() == []
+    message: str = response.json()["error"]["message"]
+    return message
+
+
+def test_a_line_without_a_break_is_refused_before_it_is_read_whole(client: TestClient, small_limits: None) -> None:
+    endless = gzip.compress(b"sample_id" + b",g" * 1_000_000)  # 2 MB and no line break
+    data_row = gzip.compress(b"sample_id,g1\n" + b"s" * 2_000_000 + b",1\n")
+    gct = gzip.compress(b"#1.2\n1\t1\n" + b"N" * 2_000_000)
+
+    assert refused(client, {"expression": ("m.csv.gz", endless)}).startswith(
+        "m.csv.gz: line 1 is longer than 29,822 characters"
+    )
+    assert refused(client, {"expression": ("m.csv.gz", data_row)}).startswith("m.csv.gz: line 2 is longer than")
+    assert refused(client, {"expression": ("m.gct.gz", gct)}).startswith("m.gct.gz: line 3 is longer than")
