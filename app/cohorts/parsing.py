@@ -91,6 +91,7 @@ _SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
 _EXTRA_COLUMNS = 64  # id and gene-annotation columns beside the samples or genes
 _FIELD_CHARS = 2 * NAME_LENGTH + 3
 _UNLIMITED_COLUMNS = 100_000  # the columns a line is sized for when no limit is given (the settings' default)
+_MAX_GCT_COLUMN_META = 1_000  # GCT 1.3 column-metadata lines: a few in practice, each as long as the header
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
 _LISTED = 10  # names listed in a message before "and N more"
 _STORE_METADATA = {b"exprssl.format": b"expression-matrix/1"}
@@ -819,7 +820,13 @@ def _read_gct_head(
             dims = _gct_dimensions(lines[1], version, filename)
             n_rows, n_columns = dims[0], dims[1]
             n_row_meta, n_column_meta = (dims[2], dims[3]) if version == "#1.3" else (1, 0)
-            meta = [next(lines_read, "").rstrip("\r\n").split("\t") for _ in range(n_column_meta)]
+            limits.check(filename, samples=n_columns)  # as the dimensions line declares
+            if n_column_meta > _MAX_GCT_COLUMN_META:
+                raise InvalidInput(
+                    f"{filename}: the GCT 1.3 dimensions line declares {n_column_meta:,} column-metadata lines; "
+                    f"at most {_MAX_GCT_COLUMN_META:,} are accepted"
+                )
+            meta = [_gct_meta_line(lines_read, filename, i, n_column_meta) for i in range(n_column_meta)]
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
@@ -835,6 +842,16 @@ def _read_gct_head(
         if len(cells) != expected:
             raise InvalidInput(f"{filename}: GCT column-metadata line {number} has {len(cells)} fields, not {expected}")
     return version[1:], header, [(cells[0], cells) for cells in meta], n_rows, n_row_meta
+
+
+def _gct_meta_line(lines: Iterator[str], filename: str, index: int, declared: int) -> list[str]:
+    line = next(lines, None)
+    if line is None:
+        raise InvalidInput(
+            f"{filename}: the file ends after {index} of the {declared:,} column-metadata lines its dimensions "
+            "line declares"
+        )
+    return line.rstrip("\r\n").split("\t")
 
 
 def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:

@@ -42,3 +42,15 @@ def test_a_line_without_a_break_is_refused_before_it_is_read_whole(client: TestC
     )
     assert refused(client, {"expression": ("m.csv.gz", data_row)}).startswith("m.csv.gz: line 2 is longer than")
     assert refused(client, {"expression": ("m.gct.gz", gct)}).startswith("m.gct.gz: line 3 is longer than")
+
+
+def test_a_gct_declaring_more_column_metadata_than_it_holds_is_refused(client: TestClient) -> None:
+    lying = b"#1.3\n1\t1\t0\t1000000000\nid\tS1\ng1\t1\n"  # 40 bytes declaring a billion metadata lines
+    short = b"#1.3\n1\t1\t0\t5\nid\tS1\ntissue\tkidney\ng1\t1\n"
+
+    assert refused(client, {"expression": ("m.gct", lying)}) == (
+        "m.gct: the GCT 1.3 dimensions line declares 1,000,000,000 column-metadata lines; at most 1,000 are accepted"
+    )
+    assert refused(client, {"expression": ("m.gct", short)}) == (
+        "m.gct: the file ends after 2 of the 5 column-metadata lines its dimensions line declares"
+    )
