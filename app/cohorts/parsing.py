@@ -91,6 +91,10 @@ _SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
 _EXTRA_COLUMNS = 64  # id and gene-annotation columns beside the samples or genes
 _FIELD_CHARS = 2 * NAME_LENGTH + 3
 _UNLIMITED_COLUMNS = 100_000  # the columns a line is sized for when no limit is given (the settings' default)
+# A label table is read in Arrow batches and refused once past these, whatever its compressed size: rows
+# beyond the matrix's samples cannot all be labelled samples, and its text is turned into Python strings.
+_MAX_LABEL_BYTES = 256 << 20  # parsed text
+_MAX_LABEL_LINE = 4 << 20  # characters of one line (a header of some thousand phenotype columns is < 1 M)
 _MAX_GCT_COLUMN_META = 1_000  # GCT 1.3 column-metadata lines: a few in practice, each as long as the header
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
 _LISTED = 10  # names listed in a message before "and N more"
@@ -238,14 +242,18 @@ def parse_expression(
     return _read_delimited_matrix(path, filename, layout, orientation, limits)
 
 
-def read_labels(path: Path, filename: str) -> pd.DataFrame:
-    """Read a label table: sample ids first, then phenotype columns kept as strings (NaN if missing)."""
+def read_labels(path: Path, filename: str, *, max_rows: int | None = None) -> pd.DataFrame:
+    """Read a label table: sample ids first, then phenotype columns kept as strings (NaN if missing).
+
+    More than ``max_rows`` data rows (the matrix's samples: each labelled sample must be one of them) or
+    more than ``_MAX_LABEL_BYTES`` of text are refused as soon as they are read.
+    """
     layout = _delimited_layout(filename)
     if layout is None:
         raise InvalidInput(
             f"{filename}: unsupported file type for labels; accepted extensions: {', '.join(LABEL_EXTENSIONS)}"
         )
-    header = _read_header(path, filename, layout)
+    header = _sniff(path, filename, layout, rows=0, comments=False, line_cap=_MAX_LABEL_LINE).header
     if len(header) < 2:
         raise InvalidInput(
             f"{filename}: no phenotype column; the header has only the sample-id column"
@@ -253,7 +261,7 @@ def read_labels(path: Path, filename: str) -> pd.DataFrame:
         )
     columns = header[1:]
     _check_names(columns, filename, kind="column")
-    table = _read_label_table(path, filename, layout, len(header))
+    table = _read_label_table(path, filename, layout, len(header), max_rows)
     if table.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows below the header")
     sample_ids = _row_ids(table.column(0), filename, kind="sample")
@@ -428,11 +436,6 @@ def _open_text(path: Path, layout: _Delimited) -> io.TextIOBase:
     return opener(path, "rt", encoding="utf-8-sig", newline="")  # type: ignore[return-value]
 
 
-def _read_header(path: Path, filename: str, layout: _Delimited) -> list[str]:
-    """Return the first line's fields; the first names the id column."""
-    return _sniff(path, filename, layout, rows=0, comments=False).header
-
-
 @dataclass(frozen=True)
 class _Head:
     comments: int  # comment lines before the header
@@ -449,14 +452,14 @@ def _line_cap(limits: SizeLimits) -> int:
 
 def _sniff(
     path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True,
-    limits: SizeLimits = NO_LIMITS,
+    limits: SizeLimits = NO_LIMITS, line_cap: int | None = None,
 ) -> _Head:
     """Leading comment lines (``#`` lines without a delimiter, as featureCounts writes; only when
     ``comments``), the header's fields, and the first field of up to ``rows`` data rows. A line longer
-    than a file within ``limits`` can hold is refused before it is read whole."""
+    than a file within ``limits`` can hold (or than ``line_cap``) is refused before it is read whole."""
     first: list[str] = []
     longest = 0
-    cap = _line_cap(limits)
+    cap = line_cap or _line_cap(limits)
     try:
         with _open_text(path, layout) as handle:
             lines = _bounded_lines(handle, filename, cap)
@@ -736,7 +739,7 @@ def _invalid_row_message(row: pacsv.InvalidRow, filename: str, layout: _Delimite
     return message
 
 
-def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: int) -> pa.Table:
+def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: int, max_rows: int | None) -> pa.Table:
     invalid: list[pacsv.InvalidRow] = []
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
@@ -745,13 +748,31 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
 
     options = _csv_options(layout, n_columns, lambda i: pa.string(), on_invalid_row=on_invalid_row, use_threads=False)
     shape = _Shape(SAMPLES_AS_ROWS, n_columns, [], [], 1)
+    batches: list[pa.RecordBatch] = []
+    n_rows = n_bytes = 0
     try:
         with _open_stream(path, layout) as stream:
-            return pacsv.read_csv(stream, **options)
+            reader = pacsv.open_csv(stream, **options)
+            for batch in reader:
+                batches.append(batch)
+                n_rows, n_bytes = n_rows + batch.num_rows, n_bytes + batch.nbytes
+                _check_label_size(filename, n_rows, n_bytes, max_rows)
+            return pa.Table.from_batches(batches, schema=reader.schema)
     except (pa.ArrowException, OSError, EOFError) as exc:
+        batches.clear()
         if invalid:
             raise InvalidInput(_invalid_row_message(invalid[0], filename, layout, shape)) from None
         raise InvalidInput(f"{filename}: could not parse the file: {_brief(exc)}") from None
+
+
+def _check_label_size(filename: str, n_rows: int, n_bytes: int, max_rows: int | None) -> None:
+    if max_rows is not None and n_rows > max_rows:
+        raise InvalidInput(
+            f"{filename}: more than {max_rows:,} data rows, but the expression matrix has {max_rows:,} samples; "
+            "each row must label one of them"
+        )
+    if n_bytes > _MAX_LABEL_BYTES:
+        raise InvalidInput(f"{filename}: more than {_MAX_LABEL_BYTES:,} bytes of label text; this server reads no more")
 
 
 def _label_values(column: pa.ChunkedArray) -> np.ndarray:

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from app.cohorts import parsing
 from app.config import get_settings
+
+MATRIX = b"sample_id,TP53,EGFR\ns0,1,2\ns1,3,4\ns2,5,6\n"
 
 
 @pytest.fixture
@@ -53,4 +56,17 @@ def test_a_gct_declaring_more_column_metadata_than_it_holds_is_refused(client: T
     )
     assert refused(client, {"expression": ("m.gct", short)}) == (
         "m.gct: the file ends after 2 of the 5 column-metadata lines its dimensions line declares"
+    )
+
+
+def test_a_label_table_is_bounded_in_rows_and_bytes(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = gzip.compress(b"sample_id,tissue\n" + b"s0,kidney\n" * 400_000)  # 4 MB of rows, 12 kB of gzip
+    wide = b"sample_id,note\n" + b"".join(b"s%d,%s\n" % (i, b"x" * 2_000) for i in range(3))
+    monkeypatch.setattr(parsing, "_MAX_LABEL_BYTES", 4_000)
+
+    assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv.gz", bomb)}) == (
+        "l.csv.gz: more than 3 data rows, but the expression matrix has 3 samples; each row must label one of them"
+    )
+    assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv", wide)}).startswith(
+        "l.csv: more than 4,000 bytes of label text"
     )
