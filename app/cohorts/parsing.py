@@ -95,6 +95,8 @@ _UNLIMITED_COLUMNS = 100_000  # the columns a line is sized for when no limit is
 # beyond the matrix's samples cannot all be labelled samples, and its text is turned into Python strings.
 _MAX_LABEL_BYTES = 256 << 20  # parsed text
 _MAX_LABEL_LINE = 4 << 20  # characters of one line (a header of some thousand phenotype columns is < 1 M)
+_PARQUET_VALUE_BYTES = 64  # per row of a value column chunk: a number, even as text, takes fewer
+_PARQUET_CHUNK_SLACK = 1 << 20  # per column chunk besides its rows: page headers, statistics
 _MAX_GCT_COLUMN_META = 1_000  # GCT 1.3 column-metadata lines: a few in practice, each as long as the header
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
 _LISTED = 10  # names listed in a message before "and N more"
@@ -912,7 +914,8 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
             f"{'gene' if stated == GENES_AS_ROWS else 'sample'} ids; store the ids as the first column or as the "
             "index, as strings"
         )
-    reader = _ParquetSlices(parquet, filename)
+    _check_parquet_footer(parquet.metadata, filename, limits, id_position)
+    reader = _ParquetSlices(_with_dictionaries(path, schema, filename), filename)
     first_ids = reader.ids(0, id_position).slice(0, _SNIFF_ROWS).to_pylist() if reader.n_groups else []
     resolved, detected = _resolve_orientation(orientation, id_field.name, [names[i] for i in other], first_ids)
     skipped: list[str] = []
@@ -951,6 +954,40 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
     return ParsedExpression(matrix, "parquet", resolved, detected, skipped)
 
 
+def _check_parquet_footer(metadata: pq.FileMetaData, filename: str, limits: SizeLimits, id_position: int) -> None:
+    """Refuse, before anything is decoded, a footer declaring more rows and columns than the limits allow in
+    either orientation, or column chunks larger than their rows of ids or numbers can be (a compression
+    bomb); the uncompressed sizes are those the footer declares."""
+    rows, columns = metadata.num_rows, metadata.num_columns - 1
+    try:
+        limits.check_shape(filename, SAMPLES_AS_ROWS, rows=rows, columns=columns)
+    except InvalidInput as as_samples:
+        try:
+            limits.check_shape(filename, GENES_AS_ROWS, rows=rows, columns=columns)
+        except InvalidInput:
+            raise as_samples from None
+    for group in range(metadata.num_row_groups):
+        chunks = metadata.row_group(group)
+        for position in range(chunks.num_columns):
+            per_row = 4 * NAME_LENGTH + 8 if position == id_position else _PARQUET_VALUE_BYTES
+            size = chunks.column(position).total_uncompressed_size
+            if size > chunks.num_rows * per_row + _PARQUET_CHUNK_SLACK:
+                raise InvalidInput(
+                    f"{filename}: column {position + 1} of row group {group + 1} declares {size:,} bytes for "
+                    f"{chunks.num_rows:,} rows, more than ids or numbers take"
+                )
+
+
+def _with_dictionaries(path: Path, schema: pa.Schema, filename: str) -> pq.ParquetFile:
+    """The file again, with text columns read as dictionaries: a dictionary-encoded column can repeat one
+    long string a million times in a few bytes, which a plain read would decode a million times."""
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    try:
+        return pq.ParquetFile(path, read_dictionary=text)
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
+
+
 class _ParquetSlices:
     """Reads a Parquet file one row group and a few hundred columns at a time.
 
@@ -970,8 +1007,24 @@ class _ParquetSlices:
             raise InvalidInput(f"{self.filename}: could not read the Parquet file: {_brief(exc)}") from None
 
     def ids(self, group: int, position: int) -> pa.ChunkedArray:
+        """One row group's ids as text; an id longer than NAME_LENGTH is refused before it is decoded."""
         column = self.read(group, [position]).column(0)
+        if pa.types.is_dictionary(column.type):
+            column = pa.chunked_array([self._decoded(chunk, group) for chunk in column.chunks], pa.string())
         return column if column.type == pa.string() else pc.cast(column, pa.string())
+
+    def _decoded(self, chunk: pa.DictionaryArray, group: int) -> pa.Array:
+        lengths = pc.utf8_length(chunk.dictionary).to_numpy(zero_copy_only=False)
+        long = np.flatnonzero(lengths > NAME_LENGTH)
+        if long.size:
+            used = np.flatnonzero(np.isin(chunk.indices.to_numpy(zero_copy_only=False), long))
+            if used.size:
+                start = sum(self.parquet.metadata.row_group(g).num_rows for g in range(group))
+                raise InvalidInput(
+                    f"{self.filename}: the id in data row {start + int(used[0]) + 1:,} is longer than "
+                    f"{NAME_LENGTH} characters"
+                )
+        return pc.cast(chunk, pa.string())
 
     def slices(self, group: int, columns: Sequence[int]) -> Iterator[tuple[int, pa.Table]]:
         """(offset into ``columns``, table of the next slice of them) for one row group."""
@@ -1049,9 +1102,19 @@ def _is_numeric_or_text(kind: pa.DataType) -> bool:
 
 
 def _parquet_float32(columns: list[pa.Array]) -> list[pa.Array] | None:
-    """Cast every column to float32; None if a text column holds something that is not a number."""
+    """Cast every column to float32; None if a text column holds something that is not a number.
+
+    A dictionary column's distinct values are converted once, then looked up, never decoded row by row.
+    """
     converted: list[pa.Array] = []
     for column in columns:
+        if isinstance(column, pa.DictionaryArray):
+            too_long = pc.max(pc.utf8_length(column.dictionary)).as_py() or 0
+            numbers = None if too_long > _PARQUET_VALUE_BYTES else _parquet_float32([column.dictionary])
+            if numbers is None:
+                return None
+            converted.append(numbers[0].take(column.indices))
+            continue
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             try:
                 column = pc.cast(pc.utf8_trim(column, characters=" \t"), pa.float32())
@@ -1059,6 +1122,20 @@ def _parquet_float32(columns: list[pa.Array]) -> list[pa.Array] | None:
                 return None
         converted.append(column if column.type == pa.float32() else pc.cast(column, pa.float32(), safe=False))
     return converted
+
+
+def _short_text(values: pa.Array) -> pa.Array:
+    """Text longer than ``_PARQUET_VALUE_BYTES`` characters, longer than any number, cut and marked '...'."""
+    cut = pc.binary_join_element_wise(pc.utf8_slice_codeunits(values, 0, _PARQUET_VALUE_BYTES), "...", "")
+    return pc.if_else(pc.greater(pc.utf8_length(values), _PARQUET_VALUE_BYTES), cut, values)
+
+
+def _bounded_text(column: pa.Array) -> pa.Array:
+    """A value column as text, each cell cut to a number's length (a dictionary's values before decoding)."""
+    if isinstance(column, pa.DictionaryArray):
+        return _short_text(column.dictionary).take(column.indices)
+    text = pc.cast(column, pa.string())
+    return _short_text(text) if pa.types.is_string(column.type) else text
 
 
 def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Shape, id_position: int) -> NoReturn:
@@ -1072,7 +1149,7 @@ def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Sh
         found: list[tuple[int, int, str | None]] = []
         for start, table in reader.slices(group, shape.values_at):
             try:
-                cell = _first_bad_cell([pc.cast(_one_chunk(c), pa.string()) for c in table.columns], len(ids))
+                cell = _first_bad_cell([_bounded_text(_one_chunk(c)) for c in table.columns], len(ids))
             except pa.ArrowException as exc:
                 raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
             if cell is not None:

@@ -5,8 +5,13 @@ stays a few MB."""
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
@@ -69,4 +74,48 @@ def test_a_label_table_is_bounded_in_rows_and_bytes(client: TestClient, monkeypa
     )
     assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv", wide)}).startswith(
         "l.csv: more than 4,000 bytes of label text"
+    )
+
+
+def parquet_bytes(ids: pa.Array, values: pa.Array) -> bytes:
+    """A two-column Parquet file without the stored Arrow schema, as a hostile writer would leave it."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"sample_id": ids, "g1": values}), buffer, store_schema=False)
+    return buffer.getvalue()
+
+
+def repeated(text: str, n: int) -> pa.DictionaryArray:
+    """``text`` ``n`` times, dictionary-encoded: stored once however long ``n`` x ``text`` is."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text]))
+
+
+def test_a_parquet_footer_over_the_limits_is_refused_before_a_column_is_read(
+    client: TestClient, small_limits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tall = parquet_bytes(repeated("s" * 1_000, 20_000), pa.array(np.ones(20_000, np.float32)))
+
+    def unread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a column was read before the footer was checked")
+
+    monkeypatch.setattr(parsing._ParquetSlices, "read", unread)
+    assert refused(client, {"expression": ("m.parquet", tall)}).startswith(
+        "m.parquet: 20,000 samples; this server accepts at most 10"
+    )
+
+
+def test_parquet_dictionary_bombs_are_refused_before_they_are_decoded(client: TestClient) -> None:
+    long_id = parquet_bytes(repeated("s" * 1_000_000, 100), pa.array(np.ones(100, np.float32)))  # 100 MB decoded
+    ids = pa.array([f"s{i}" for i in range(100)])
+    big_value = parquet_bytes(ids, repeated("1" * 2_000_000, 100))  # its column chunk declares 2 MB for 100 rows
+    long_value = parquet_bytes(ids, repeated("x" * 500_000, 100))
+
+    assert refused(client, {"expression": ("id.parquet", long_id)}) == (
+        "id.parquet: the id in data row 1 is longer than 200 characters"
+    )
+    assert refused(client, {"expression": ("big.parquet", big_value)}).startswith(
+        "big.parquet: column 2 of row group 1 declares 2,000,"
+    )
+    assert refused(client, {"expression": ("long.parquet", long_value)}) == (
+        f"long.parquet: sample 's0' (data row 1), gene 'g1': non-numeric value {'x' * 60 + '...'!r}; every "
+        "expression value must be a finite number"
     )
