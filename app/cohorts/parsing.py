@@ -959,6 +959,12 @@ def _check_parquet_footer(metadata: pq.FileMetaData, filename: str, limits: Size
     either orientation, or column chunks larger than their rows of ids or numbers can be (a compression
     bomb); the uncompressed sizes are those the footer declares."""
     rows, columns = metadata.num_rows, metadata.num_columns - 1
+    in_groups = sum(metadata.row_group(group).num_rows for group in range(metadata.num_row_groups))
+    if in_groups != rows:
+        raise InvalidInput(
+            f"{filename}: the Parquet footer declares {rows:,} rows but its row groups hold {in_groups:,}; "
+            "the file is damaged"
+        )
     try:
         limits.check_shape(filename, SAMPLES_AS_ROWS, rows=rows, columns=columns)
     except InvalidInput as as_samples:

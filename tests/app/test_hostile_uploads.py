@@ -119,3 +119,15 @@ def test_parquet_dictionary_bombs_are_refused_before_they_are_decoded(client: Te
         f"long.parquet: sample 's0' (data row 1), gene 'g1': non-numeric value {'x' * 60 + '...'!r}; every "
         "expression value must be a finite number"
     )
+
+
+def test_a_parquet_footer_whose_row_count_disagrees_with_its_row_groups_is_refused(client: TestClient) -> None:
+    content = parquet_bytes(pa.array([f"s{i}" for i in range(10)]), pa.array(np.ones(10, np.float32)))
+    footer = len(content) - 8 - int.from_bytes(content[-8:-4], "little")
+    at = content.index(b"\x16\x14", footer)  # the file's num_rows, before its row groups': 10 as a zigzag varint
+    patched = content[:at] + b"\x16\x7e" + content[at + 2 :]  # 63
+    assert pq.ParquetFile(io.BytesIO(patched)).metadata.num_rows == 63
+
+    assert refused(client, {"expression": ("m.parquet", patched)}) == (
+        "m.parquet: the Parquet footer declares 63 rows but its row groups hold 10; the file is damaged"
+    )
