@@ -19,7 +19,9 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import math
+import re
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -470,6 +472,7 @@ def _sniff(
             while comments and line.startswith("#") and layout.delimiter not in line:
                 n_comments += 1
                 line = next(lines, "")
+            _check_field_count(line, filename, layout.delimiter, limits)
             reader = csv.reader(_chain(line, lines), delimiter=layout.delimiter)
             header = next(reader, None)
             longest = len(line)
@@ -491,6 +494,35 @@ def _sniff(
             "sample-id column and then the columns"
         )
     return _Head(n_comments, header, first, longest)
+
+
+def _check_field_count(line: str, filename: str, delimiter: str, limits: SizeLimits) -> None:
+    """Refuse a header of more columns than ``limits`` allow (beside the id and annotation columns) before it
+    is split: ten million names would take gigabytes as Python strings and Arrow columns."""
+    if limits.samples is None and limits.genes is None:
+        return
+    most = max(limits.samples or 0, limits.genes or 0) + _EXTRA_COLUMNS
+    if line.count(delimiter) < most:  # an upper bound on the fields: quoted fields may hold delimiters
+        return
+    fields = _FIELD.get(delimiter) or _FIELD.setdefault(delimiter, _field_pattern(delimiter))
+    counted = line.count(delimiter) + 1 if '"' not in line else sum(
+        1 for _ in itertools.islice(fields.finditer(line), most + 2)
+    )
+    if counted > most + 1:  # the pattern also matches the empty end of the line
+        raise InvalidInput(
+            f"{filename}: the header has more than {most:,} columns; this server accepts at most "
+            f"{max(limits.samples or 0, limits.genes or 0):,} samples or genes (EXPRSSL_MAX_UPLOAD_SAMPLES, "
+            "EXPRSSL_MAX_UPLOAD_GENES)"
+        )
+
+
+def _field_pattern(delimiter: str) -> re.Pattern[str]:
+    """One field of a line as the csv module reads it: quoted (doubled quotes inside), or not."""
+    d = re.escape(delimiter)
+    return re.compile(f'(?:"(?:[^"]|"")*"[^{d}\r\n]*|[^{d}\r\n]*)(?:{d}|\r?\n|$)')
+
+
+_FIELD: dict[str, re.Pattern[str]] = {}
 
 
 def _bounded_lines(handle: io.TextIOBase, filename: str, cap: int) -> Iterator[str]:
@@ -716,7 +748,30 @@ def _raise_first_delimited_error(
         cause = cause or exc  # the first parse's message says more than the text re-read's
     if cause is None:
         raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
+    long_line = _first_line_over(path, layout, shape.block_size) if "straddl" in str(cause) else None
+    if long_line is not None:
+        raise InvalidInput(
+            f"{filename}: line {long_line:,} (data row {long_line - shape.skip_rows:,}) is longer than "
+            f"{shape.block_size:,} bytes, the most one row may take here (about 4 times the longest of the "
+            "first rows)"
+        )
     raise InvalidInput(f"{filename}: could not parse the file: {_brief(cause)}") from None
+
+
+def _first_line_over(path: Path, layout: _Delimited, most: int) -> int | None:
+    """The number of the first line longer than ``most`` bytes, reading no line whole; None if none is."""
+    opener = gzip.open if layout.gzipped else open
+    try:
+        with opener(path, "rb") as handle:
+            for number in itertools.count(1):
+                line = handle.readline(most + 1)
+                if len(line) > most:
+                    return number
+                if not line:
+                    return None
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _rebatched(batches: Iterable[pa.RecordBatch], n_columns: int) -> Iterable[pa.RecordBatch]:

@@ -131,3 +131,25 @@ def test_a_parquet_footer_whose_row_count_disagrees_with_its_row_groups_is_refus
     assert refused(client, {"expression": ("m.parquet", patched)}) == (
         "m.parquet: the Parquet footer declares 63 rows but its row groups hold 10; the file is damaged"
     )
+
+
+def test_a_header_of_too_many_columns_is_refused_while_it_is_counted(client: TestClient, small_limits: None) -> None:
+    wide = b"sample_id" + b",g" * 1_000 + b"\ns0" + b",1" * 1_000 + b"\n"
+    quoted = b'sample_id,"a,b"' + b',"g"' * 1_000 + b"\n"
+
+    for content in (wide, quoted):
+        assert refused(client, {"expression": ("m.csv", content)}) == (
+            "m.csv: the header has more than 74 columns; this server accepts at most 10 samples or genes "
+            "(EXPRSSL_MAX_UPLOAD_SAMPLES, EXPRSSL_MAX_UPLOAD_GENES)"
+        )
+
+
+def test_a_row_longer_than_a_parse_block_is_named(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parsing, "_BLOCK_SIZE", 64 << 10)  # the longest first rows are short: blocks of 64 KiB
+    rows = b"".join(b"s%d,1\n" % i for i in range(300))  # past the 200 rows read to sniff the orientation
+    content = gzip.compress(b"sample_id,TP53\n" + rows + b"s300," + b"1" * 200_000 + b"\n")
+
+    assert refused(client, {"expression": ("m.csv.gz", content)}) == (
+        "m.csv.gz: line 302 (data row 301) is longer than 65,536 bytes, the most one row may take here (about 4 "
+        "times the longest of the first rows)"
+    )
