@@ -628,7 +628,7 @@ def _read_text_values(
     Each batch of rows becomes one dense float32 block at once, so memory holds the blocks (one matrix)
     and a batch or two of Arrow data, never a whole Arrow table beside the matrix.
     """
-    _check_names(shape.names, filename, kind=shape.column_kind)
+    _check_names(shape.names, filename, kind=shape.column_kind, at=shape.values_at)
     include = [0, *shape.values_at]
     options = _csv_options(
         layout, shape.n_fields, lambda i: pa.string() if i == 0 else pa.float32(), include=include,
@@ -984,7 +984,7 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
     shape = _Shape(resolved, len(names), other, [names[i] for i in other], 0, skipped)
     if not other:
         raise InvalidInput(f"{filename}: no {shape.column_kind} columns; the file holds only the id column")
-    _check_names(shape.names, filename, kind=shape.column_kind)
+    _check_names(shape.names, filename, kind=shape.column_kind, at=other)
     for name, position in zip(shape.names, other, strict=True):
         kind = schema.field(position).type
         if not _is_numeric_or_text(kind):
@@ -1230,12 +1230,19 @@ def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Sh
 # Shared checks
 
 
-def _check_names(names: list[str], filename: str, *, kind: str) -> None:
-    """Refuse empty column names, and duplicates unless they are genes (harmonisation decides those);
-    ``names`` start at the file's second column."""
-    empty = [str(i + 2) for i, name in enumerate(names) if name is None or not str(name).strip()]
+def _check_names(names: list[str], filename: str, *, kind: str, at: Sequence[int] | None = None) -> None:
+    """Refuse empty and over-long column names, and duplicates unless they are genes (harmonisation decides
+    those); ``at``: the names' 0-based positions in the file, by default from its second column on."""
+    at = at if at is not None else range(1, len(names) + 1)
+    empty = [str(at[i] + 1) for i, name in enumerate(names) if name is None or not str(name).strip()]
     if empty:
         raise InvalidInput(f"{filename}: {kind} name missing in column(s) {_listing(empty)} of the header")
+    long = next((i for i, name in enumerate(names) if len(str(name)) > NAME_LENGTH), None)
+    if long is not None:
+        raise InvalidInput(
+            f"{filename}: the {kind} name in column {at[long] + 1:,} of the header ({_clip(str(names[long]))!r}) "
+            f"is longer than {NAME_LENGTH} characters"
+        )
     if kind == "gene":
         return
     duplicated = [name for name, count in Counter(names).items() if count > 1]
@@ -1244,7 +1251,14 @@ def _check_names(names: list[str], filename: str, *, kind: str) -> None:
 
 
 def _row_ids(column: pa.ChunkedArray, filename: str, *, kind: str) -> list[str]:
-    """The row ids as Python strings; refuse missing and blank ids, and duplicate sample ids."""
+    """The row ids as Python strings; refuse missing, blank and over-long ids, and duplicate sample ids."""
+    lengths = pc.fill_null(pc.utf8_length(column), 0).to_numpy()
+    long = np.flatnonzero(lengths > NAME_LENGTH)
+    if long.size:
+        raise InvalidInput(
+            f"{filename}: the {kind} id in data row {int(long[0]) + 1:,} ({_clip(column[int(long[0])].as_py())!r}) "
+            f"is longer than {NAME_LENGTH} characters"
+        )
     ids = column.to_pylist()
     blank = [str(i + 1) for i, value in enumerate(ids) if value is None or not value.strip()]
     if blank:

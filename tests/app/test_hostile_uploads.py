@@ -153,3 +153,20 @@ def test_a_row_longer_than_a_parse_block_is_named(client: TestClient, monkeypatc
         "m.csv.gz: line 302 (data row 301) is longer than 65,536 bytes, the most one row may take here (about 4 "
         "times the longest of the first rows)"
     )
+
+
+def test_gene_names_and_ids_longer_than_200_characters_are_refused(client: TestClient) -> None:
+    long_name = "G" * 201
+    as_columns = f"sample_id,TP53,{long_name}\ns0,1,2\n".encode()
+    as_rows = f"gene_id,S1,S2\nTP53,1,2\n{long_name},3,4\n".encode()
+    gct = f"#1.2\n1\t1\nName\tDescription\t{'S' * 201}\nTP53\tna\t1\n".encode()
+
+    assert refused(client, {"expression": ("c.csv", as_columns)}) == (
+        f"c.csv: the gene name in column 3 of the header ({'G' * 60 + '...'!r}) is longer than 200 characters"
+    )
+    assert refused(client, {"expression": ("r.csv", as_rows)}) == (
+        f"r.csv: the gene id in data row 2 ({'G' * 60 + '...'!r}) is longer than 200 characters"
+    )
+    assert refused(client, {"expression": ("m.gct", gct)}).startswith(
+        "m.gct: the sample name in column 3 of the header"
+    )
