@@ -484,8 +484,9 @@ def _sniff(
                     chars, longest = chars + width, max(longest, width)
             except (UnicodeDecodeError, csv.Error, OSError, EOFError):
                 pass  # the full read reports bad data rows with their position
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{filename}: the header is not UTF-8 text ({exc.reason})") from None
+    except UnicodeDecodeError as exc:  # decoded ahead of the line being read: find the line
+        message = _not_utf8(path, filename, layout, cap) or f"{filename}: not UTF-8 text ({exc.reason})"
+        raise InvalidInput(message) from None
     except (OSError, EOFError, csv.Error) as exc:
         raise InvalidInput(f"{filename}: could not read the header: {_brief(exc)}") from None
     if not header:
@@ -758,6 +759,28 @@ def _raise_first_delimited_error(
     raise InvalidInput(f"{filename}: could not parse the file: {_brief(cause)}") from None
 
 
+def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int) -> str | None:
+    """A message naming the first line that is not UTF-8 text, read line by line in binary; None if none is."""
+    opener = gzip.open if layout.gzipped else open
+    try:
+        with opener(path, "rb") as handle:
+            for number in itertools.count(1):
+                line = handle.readline(4 * cap)
+                if not line:
+                    return None
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    where = "the header" if number == 1 else f"line {number:,} (data row {number - 1:,})"
+                    return (
+                        f"{filename}: {where} is not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line: "
+                        f"{line[max(0, exc.start - 20) : exc.start + 20]!r}); save the file as UTF-8"
+                    )
+    except (OSError, EOFError):
+        return None
+    return None
+
+
 def _first_line_over(path: Path, layout: _Delimited, most: int) -> int | None:
     """The number of the first line longer than ``most`` bytes, reading no line whole; None if none is."""
     opener = gzip.open if layout.gzipped else open
@@ -819,7 +842,8 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
         batches.clear()
         if invalid:
             raise InvalidInput(_invalid_row_message(invalid[0], filename, layout, shape)) from None
-        raise InvalidInput(f"{filename}: could not parse the file: {_brief(exc)}") from None
+        not_utf8 = _not_utf8(path, filename, layout, _MAX_LABEL_LINE) if "UTF8" in str(exc) else None
+        raise InvalidInput(not_utf8 or f"{filename}: could not parse the file: {_brief(exc)}") from None
 
 
 def _check_label_size(filename: str, n_rows: int, n_bytes: int, max_rows: int | None) -> None:

@@ -170,3 +170,16 @@ def test_gene_names_and_ids_longer_than_200_characters_are_refused(client: TestC
     assert refused(client, {"expression": ("m.gct", gct)}).startswith(
         "m.gct: the sample name in column 3 of the header"
     )
+
+
+def test_a_latin1_byte_in_a_labels_data_row_is_reported_at_its_row(client: TestClient) -> None:
+    labels = "sample_id,tissue\ns0,kidney\ns1,Gène\ns2,liver\n".encode("latin-1")
+    far = b"sample_id,note\ns0," + b"k" * 20_000 + b"\ns1,ok\ns2,caf\xe9\n"  # past the first decoded chunk
+
+    assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv", labels)}) == (
+        "l.csv: line 3 (data row 2) is not UTF-8 text (invalid continuation byte at byte 5 of the line: "
+        "b's1,G\\xe8ne\\n'); save the file as UTF-8"
+    )
+    assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv", far)}).startswith(
+        "l.csv: line 4 (data row 3) is not UTF-8 text"
+    )
