@@ -101,6 +101,10 @@ _PARQUET_VALUE_BYTES = 64  # per row of a value column chunk: a number, even as 
 _PARQUET_CHUNK_SLACK = 1 << 20  # per column chunk besides its rows: page headers, statistics
 _MAX_GCT_COLUMN_META = 1_000  # GCT 1.3 column-metadata lines: a few in practice, each as long as the header
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
+# Control characters (tabs in a CSV field, NUL, terminal escapes) in an id or name: NUL breaks PostgreSQL
+# text columns, escapes mislead whoever reads a listing in a terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NO_CONTROL = "ids and names may not hold control characters (U+0000-U+001F, U+007F: tabs, line breaks, NUL, escapes)"
 _LISTED = 10  # names listed in a message before "and N more"
 _STORE_METADATA = {b"exprssl.format": b"expression-matrix/1"}
 _CHECKSUM_MAGIC = b"exprssl-expression-matrix/1\x00"
@@ -1267,6 +1271,12 @@ def _check_names(names: list[str], filename: str, *, kind: str, at: Sequence[int
             f"{filename}: the {kind} name in column {at[long] + 1:,} of the header ({_clip(str(names[long]))!r}) "
             f"is longer than {NAME_LENGTH} characters"
         )
+    control = next((i for i, name in enumerate(names) if _CONTROL.search(str(name))), None)
+    if control is not None:
+        raise InvalidInput(
+            f"{filename}: the {kind} name in column {at[control] + 1:,} of the header "
+            f"({_clip(str(names[control]))!r}) holds a control character; {_NO_CONTROL}"
+        )
     if kind == "gene":
         return
     duplicated = [name for name, count in Counter(names).items() if count > 1]
@@ -1276,13 +1286,7 @@ def _check_names(names: list[str], filename: str, *, kind: str, at: Sequence[int
 
 def _row_ids(column: pa.ChunkedArray, filename: str, *, kind: str) -> list[str]:
     """The row ids as Python strings; refuse missing, blank and over-long ids, and duplicate sample ids."""
-    lengths = pc.fill_null(pc.utf8_length(column), 0).to_numpy()
-    long = np.flatnonzero(lengths > NAME_LENGTH)
-    if long.size:
-        raise InvalidInput(
-            f"{filename}: the {kind} id in data row {int(long[0]) + 1:,} ({_clip(column[int(long[0])].as_py())!r}) "
-            f"is longer than {NAME_LENGTH} characters"
-        )
+    _check_row_text(column, filename, kind=kind)
     ids = column.to_pylist()
     blank = [str(i + 1) for i, value in enumerate(ids) if value is None or not value.strip()]
     if blank:
@@ -1292,6 +1296,21 @@ def _row_ids(column: pa.ChunkedArray, filename: str, *, kind: str) -> list[str]:
         if duplicated:
             raise InvalidInput(f"{filename}: duplicate sample id(s): {_listing([repr(s) for s in duplicated])}")
     return ids
+
+
+def _check_row_text(column: pa.ChunkedArray, filename: str, *, kind: str) -> None:
+    """Refuse ids longer than NAME_LENGTH or holding a control character, naming the first such row."""
+    checks = (
+        (pc.greater(pc.utf8_length(column), NAME_LENGTH), f"is longer than {NAME_LENGTH} characters"),
+        (pc.match_substring_regex(column, _CONTROL.pattern), f"holds a control character; {_NO_CONTROL}"),
+    )
+    for found, problem in checks:
+        rows = np.flatnonzero(pc.fill_null(found, False).to_numpy())
+        if rows.size:
+            row = int(rows[0])
+            raise InvalidInput(
+                f"{filename}: the {kind} id in data row {row + 1:,} ({_clip(column[row].as_py())!r}) {problem}"
+            )
 
 
 def _to_matrix(columns: list[pa.ChunkedArray | None], n_rows: int) -> np.ndarray:

@@ -183,3 +183,27 @@ def test_a_latin1_byte_in_a_labels_data_row_is_reported_at_its_row(client: TestC
     assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv", far)}).startswith(
         "l.csv: line 4 (data row 3) is not UTF-8 text"
     )
+
+
+def test_control_characters_in_ids_and_names_are_refused(client: TestClient) -> None:
+    in_id = b"sample_id,TP53\ns0,1\n\"s\x07\x1b[31m\",2\n"
+    in_gene = b'sample_id,TP53,"EG\tFR"\ns0,1,2\n'
+    nul_gene_row = b"gene_id,S1\nTP53,1\nEG\x00FR,2\n"
+    labels = b'sample_id,tissue\ns0,kidney\n"s1\x00",liver\n'
+    parquet = parquet_bytes(pa.array(["s0", "s1\x1b[2J"]), pa.array(np.ones(2, np.float32)))
+
+    assert refused(client, {"expression": ("a.csv", in_id)}) == (
+        f"a.csv: the sample id in data row 2 ('s\\x07\\x1b[31m') holds a control character; {parsing._NO_CONTROL}"
+    )
+    assert refused(client, {"expression": ("b.csv", in_gene)}) == (
+        f"b.csv: the gene name in column 3 of the header ('EG\\tFR') holds a control character; {parsing._NO_CONTROL}"
+    )
+    assert refused(client, {"expression": ("c.csv", nul_gene_row)}).startswith(
+        "c.csv: the gene id in data row 2 ('EG\\x00FR') holds a control character"
+    )
+    assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv", labels)}).startswith(
+        "l.csv: the sample id in data row 2 ('s1\\x00') holds a control character"
+    )
+    assert refused(client, {"expression": ("d.parquet", parquet)}).startswith(
+        "d.parquet: the sample id in data row 2 ('s1\\x1b[2J') holds a control character"
+    )
