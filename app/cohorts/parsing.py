@@ -19,7 +19,9 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import math
+import re
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
+from app.db.orm import NAME_LENGTH
 from app.errors import InvalidInput
 from models.gene_table import resolve_genes
 from models.genes import summarise_gene_ids
@@ -84,7 +87,24 @@ _SCAN_CELLS = 4_000_000  # cells per batch when looking for the first bad cell
 _SNIFF_ROWS = 200  # data rows whose first field is read to detect the orientation
 _MIN_SYMBOL_ROWS = 20  # gene symbols as row ids turn a file only from this many rows: never a short sample sheet
 _SNIFF_CHARS = 4 << 20  # ... or fewer, when rows are this long
+# The longest line read while sniffing: a header of as many names as the limits allow (plus the id and
+# annotation columns), each of at most NAME_LENGTH characters, all quoted with every character a doubled
+# quote; a data row's fields are shorter. 100,000 names: 40 M characters.
+_EXTRA_COLUMNS = 64  # id and gene-annotation columns beside the samples or genes
+_FIELD_CHARS = 2 * NAME_LENGTH + 3
+_UNLIMITED_COLUMNS = 100_000  # the columns a line is sized for when no limit is given (the settings' default)
+# A label table is read in Arrow batches and refused once past these, whatever its compressed size: rows
+# beyond the matrix's samples cannot all be labelled samples, and its text is turned into Python strings.
+_MAX_LABEL_BYTES = 256 << 20  # parsed text
+_MAX_LABEL_LINE = 4 << 20  # characters of one line (a header of some thousand phenotype columns is < 1 M)
+_PARQUET_VALUE_BYTES = 64  # per row of a value column chunk: a number, even as text, takes fewer
+_PARQUET_CHUNK_SLACK = 1 << 20  # per column chunk besides its rows: page headers, statistics
+_MAX_GCT_COLUMN_META = 1_000  # GCT 1.3 column-metadata lines: a few in practice, each as long as the header
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
+# Control characters (tabs in a CSV field, NUL, terminal escapes) in an id or name: NUL breaks PostgreSQL
+# text columns, escapes mislead whoever reads a listing in a terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NO_CONTROL = "ids and names may not hold control characters (U+0000-U+001F, U+007F: tabs, line breaks, NUL, escapes)"
 _LISTED = 10  # names listed in a message before "and N more"
 _STORE_METADATA = {b"exprssl.format": b"expression-matrix/1"}
 _CHECKSUM_MAGIC = b"exprssl-expression-matrix/1\x00"
@@ -230,14 +250,18 @@ def parse_expression(
     return _read_delimited_matrix(path, filename, layout, orientation, limits)
 
 
-def read_labels(path: Path, filename: str) -> pd.DataFrame:
-    """Read a label table: sample ids first, then phenotype columns kept as strings (NaN if missing)."""
+def read_labels(path: Path, filename: str, *, max_rows: int | None = None) -> pd.DataFrame:
+    """Read a label table: sample ids first, then phenotype columns kept as strings (NaN if missing).
+
+    More than ``max_rows`` data rows (the matrix's samples: each labelled sample must be one of them) or
+    more than ``_MAX_LABEL_BYTES`` of text are refused as soon as they are read.
+    """
     layout = _delimited_layout(filename)
     if layout is None:
         raise InvalidInput(
             f"{filename}: unsupported file type for labels; accepted extensions: {', '.join(LABEL_EXTENSIONS)}"
         )
-    header = _read_header(path, filename, layout)
+    header = _sniff(path, filename, layout, rows=0, comments=False, line_cap=_MAX_LABEL_LINE).header
     if len(header) < 2:
         raise InvalidInput(
             f"{filename}: no phenotype column; the header has only the sample-id column"
@@ -245,7 +269,7 @@ def read_labels(path: Path, filename: str) -> pd.DataFrame:
         )
     columns = header[1:]
     _check_names(columns, filename, kind="column")
-    table = _read_label_table(path, filename, layout, len(header))
+    table = _read_label_table(path, filename, layout, len(header), max_rows)
     if table.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows below the header")
     sample_ids = _row_ids(table.column(0), filename, kind="sample")
@@ -420,11 +444,6 @@ def _open_text(path: Path, layout: _Delimited) -> io.TextIOBase:
     return opener(path, "rt", encoding="utf-8-sig", newline="")  # type: ignore[return-value]
 
 
-def _read_header(path: Path, filename: str, layout: _Delimited) -> list[str]:
-    """Return the first line's fields; the first names the id column."""
-    return _sniff(path, filename, layout, rows=0, comments=False).header
-
-
 @dataclass(frozen=True)
 class _Head:
     comments: int  # comment lines before the header
@@ -433,19 +452,32 @@ class _Head:
     longest_row: int  # characters of the longest line seen, the header included
 
 
-def _sniff(path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True) -> _Head:
+def _line_cap(limits: SizeLimits) -> int:
+    """Characters of the longest line a file within ``limits`` can hold (see ``_FIELD_CHARS``)."""
+    columns = max(limits.samples or _UNLIMITED_COLUMNS, limits.genes or _UNLIMITED_COLUMNS)
+    return (columns + _EXTRA_COLUMNS) * _FIELD_CHARS
+
+
+def _sniff(
+    path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_ROWS, comments: bool = True,
+    limits: SizeLimits = NO_LIMITS, line_cap: int | None = None,
+) -> _Head:
     """Leading comment lines (``#`` lines without a delimiter, as featureCounts writes; only when
-    ``comments``), the header's fields, and the first field of up to ``rows`` data rows."""
+    ``comments``), the header's fields, and the first field of up to ``rows`` data rows. A line longer
+    than a file within ``limits`` can hold (or than ``line_cap``) is refused before it is read whole."""
     first: list[str] = []
     longest = 0
+    cap = line_cap or _line_cap(limits)
     try:
         with _open_text(path, layout) as handle:
+            lines = _bounded_lines(handle, filename, cap)
             n_comments = 0
-            line = handle.readline()
+            line = next(lines, "")
             while comments and line.startswith("#") and layout.delimiter not in line:
                 n_comments += 1
-                line = handle.readline()
-            reader = csv.reader(_chain(line, handle), delimiter=layout.delimiter)
+                line = next(lines, "")
+            _check_field_count(line, filename, layout.delimiter, limits)
+            reader = csv.reader(_chain(line, lines), delimiter=layout.delimiter)
             header = next(reader, None)
             longest = len(line)
             try:
@@ -456,8 +488,9 @@ def _sniff(path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_
                     chars, longest = chars + width, max(longest, width)
             except (UnicodeDecodeError, csv.Error, OSError, EOFError):
                 pass  # the full read reports bad data rows with their position
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{filename}: the header is not UTF-8 text ({exc.reason})") from None
+    except UnicodeDecodeError as exc:  # decoded ahead of the line being read: find the line
+        message = _not_utf8(path, filename, layout, cap) or f"{filename}: not UTF-8 text ({exc.reason})"
+        raise InvalidInput(message) from None
     except (OSError, EOFError, csv.Error) as exc:
         raise InvalidInput(f"{filename}: could not read the header: {_brief(exc)}") from None
     if not header:
@@ -468,10 +501,53 @@ def _sniff(path: Path, filename: str, layout: _Delimited, *, rows: int = _SNIFF_
     return _Head(n_comments, header, first, longest)
 
 
-def _chain(line: str, handle: Iterable[str]) -> Iterable[str]:
+def _check_field_count(line: str, filename: str, delimiter: str, limits: SizeLimits) -> None:
+    """Refuse a header of more columns than ``limits`` allow (beside the id and annotation columns) before it
+    is split: ten million names would take gigabytes as Python strings and Arrow columns."""
+    if limits.samples is None and limits.genes is None:
+        return
+    most = max(limits.samples or 0, limits.genes or 0) + _EXTRA_COLUMNS
+    if line.count(delimiter) < most:  # an upper bound on the fields: quoted fields may hold delimiters
+        return
+    fields = _FIELD.get(delimiter) or _FIELD.setdefault(delimiter, _field_pattern(delimiter))
+    counted = line.count(delimiter) + 1 if '"' not in line else sum(
+        1 for _ in itertools.islice(fields.finditer(line), most + 2)
+    )
+    if counted > most + 1:  # the pattern also matches the empty end of the line
+        raise InvalidInput(
+            f"{filename}: the header has more than {most:,} columns; this server accepts at most "
+            f"{max(limits.samples or 0, limits.genes or 0):,} samples or genes (EXPRSSL_MAX_UPLOAD_SAMPLES, "
+            "EXPRSSL_MAX_UPLOAD_GENES)"
+        )
+
+
+def _field_pattern(delimiter: str) -> re.Pattern[str]:
+    """One field of a line as the csv module reads it: quoted (doubled quotes inside), or not."""
+    d = re.escape(delimiter)
+    return re.compile(f'(?:"(?:[^"]|"")*"[^{d}\r\n]*|[^{d}\r\n]*)(?:{d}|\r?\n|$)')
+
+
+_FIELD: dict[str, re.Pattern[str]] = {}
+
+
+def _bounded_lines(handle: io.TextIOBase, filename: str, cap: int) -> Iterator[str]:
+    """The lines of ``handle``, each read with at most ``cap`` characters; a longer one is refused (a small
+    gzip can hold gigabytes without a line break)."""
+    number = 0
+    while line := handle.readline(cap + 1):
+        number += 1
+        if len(line) > cap:
+            raise InvalidInput(
+                f"{filename}: line {number:,} is longer than {cap:,} characters, more than a file within this "
+                "server's limits (EXPRSSL_MAX_UPLOAD_SAMPLES, EXPRSSL_MAX_UPLOAD_GENES) can hold"
+            )
+        yield line
+
+
+def _chain(line: str, lines: Iterable[str]) -> Iterable[str]:
     if line:
         yield line
-    yield from handle
+    yield from lines
 
 
 def _starts_like_gct(path: Path, layout: _Delimited) -> bool:
@@ -525,7 +601,7 @@ def _csv_options(
 def _read_delimited_matrix(
     path: Path, filename: str, layout: _Delimited, orientation: str, limits: SizeLimits
 ) -> ParsedExpression:
-    head = _sniff(path, filename, layout)
+    head = _sniff(path, filename, layout, limits=limits)
     header = head.header
     if len(header) < 2:
         columns = "sample" if orientation == GENES_AS_ROWS else "gene"
@@ -557,7 +633,7 @@ def _read_text_values(
     Each batch of rows becomes one dense float32 block at once, so memory holds the blocks (one matrix)
     and a batch or two of Arrow data, never a whole Arrow table beside the matrix.
     """
-    _check_names(shape.names, filename, kind=shape.column_kind)
+    _check_names(shape.names, filename, kind=shape.column_kind, at=shape.values_at)
     include = [0, *shape.values_at]
     options = _csv_options(
         layout, shape.n_fields, lambda i: pa.string() if i == 0 else pa.float32(), include=include,
@@ -677,7 +753,52 @@ def _raise_first_delimited_error(
         cause = cause or exc  # the first parse's message says more than the text re-read's
     if cause is None:
         raise InvalidInput(f"{filename}: the values could not be read as float32 numbers")
+    long_line = _first_line_over(path, layout, shape.block_size) if "straddl" in str(cause) else None
+    if long_line is not None:
+        raise InvalidInput(
+            f"{filename}: line {long_line:,} (data row {long_line - shape.skip_rows:,}) is longer than "
+            f"{shape.block_size:,} bytes, the most one row may take here (about 4 times the longest of the "
+            "first rows)"
+        )
     raise InvalidInput(f"{filename}: could not parse the file: {_brief(cause)}") from None
+
+
+def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int) -> str | None:
+    """A message naming the first line that is not UTF-8 text, read line by line in binary; None if none is."""
+    opener = gzip.open if layout.gzipped else open
+    try:
+        with opener(path, "rb") as handle:
+            for number in itertools.count(1):
+                line = handle.readline(4 * cap)
+                if not line:
+                    return None
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    where = "the header" if number == 1 else f"line {number:,} (data row {number - 1:,})"
+                    return (
+                        f"{filename}: {where} is not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line: "
+                        f"{line[max(0, exc.start - 20) : exc.start + 20]!r}); save the file as UTF-8"
+                    )
+    except (OSError, EOFError):
+        return None
+    return None
+
+
+def _first_line_over(path: Path, layout: _Delimited, most: int) -> int | None:
+    """The number of the first line longer than ``most`` bytes, reading no line whole; None if none is."""
+    opener = gzip.open if layout.gzipped else open
+    try:
+        with opener(path, "rb") as handle:
+            for number in itertools.count(1):
+                line = handle.readline(most + 1)
+                if len(line) > most:
+                    return number
+                if not line:
+                    return None
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _rebatched(batches: Iterable[pa.RecordBatch], n_columns: int) -> Iterable[pa.RecordBatch]:
@@ -702,7 +823,7 @@ def _invalid_row_message(row: pacsv.InvalidRow, filename: str, layout: _Delimite
     return message
 
 
-def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: int) -> pa.Table:
+def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: int, max_rows: int | None) -> pa.Table:
     invalid: list[pacsv.InvalidRow] = []
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
@@ -711,13 +832,32 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
 
     options = _csv_options(layout, n_columns, lambda i: pa.string(), on_invalid_row=on_invalid_row, use_threads=False)
     shape = _Shape(SAMPLES_AS_ROWS, n_columns, [], [], 1)
+    batches: list[pa.RecordBatch] = []
+    n_rows = n_bytes = 0
     try:
         with _open_stream(path, layout) as stream:
-            return pacsv.read_csv(stream, **options)
+            reader = pacsv.open_csv(stream, **options)
+            for batch in reader:
+                batches.append(batch)
+                n_rows, n_bytes = n_rows + batch.num_rows, n_bytes + batch.nbytes
+                _check_label_size(filename, n_rows, n_bytes, max_rows)
+            return pa.Table.from_batches(batches, schema=reader.schema)
     except (pa.ArrowException, OSError, EOFError) as exc:
+        batches.clear()
         if invalid:
             raise InvalidInput(_invalid_row_message(invalid[0], filename, layout, shape)) from None
-        raise InvalidInput(f"{filename}: could not parse the file: {_brief(exc)}") from None
+        not_utf8 = _not_utf8(path, filename, layout, _MAX_LABEL_LINE) if "UTF8" in str(exc) else None
+        raise InvalidInput(not_utf8 or f"{filename}: could not parse the file: {_brief(exc)}") from None
+
+
+def _check_label_size(filename: str, n_rows: int, n_bytes: int, max_rows: int | None) -> None:
+    if max_rows is not None and n_rows > max_rows:
+        raise InvalidInput(
+            f"{filename}: more than {max_rows:,} data rows, but the expression matrix has {max_rows:,} samples; "
+            "each row must label one of them"
+        )
+    if n_bytes > _MAX_LABEL_BYTES:
+        raise InvalidInput(f"{filename}: more than {_MAX_LABEL_BYTES:,} bytes of label text; this server reads no more")
 
 
 def _label_values(column: pa.ChunkedArray) -> np.ndarray:
@@ -752,7 +892,7 @@ def _read_gct(
     lines before the data)."""
     if orientation == SAMPLES_AS_ROWS:
         raise InvalidInput(f"{filename}: GCT files hold genes as rows; orientation 'samples_as_rows' does not apply")
-    version, header, column_meta, n_rows, n_row_meta = _read_gct_head(path, filename, layout)
+    version, header, column_meta, n_rows, n_row_meta = _read_gct_head(path, filename, layout, limits)
     n_samples = len(header) - 1 - n_row_meta
     shape = _Shape(
         orientation=GENES_AS_ROWS,
@@ -773,19 +913,26 @@ def _read_gct(
 
 
 def _read_gct_head(
-    path: Path, filename: str, layout: _Delimited
+    path: Path, filename: str, layout: _Delimited, limits: SizeLimits
 ) -> tuple[str, list[str], list[tuple[str, list[str]]], int, int]:
     """(version, header fields, column-metadata rows as (name, cells), declared gene rows, row-metadata count)."""
     try:
         with _open_text(path, layout) as handle:
-            lines = [handle.readline().rstrip("\r\n") for _ in range(3)]
+            lines_read = _bounded_lines(handle, filename, _line_cap(limits))
+            lines = [next(lines_read, "").rstrip("\r\n") for _ in range(3)]
             version = lines[0].strip()
             if version not in ("#1.2", "#1.3"):
                 raise InvalidInput(f"{filename}: a GCT file starts with '#1.2' or '#1.3', not {_clip(lines[0])!r}")
             dims = _gct_dimensions(lines[1], version, filename)
             n_rows, n_columns = dims[0], dims[1]
             n_row_meta, n_column_meta = (dims[2], dims[3]) if version == "#1.3" else (1, 0)
-            meta = [handle.readline().rstrip("\r\n").split("\t") for _ in range(n_column_meta)]
+            limits.check(filename, samples=n_columns)  # as the dimensions line declares
+            if n_column_meta > _MAX_GCT_COLUMN_META:
+                raise InvalidInput(
+                    f"{filename}: the GCT 1.3 dimensions line declares {n_column_meta:,} column-metadata lines; "
+                    f"at most {_MAX_GCT_COLUMN_META:,} are accepted"
+                )
+            meta = [_gct_meta_line(lines_read, filename, i, n_column_meta) for i in range(n_column_meta)]
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
@@ -801,6 +948,16 @@ def _read_gct_head(
         if len(cells) != expected:
             raise InvalidInput(f"{filename}: GCT column-metadata line {number} has {len(cells)} fields, not {expected}")
     return version[1:], header, [(cells[0], cells) for cells in meta], n_rows, n_row_meta
+
+
+def _gct_meta_line(lines: Iterator[str], filename: str, index: int, declared: int) -> list[str]:
+    line = next(lines, None)
+    if line is None:
+        raise InvalidInput(
+            f"{filename}: the file ends after {index} of the {declared:,} column-metadata lines its dimensions "
+            "line declares"
+        )
+    return line.rstrip("\r\n").split("\t")
 
 
 def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:
@@ -840,7 +997,8 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
             f"{'gene' if stated == GENES_AS_ROWS else 'sample'} ids; store the ids as the first column or as the "
             "index, as strings"
         )
-    reader = _ParquetSlices(parquet, filename)
+    _check_parquet_footer(parquet.metadata, filename, limits, id_position)
+    reader = _ParquetSlices(_with_dictionaries(path, schema, filename), filename)
     first_ids = reader.ids(0, id_position).slice(0, _SNIFF_ROWS).to_pylist() if reader.n_groups else []
     resolved, detected = _resolve_orientation(orientation, id_field.name, [names[i] for i in other], first_ids)
     skipped: list[str] = []
@@ -854,7 +1012,7 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
     shape = _Shape(resolved, len(names), other, [names[i] for i in other], 0, skipped)
     if not other:
         raise InvalidInput(f"{filename}: no {shape.column_kind} columns; the file holds only the id column")
-    _check_names(shape.names, filename, kind=shape.column_kind)
+    _check_names(shape.names, filename, kind=shape.column_kind, at=other)
     for name, position in zip(shape.names, other, strict=True):
         kind = schema.field(position).type
         if not _is_numeric_or_text(kind):
@@ -879,6 +1037,46 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
     return ParsedExpression(matrix, "parquet", resolved, detected, skipped)
 
 
+def _check_parquet_footer(metadata: pq.FileMetaData, filename: str, limits: SizeLimits, id_position: int) -> None:
+    """Refuse, before anything is decoded, a footer declaring more rows and columns than the limits allow in
+    either orientation, or column chunks larger than their rows of ids or numbers can be (a compression
+    bomb); the uncompressed sizes are those the footer declares."""
+    rows, columns = metadata.num_rows, metadata.num_columns - 1
+    in_groups = sum(metadata.row_group(group).num_rows for group in range(metadata.num_row_groups))
+    if in_groups != rows:
+        raise InvalidInput(
+            f"{filename}: the Parquet footer declares {rows:,} rows but its row groups hold {in_groups:,}; "
+            "the file is damaged"
+        )
+    try:
+        limits.check_shape(filename, SAMPLES_AS_ROWS, rows=rows, columns=columns)
+    except InvalidInput as as_samples:
+        try:
+            limits.check_shape(filename, GENES_AS_ROWS, rows=rows, columns=columns)
+        except InvalidInput:
+            raise as_samples from None
+    for group in range(metadata.num_row_groups):
+        chunks = metadata.row_group(group)
+        for position in range(chunks.num_columns):
+            per_row = 4 * NAME_LENGTH + 8 if position == id_position else _PARQUET_VALUE_BYTES
+            size = chunks.column(position).total_uncompressed_size
+            if size > chunks.num_rows * per_row + _PARQUET_CHUNK_SLACK:
+                raise InvalidInput(
+                    f"{filename}: column {position + 1} of row group {group + 1} declares {size:,} bytes for "
+                    f"{chunks.num_rows:,} rows, more than ids or numbers take"
+                )
+
+
+def _with_dictionaries(path: Path, schema: pa.Schema, filename: str) -> pq.ParquetFile:
+    """The file again, with text columns read as dictionaries: a dictionary-encoded column can repeat one
+    long string a million times in a few bytes, which a plain read would decode a million times."""
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    try:
+        return pq.ParquetFile(path, read_dictionary=text)
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
+
+
 class _ParquetSlices:
     """Reads a Parquet file one row group and a few hundred columns at a time.
 
@@ -898,8 +1096,24 @@ class _ParquetSlices:
             raise InvalidInput(f"{self.filename}: could not read the Parquet file: {_brief(exc)}") from None
 
     def ids(self, group: int, position: int) -> pa.ChunkedArray:
+        """One row group's ids as text; an id longer than NAME_LENGTH is refused before it is decoded."""
         column = self.read(group, [position]).column(0)
+        if pa.types.is_dictionary(column.type):
+            column = pa.chunked_array([self._decoded(chunk, group) for chunk in column.chunks], pa.string())
         return column if column.type == pa.string() else pc.cast(column, pa.string())
+
+    def _decoded(self, chunk: pa.DictionaryArray, group: int) -> pa.Array:
+        lengths = pc.utf8_length(chunk.dictionary).to_numpy(zero_copy_only=False)
+        long = np.flatnonzero(lengths > NAME_LENGTH)
+        if long.size:
+            used = np.flatnonzero(np.isin(chunk.indices.to_numpy(zero_copy_only=False), long))
+            if used.size:
+                start = sum(self.parquet.metadata.row_group(g).num_rows for g in range(group))
+                raise InvalidInput(
+                    f"{self.filename}: the id in data row {start + int(used[0]) + 1:,} is longer than "
+                    f"{NAME_LENGTH} characters"
+                )
+        return pc.cast(chunk, pa.string())
 
     def slices(self, group: int, columns: Sequence[int]) -> Iterator[tuple[int, pa.Table]]:
         """(offset into ``columns``, table of the next slice of them) for one row group."""
@@ -977,9 +1191,19 @@ def _is_numeric_or_text(kind: pa.DataType) -> bool:
 
 
 def _parquet_float32(columns: list[pa.Array]) -> list[pa.Array] | None:
-    """Cast every column to float32; None if a text column holds something that is not a number."""
+    """Cast every column to float32; None if a text column holds something that is not a number.
+
+    A dictionary column's distinct values are converted once, then looked up, never decoded row by row.
+    """
     converted: list[pa.Array] = []
     for column in columns:
+        if isinstance(column, pa.DictionaryArray):
+            too_long = pc.max(pc.utf8_length(column.dictionary)).as_py() or 0
+            numbers = None if too_long > _PARQUET_VALUE_BYTES else _parquet_float32([column.dictionary])
+            if numbers is None:
+                return None
+            converted.append(numbers[0].take(column.indices))
+            continue
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             try:
                 column = pc.cast(pc.utf8_trim(column, characters=" \t"), pa.float32())
@@ -987,6 +1211,20 @@ def _parquet_float32(columns: list[pa.Array]) -> list[pa.Array] | None:
                 return None
         converted.append(column if column.type == pa.float32() else pc.cast(column, pa.float32(), safe=False))
     return converted
+
+
+def _short_text(values: pa.Array) -> pa.Array:
+    """Text longer than ``_PARQUET_VALUE_BYTES`` characters, longer than any number, cut and marked '...'."""
+    cut = pc.binary_join_element_wise(pc.utf8_slice_codeunits(values, 0, _PARQUET_VALUE_BYTES), "...", "")
+    return pc.if_else(pc.greater(pc.utf8_length(values), _PARQUET_VALUE_BYTES), cut, values)
+
+
+def _bounded_text(column: pa.Array) -> pa.Array:
+    """A value column as text, each cell cut to a number's length (a dictionary's values before decoding)."""
+    if isinstance(column, pa.DictionaryArray):
+        return _short_text(column.dictionary).take(column.indices)
+    text = pc.cast(column, pa.string())
+    return _short_text(text) if pa.types.is_string(column.type) else text
 
 
 def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Shape, id_position: int) -> NoReturn:
@@ -1000,7 +1238,7 @@ def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Sh
         found: list[tuple[int, int, str | None]] = []
         for start, table in reader.slices(group, shape.values_at):
             try:
-                cell = _first_bad_cell([pc.cast(_one_chunk(c), pa.string()) for c in table.columns], len(ids))
+                cell = _first_bad_cell([_bounded_text(_one_chunk(c)) for c in table.columns], len(ids))
             except pa.ArrowException as exc:
                 raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
             if cell is not None:
@@ -1020,12 +1258,25 @@ def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Sh
 # Shared checks
 
 
-def _check_names(names: list[str], filename: str, *, kind: str) -> None:
-    """Refuse empty column names, and duplicates unless they are genes (harmonisation decides those);
-    ``names`` start at the file's second column."""
-    empty = [str(i + 2) for i, name in enumerate(names) if name is None or not str(name).strip()]
+def _check_names(names: list[str], filename: str, *, kind: str, at: Sequence[int] | None = None) -> None:
+    """Refuse empty and over-long column names, and duplicates unless they are genes (harmonisation decides
+    those); ``at``: the names' 0-based positions in the file, by default from its second column on."""
+    at = at if at is not None else range(1, len(names) + 1)
+    empty = [str(at[i] + 1) for i, name in enumerate(names) if name is None or not str(name).strip()]
     if empty:
         raise InvalidInput(f"{filename}: {kind} name missing in column(s) {_listing(empty)} of the header")
+    long = next((i for i, name in enumerate(names) if len(str(name)) > NAME_LENGTH), None)
+    if long is not None:
+        raise InvalidInput(
+            f"{filename}: the {kind} name in column {at[long] + 1:,} of the header ({_clip(str(names[long]))!r}) "
+            f"is longer than {NAME_LENGTH} characters"
+        )
+    control = next((i for i, name in enumerate(names) if _CONTROL.search(str(name))), None)
+    if control is not None:
+        raise InvalidInput(
+            f"{filename}: the {kind} name in column {at[control] + 1:,} of the header "
+            f"({_clip(str(names[control]))!r}) holds a control character; {_NO_CONTROL}"
+        )
     if kind == "gene":
         return
     duplicated = [name for name, count in Counter(names).items() if count > 1]
@@ -1034,7 +1285,8 @@ def _check_names(names: list[str], filename: str, *, kind: str) -> None:
 
 
 def _row_ids(column: pa.ChunkedArray, filename: str, *, kind: str) -> list[str]:
-    """The row ids as Python strings; refuse missing and blank ids, and duplicate sample ids."""
+    """The row ids as Python strings; refuse missing, blank and over-long ids, and duplicate sample ids."""
+    _check_row_text(column, filename, kind=kind)
     ids = column.to_pylist()
     blank = [str(i + 1) for i, value in enumerate(ids) if value is None or not value.strip()]
     if blank:
@@ -1044,6 +1296,21 @@ def _row_ids(column: pa.ChunkedArray, filename: str, *, kind: str) -> list[str]:
         if duplicated:
             raise InvalidInput(f"{filename}: duplicate sample id(s): {_listing([repr(s) for s in duplicated])}")
     return ids
+
+
+def _check_row_text(column: pa.ChunkedArray, filename: str, *, kind: str) -> None:
+    """Refuse ids longer than NAME_LENGTH or holding a control character, naming the first such row."""
+    checks = (
+        (pc.greater(pc.utf8_length(column), NAME_LENGTH), f"is longer than {NAME_LENGTH} characters"),
+        (pc.match_substring_regex(column, _CONTROL.pattern), f"holds a control character; {_NO_CONTROL}"),
+    )
+    for found, problem in checks:
+        rows = np.flatnonzero(pc.fill_null(found, False).to_numpy())
+        if rows.size:
+            row = int(rows[0])
+            raise InvalidInput(
+                f"{filename}: the {kind} id in data row {row + 1:,} ({_clip(column[row].as_py())!r}) {problem}"
+            )
 
 
 def _to_matrix(columns: list[pa.ChunkedArray | None], n_rows: int) -> np.ndarray:

@@ -303,7 +303,7 @@ def _labels(
 ) -> tuple[pd.DataFrame | None, str | None]:
     """The label table and where it came from: the labels file, else text columns of the matrix file."""
     if labels is not None:
-        table = parsing.read_labels(labels.path, labels.filename)
+        table = parsing.read_labels(labels.path, labels.filename, max_rows=len(sample_ids))
         source = "file"
     elif parsed.annotations is not None and len(parsed.annotations.columns):
         table, source = parsed.annotations, f"{parsed.file_format} annotations"
