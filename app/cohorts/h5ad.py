@@ -25,6 +25,8 @@ import h5py
 import numpy as np
 
 from app.cohorts.parsing import (
+    _CONTROL,
+    _NO_CONTROL,
     NO_LIMITS,
     SAMPLES_AS_ROWS,
     ExpressionMatrix,
@@ -33,9 +35,11 @@ from app.cohorts.parsing import (
     _brief,
     _check_finite,
     _check_names,
+    _clip,
     _listing,
     text_annotations,
 )
+from app.db.orm import NAME_LENGTH
 from app.errors import InvalidInput, PayloadTooLarge
 
 _BLOCK_CELLS = 4_000_000
@@ -196,6 +200,13 @@ def _check_ids(sample_ids: list[str], filename: str) -> None:
     blank = [str(i + 1) for i, s in enumerate(sample_ids) if not s.strip()]
     if blank:
         raise InvalidInput(f"{filename}: sample id (obs name) missing at row(s) {_listing(blank)}")
+    for row, sample_id in enumerate(sample_ids, start=1):  # as the text readers refuse them
+        if len(sample_id) > NAME_LENGTH:
+            raise InvalidInput(f"{filename}: the sample id (obs name) at row {row:,} ({_clip(sample_id)!r}) is "
+                               f"longer than {NAME_LENGTH} characters")
+        if _CONTROL.search(sample_id):
+            raise InvalidInput(f"{filename}: the sample id (obs name) at row {row:,} ({_clip(sample_id)!r}) holds "
+                               f"a control character; {_NO_CONTROL}")
     seen: set[str] = set()
     duplicated = sorted({s for s in sample_ids if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
     if duplicated:

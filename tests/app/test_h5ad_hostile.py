@@ -310,3 +310,18 @@ def test_a_matrix_the_server_cannot_hold_is_refused_with_its_size(
     message = response.json()["error"]["message"]
     assert message.startswith("big.h5ad: a 100,000 x 100,000 matrix (37.3 GiB as float32) does not fit")
     assert client.get("/cohorts").json() == []
+
+
+@pytest.mark.parametrize(
+    ("sample_id", "words"),
+    [("s" * 201, "is longer than 200 characters"), ("a\x1b[31mb", "holds a control character"),
+     ("line\nbreak", "holds a control character")],
+)
+def test_obs_names_follow_the_same_rules_as_sample_ids_in_text_files(
+    client: TestClient, tmp_path: Path, sample_id: str, words: str
+) -> None:
+    content = write_h5ad(tmp_path / "hostile.h5ad", ids=("s1", sample_id, "s3"))
+
+    message = refused(client, content, "hostile.h5ad: the sample id (obs name) at row 2 ", words)
+
+    assert "\x1b" not in message and "\n" not in message
