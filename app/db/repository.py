@@ -16,12 +16,15 @@ Row = TypeVar(
 )
 
 
-def get_or_404(session: Session, table: type[Row], row_id: str, *, lab_id: str) -> Row:
-    """The row of ``table`` with id ``row_id`` if it belongs to lab ``lab_id``.
+def get_or_404(
+    session: Session, table: type[Row], row_id: str, *, lab_id: str, deferred: Sequence[QueryableAttribute[Any]] = ()
+) -> Row:
+    """The row of ``table`` with id ``row_id`` if it belongs to lab ``lab_id``; ``deferred`` columns are read
+    only when first used.
 
     Another lab's row is NotFound, exactly like a missing one, so that ids do not leak across labs.
     """
-    row = session.get(table, row_id)
+    row = session.get(table, row_id, options=[defer(column) for column in deferred])
     if row is None or row.lab_id != lab_id:
         raise NotFound(f"{table.__tablename__} {row_id} not found")
     return row

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
@@ -21,7 +22,6 @@ from app.lineage import service as deletion
 from app.lru import ArtifactCache, cached
 from app.predictions.imputation import CoverageGate, ridge_impute
 from app.predictions.schemas import PredictionCreate, PredictionRead
-from app.predictors import service as predictors
 from app.storage import ArtifactStore
 from models import checkpoint
 from models.conformal import UNCERTAIN, set_labels
@@ -73,11 +73,14 @@ def predict(
     request: PredictionCreate,
 ) -> orm.Prediction:
     """Predict for inline samples or a cohort; refuse input covering too little of the panel."""
-    predictor = predictors.get(session, predictor_id, lab_id=caller.lab_id)
+    # Its split, calibration and loss curve are read only should ridge imputation need the training samples.
+    predictor = repository.get_or_404(session, orm.Predictor, predictor_id, lab_id=caller.lab_id,
+                                      deferred=orm.PREDICTOR_DETAILS)
     if predictor.status is not orm.ArtifactStatus.READY or predictor.artifact_key is None:
         raise Conflict(f"predictor {predictor.id} is {predictor.status.value}, not ready (job {predictor.job_id})")
-    encoder = None if predictor.encoder_id is None else session.get(orm.Encoder, predictor.encoder_id)
-    fitted_on = predictor.cohort_id if encoder is None else encoder.cohort_id  # where its z-scores come from
+    fitted_on = predictor.cohort_id  # where its z-scores come from: its cohort, or its encoder's
+    if predictor.encoder_id is not None:
+        fitted_on = session.scalars(select(orm.Encoder.cohort_id).where(orm.Encoder.id == predictor.encoder_id)).one()
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
     aligned, report, sample_ids = model_input(
         session=session, caller=caller, store=store, settings=settings, request=request,
