@@ -400,3 +400,28 @@ def test_training_requests_beyond_the_servers_bounds_are_refused(
 
     assert message.startswith(named)
     assert snapshot(settings) == before
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("kid\x00ney", "holds a control character (only tabs and line breaks are allowed)"),
+     ("\x1b[31mred", "holds a control character (only tabs and line breaks are allowed)"),
+     ("x" * 1001, "is 1,001 characters long, over 1,000")],
+)
+def test_label_values_with_control_characters_or_of_any_length_are_refused(
+    client: TestClient, unchanged: None, value: str, why: str
+) -> None:
+    matrix = csv_bytes([[f"s{i}", i, i + 1, i + 2, i + 3] for i in range(4)], ["sample_id", *GENES])
+    labels = pd.DataFrame({"sample_id": [f"s{i}" for i in range(4)], "tissue": ["a", value, "b", "b"]})
+
+    error = post_matrix(client, matrix, labels.to_csv(index=False).encode())
+
+    assert error["message"] == f"label column 'tissue', sample 's1': the value {why}"
+
+
+def test_label_values_may_hold_tabs_and_line_breaks(client: TestClient) -> None:
+    matrix = csv_bytes([[f"s{i}", i, i + 1, i + 2, i + 3] for i in range(4)], ["sample_id", *GENES])
+    labels = pd.DataFrame({"sample_id": [f"s{i}" for i in range(4)], "note": ["a\\tb", "two\\nlines", "c", "d"]})
+    files = {"expression": ("m.csv", matrix), "labels": ("l.csv", labels.to_csv(index=False).encode())}
+
+    assert client.post("/cohorts", files=files).status_code == 201
