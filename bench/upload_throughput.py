@@ -259,17 +259,21 @@ def main() -> int:
             reset = reset_peak(server.pid)
             figures = upload(url, path, auth)
             peak = memory(server.pid)["VmHWM"]
+            time.sleep(1.0)  # what the server keeps once the upload is over
+            settled = memory(server.pid)["VmRSS"]
             cohort = figures["cohort"]
             size = path.stat().st_size
             row = {
                 "format": fmt, "file_bytes": size, "wall_s": figures["wall_s"], "after_send_s": figures["after_send_s"],
                 "mb_per_s": size / 1e6 / figures["wall_s"], "server_idle_rss": idle["VmRSS"], "server_peak": peak,
+                "server_rss_after": settled,
                 "peak_reset": reset, "shape": (cohort["n_samples"], cohort["n_genes"]),
                 "deduplicated": cohort["deduplicated"], "checksum": cohort["checksum"][:12],
             }
             print(f"[{fmt}] upload {gb(size)}: {row['wall_s']:.1f} s wall ({row['mb_per_s']:.0f} MB/s), "
                   f"{row['after_send_s']:.1f} s after the last byte; server peak RSS {gb(peak)} "
-                  f"({peak / dense:.2f}x dense; idle {gb(idle['VmRSS'])}); shape {row['shape']}, "
+                  f"({peak / dense:.2f}x dense; idle {gb(idle['VmRSS'])}, 1 s after {gb(settled)}); "
+                  f"shape {row['shape']}, "
                   f"deduplicated={row['deduplicated']}, checksum {row['checksum']}")
             row["baselines"] = {}
             for name, (imports, code) in BASELINES[fmt].items():

@@ -16,6 +16,7 @@ from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortSummary, Coh
 from app.db import orm
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import ErrorBody
+from app.memory import release_freed_memory
 from app.ratelimit import rate_limited
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
@@ -86,17 +87,20 @@ def upload_cohort(
     if labels is not None and labels.size == 0 and not labels.filename:
         labels = None  # a form's empty file input
     expression = form.files["expression"]
-    cohort = service.create_cohort(
-        session=session,
-        caller=caller,
-        store=store,
-        settings=settings,
-        name=options.name,
-        expression=service.StagedUpload(expression.filename, expression.path),
-        labels=None if labels is None else service.StagedUpload(labels.filename, labels.path),
-        group_column=options.group_column,
-        options=service.IngestOptions(options.orientation, options.values, options.duplicate_genes),
-    )
+    try:
+        cohort = service.create_cohort(
+            session=session,
+            caller=caller,
+            store=store,
+            settings=settings,
+            name=options.name,
+            expression=service.StagedUpload(expression.filename, expression.path),
+            labels=None if labels is None else service.StagedUpload(labels.filename, labels.path),
+            group_column=options.group_column,
+            options=service.IngestOptions(options.orientation, options.values, options.duplicate_genes),
+        )
+    finally:
+        release_freed_memory()  # the parsed matrix is gone: give its pages back, refused or stored
     return to_read(cohort)
 
 
