@@ -96,6 +96,7 @@ _UNLIMITED_COLUMNS = 100_000  # the columns a line is sized for when no limit is
 # A label table is read in Arrow batches and refused once past these, whatever its compressed size: rows
 # beyond the matrix's samples cannot all be labelled samples, and its text is turned into Python strings.
 _MAX_LABEL_BYTES = 256 << 20  # parsed text
+MAX_LABEL_COLUMNS = 1000  # phenotype columns of one cohort, from a labels file or the matrix file's annotations
 _MAX_LABEL_LINE = 4 << 20  # characters of one line (a header of some thousand phenotype columns is < 1 M)
 _PARQUET_VALUE_BYTES = 64  # per row of a value column chunk: a number, even as text, takes fewer
 _PARQUET_CHUNK_SLACK = 1 << 20  # per column chunk besides its rows: page headers, statistics
@@ -268,6 +269,8 @@ def read_labels(path: Path, filename: str, *, max_rows: int | None = None) -> pd
             + _delimiter_hint(header[0], layout)
         )
     columns = header[1:]
+    if len(columns) > MAX_LABEL_COLUMNS:
+        raise InvalidInput(f"{filename}: {len(columns):,} phenotype columns; at most {MAX_LABEL_COLUMNS:,} are read")
     _check_names(columns, filename, kind="column")
     table = _read_label_table(path, filename, layout, len(header), max_rows)
     if table.num_rows == 0:
@@ -276,6 +279,20 @@ def read_labels(path: Path, filename: str, *, max_rows: int | None = None) -> pd
     data = {name: _label_values(table.column(i + 1)) for i, name in enumerate(columns)}
     index = pd.Index(sample_ids, dtype=object, name=SAMPLE_ID_COLUMN)
     return pd.DataFrame(data, index=index, dtype=object)
+
+
+def check_label_names(names: Sequence[str], where: str) -> None:
+    """Phenotype column names from any source (a labels file, a GCT's column metadata, an h5ad's obs):
+    at most :data:`MAX_LABEL_COLUMNS` of them, each named, at most ``NAME_LENGTH`` characters, without
+    control characters, as sample ids and gene names are."""
+    if len(names) > MAX_LABEL_COLUMNS:
+        raise InvalidInput(f"{where}: {len(names):,} phenotype columns; at most {MAX_LABEL_COLUMNS:,} are read")
+    for name in names:
+        why = ("is empty" if not name.strip() else f"is longer than {NAME_LENGTH} characters"
+               if len(name) > NAME_LENGTH else f"holds a control character; {_NO_CONTROL}"
+               if _CONTROL.search(name) else None)
+        if why:
+            raise InvalidInput(f"{where}: the phenotype column name {_clip(name)!r} {why}")
 
 
 def check_labels(labels: pd.DataFrame, sample_ids: Sequence[str], *, group_column: str | None) -> None:

@@ -312,30 +312,27 @@ def _labels(
         raise InvalidInput(f"group_column {group_column!r} given but no labels file to find it in")
     else:
         return None, None
+    where = labels.filename if labels is not None else f"the expression file's {source}"
+    parsing.check_label_names([str(c) for c in table.columns], where)  # a file's were checked as it was read
     parsing.check_labels(table, sample_ids, group_column=group_column)
     _check_label_values(table)
     _check_reserved_labels(table, group_column)
     return table, source
 
 
-# A label value is a class, a group id or a short clinical note: longer ones are most likely a misread file.
-MAX_LABEL_VALUE = 1000
 # Control characters other than tab and line breaks: NUL cannot be stored in a PostgreSQL text or JSON value,
-# and terminal escapes would reach whoever prints the labels.
+# and terminal escapes would reach whoever prints the labels. Free text of any length is a label value too.
 _LABEL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _check_label_values(table: pd.DataFrame) -> None:
-    """Refuse a label value holding a control character or longer than :data:`MAX_LABEL_VALUE`, naming its
-    sample and column."""
+    """Refuse a label value holding a control character, naming its sample and column."""
     for column in table.columns:
         values = table[column].dropna().astype(str)
-        bad = values[values.str.len().gt(MAX_LABEL_VALUE) | values.str.contains(_LABEL_CONTROL)]
+        bad = values[values.str.contains(_LABEL_CONTROL)]
         if not bad.empty:
-            sample, value = bad.index[0], bad.iloc[0]
-            why = (f"is {len(value):,} characters long, over {MAX_LABEL_VALUE:,}" if len(value) > MAX_LABEL_VALUE
-                   else "holds a control character (only tabs and line breaks are allowed)")
-            raise InvalidInput(f"label column {str(column)!r}, sample {str(sample)!r}: the value {why}")
+            raise InvalidInput(f"label column {str(column)!r}, sample {str(bad.index[0])!r}: the value holds a "
+                               "control character (only tabs and line breaks are allowed)")
 
 
 def _check_reserved_labels(table: pd.DataFrame, group_column: str | None) -> None:

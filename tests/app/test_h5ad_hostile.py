@@ -325,3 +325,14 @@ def test_obs_names_follow_the_same_rules_as_sample_ids_in_text_files(
     message = refused(client, content, "hostile.h5ad: the sample id (obs name) at row 2 ", words)
 
     assert "\x1b" not in message and "\n" not in message
+
+
+def test_obs_column_names_follow_the_name_rules(client: TestClient, tmp_path: Path) -> None:
+    def escaped_column(f: h5py.File, _: Path) -> None:
+        f["obs"].attrs["column-order"] = np.array(["\x1b[31mred"], dtype=h5py.string_dtype())
+        f["obs"].create_dataset("\x1b[31mred", data=np.array(["a", "b", "b"], dtype=object), dtype=h5py.string_dtype())
+
+    content = write_h5ad(tmp_path / "hostile.h5ad", escaped_column)
+
+    refused(client, content, "the expression file's h5ad annotations: the phenotype column name '\\x1b[31mred' holds "
+                             "a control character")
