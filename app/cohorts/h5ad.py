@@ -306,16 +306,14 @@ def _text_columns(obs: h5py.Group, n_samples: int, most_categories: int, filenam
 
 
 def _categorical(item: h5py.Group, n_samples: int, most_categories: int, filename: str) -> list[str | None] | None:
-    """A categorical column's cells, or None unless it has one code per sample; categories past
-    ``most_categories`` refuse the file."""
+    """A categorical column's cells, or None (left unread, as no label column) unless it has one code per
+    sample and at most ``most_categories`` categories: a subset of a large AnnData may keep every category of
+    the whole, which is no reason to refuse the matrix."""
     codes, categories = _dataset(item, "codes", filename), _dataset(item, "categories", filename)
     if _declared(codes, filename) != n_samples or codes.dtype.kind not in "iu":
         return None
     if _declared(categories, filename) > most_categories:
-        raise InvalidInput(
-            f"{filename}: {categories.name} declares {categories.size:,} categories for {n_samples:,} samples; at "
-            f"most {most_categories:,} are read"
-        )
+        return None
     names = _strings(categories)
     return [names[c] if 0 <= c < len(names) else None for c in codes[()].reshape(-1)]
 
