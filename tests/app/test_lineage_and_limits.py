@@ -383,3 +383,26 @@ def test_a_json_body_over_the_limit_is_refused_before_it_is_parsed(
     assert "3,0" in declared.json()["error"]["message"]  # its declared size
     assert small.status_code == 404  # under the limit: read and answered as usual
     assert upload.status_code == 201  # cohort uploads have their own limit (EXPRSSL_MAX_UPLOAD_BYTES)
+
+
+def test_a_parquet_file_at_the_sample_limit_with_an_annotation_column_is_accepted(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_UPLOAD_SAMPLES", "24")
+    get_settings.cache_clear()
+    genes = [f"ENSG{i:011d}" for i in range(300)]
+    frame = pd.DataFrame(np.arange(300 * 24, dtype=np.float32).reshape(300, 24), columns=[f"S{j}" for j in range(24)])
+    frame.insert(0, "gene_name", [f"G{i}" for i in range(300)])
+    frame.insert(0, "gene_id", genes)  # genes as rows: 24 samples and one annotation column
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+
+    response = client.post("/cohorts", files={"expression": ("genes.parquet", buffer.getvalue())})
+
+    assert response.status_code == 201, response.text
+    assert (response.json()["n_samples"], response.json()["n_genes"]) == (24, 300)
+    frame.insert(2, "S24", 1.0)  # one sample more than the limit is still refused, once annotations are known
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    refused = client.post("/cohorts", files={"expression": ("more.parquet", buffer.getvalue())})
+    assert refused.status_code == 422 and "25 samples" in refused.json()["error"]["message"]
