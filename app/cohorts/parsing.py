@@ -915,11 +915,14 @@ def _read_gct(
 def _read_gct_head(
     path: Path, filename: str, layout: _Delimited, limits: SizeLimits
 ) -> tuple[str, list[str], list[tuple[str, list[str]]], int, int]:
-    """(version, header fields, column-metadata rows as (name, cells), declared gene rows, row-metadata count)."""
+    """(version, header fields, column-metadata rows as (name, cells), declared gene rows, row-metadata count).
+
+    The header and column-metadata lines are read with at most the characters and fields the dimensions
+    line allows, each refused as soon as it is read (a small gzip can hold millions of fields)."""
     try:
         with _open_text(path, layout) as handle:
             lines_read = _bounded_lines(handle, filename, _line_cap(limits))
-            lines = [next(lines_read, "").rstrip("\r\n") for _ in range(3)]
+            lines = [next(lines_read, "").rstrip("\r\n") for _ in range(2)]
             version = lines[0].strip()
             if version not in ("#1.2", "#1.3"):
                 raise InvalidInput(f"{filename}: a GCT file starts with '#1.2' or '#1.3', not {_clip(lines[0])!r}")
@@ -927,37 +930,74 @@ def _read_gct_head(
             n_rows, n_columns = dims[0], dims[1]
             n_row_meta, n_column_meta = (dims[2], dims[3]) if version == "#1.3" else (1, 0)
             limits.check(filename, samples=n_columns)  # as the dimensions line declares
-            if n_column_meta > _MAX_GCT_COLUMN_META:
+            _check_gct_meta_counts(filename, n_row_meta, n_column_meta)
+            expected = 1 + n_row_meta + n_columns
+            header = _gct_fields(handle, filename, 3, expected) or [""]
+            if len(header) != expected:
                 raise InvalidInput(
-                    f"{filename}: the GCT 1.3 dimensions line declares {n_column_meta:,} column-metadata lines; "
-                    f"at most {_MAX_GCT_COLUMN_META:,} are accepted"
+                    f"{filename}: the GCT {version[1:]} header line has {len(header)} fields but the dimensions "
+                    f"line declares {expected} (id, {n_row_meta} row-metadata column(s), {n_columns} samples)"
                 )
-            meta = [_gct_meta_line(lines_read, filename, i, n_column_meta) for i in range(n_column_meta)]
+            meta = [_gct_meta_line(handle, filename, i, n_column_meta, expected) for i in range(n_column_meta)]
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
         raise InvalidInput(f"{filename}: could not read the GCT header: {_brief(exc)}") from None
-    header = lines[2].split("\t")
-    expected = 1 + n_row_meta + n_columns
-    if len(header) != expected:
-        raise InvalidInput(
-            f"{filename}: the GCT {version[1:]} header line has {len(header)} fields but the dimensions line "
-            f"declares {expected} (id, {n_row_meta} row-metadata column(s), {n_columns} samples)"
-        )
-    for number, cells in enumerate(meta, start=4):
-        if len(cells) != expected:
-            raise InvalidInput(f"{filename}: GCT column-metadata line {number} has {len(cells)} fields, not {expected}")
     return version[1:], header, [(cells[0], cells) for cells in meta], n_rows, n_row_meta
 
 
-def _gct_meta_line(lines: Iterator[str], filename: str, index: int, declared: int) -> list[str]:
-    line = next(lines, None)
-    if line is None:
+def _check_gct_meta_counts(filename: str, n_row_meta: int, n_column_meta: int) -> None:
+    """Refuse more row-metadata columns than the id and annotation columns a header may hold, and more
+    column-metadata lines than ``_MAX_GCT_COLUMN_META``: both size the lines read next."""
+    if n_row_meta > _EXTRA_COLUMNS:
+        raise InvalidInput(
+            f"{filename}: the GCT 1.3 dimensions line declares {n_row_meta:,} row-metadata columns; at most "
+            f"{_EXTRA_COLUMNS} are accepted"
+        )
+    if n_column_meta > _MAX_GCT_COLUMN_META:
+        raise InvalidInput(
+            f"{filename}: the GCT 1.3 dimensions line declares {n_column_meta:,} column-metadata lines; "
+            f"at most {_MAX_GCT_COLUMN_META:,} are accepted"
+        )
+
+
+def _gct_fields(handle: io.TextIOBase, filename: str, number: int, expected: int) -> list[str] | None:
+    """The fields of GCT line ``number`` (3: the header, then column metadata); None at the end of the file.
+
+    The line is read with at most ``expected`` fields of ``_FIELD_CHARS`` characters each, and its fields
+    are counted before it is split: one more than ``expected`` is refused, naming the line; fewer are left
+    to the caller, which says what the line is."""
+    cap = expected * _FIELD_CHARS
+    line = handle.readline(cap + 1)
+    if not line:
+        return None
+    if len(line) > cap:
+        raise InvalidInput(
+            f"{filename}: line {number:,} is longer than {cap:,} characters, more than the {expected:,} fields "
+            "the GCT dimensions line declares can hold"
+        )
+    line = line.rstrip("\r\n")
+    if line.count("\t") >= expected:
+        raise InvalidInput(
+            f"{filename}: line {number:,} has more than {expected:,} fields, the number the GCT dimensions "
+            "line declares"
+        )
+    return line.split("\t")
+
+
+def _gct_meta_line(
+    handle: io.TextIOBase, filename: str, index: int, declared: int, expected: int
+) -> list[str]:
+    number = 4 + index
+    cells = _gct_fields(handle, filename, number, expected)
+    if cells is None:
         raise InvalidInput(
             f"{filename}: the file ends after {index} of the {declared:,} column-metadata lines its dimensions "
             "line declares"
         )
-    return line.rstrip("\r\n").split("\t")
+    if len(cells) != expected:
+        raise InvalidInput(f"{filename}: GCT column-metadata line {number} has {len(cells)} fields, not {expected}")
+    return cells
 
 
 def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:

@@ -64,6 +64,28 @@ def test_a_gct_declaring_more_column_metadata_than_it_holds_is_refused(client: T
     )
 
 
+def test_gct_header_and_column_metadata_lines_are_bounded_by_the_declared_columns(client: TestClient) -> None:
+    head = b"#1.3\n1\t3\t0\t1\nid\tS1\tS2\tS3\n"
+    wide_meta = gzip.compress(head + b"tissue\t" + b"ab\t" * 500_000 + b"\nG1\t1\t2\t3\n")  # 1.5 MB, 4 fields declared
+    many_fields = head + b"tissue" + b"\ta" * 4 + b"\nG1\t1\t2\t3\n"  # 5 fields within the line's length
+    wide_header = b"#1.2\n1\t1\nName\tDescription\tS1\tS2\nG1\td\t1\n"
+    many_row_meta = b"#1.3\n1\t1\t1000000\t0\nid\tS1\nG1\t1\n"
+
+    assert refused(client, {"expression": ("m.gct.gz", wide_meta)}) == (
+        "m.gct.gz: line 4 is longer than 1,612 characters, more than the 4 fields the GCT dimensions line "
+        "declares can hold"
+    )
+    assert refused(client, {"expression": ("m.gct", many_fields)}) == (
+        "m.gct: line 4 has more than 4 fields, the number the GCT dimensions line declares"
+    )
+    assert refused(client, {"expression": ("m.gct", wide_header)}) == (
+        "m.gct: line 3 has more than 3 fields, the number the GCT dimensions line declares"
+    )
+    assert refused(client, {"expression": ("m.gct", many_row_meta)}) == (
+        "m.gct: the GCT 1.3 dimensions line declares 1,000,000 row-metadata columns; at most 64 are accepted"
+    )
+
+
 def test_a_label_table_is_bounded_in_rows_and_bytes(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     bomb = gzip.compress(b"sample_id,tissue\n" + b"s0,kidney\n" * 400_000)  # 4 MB of rows, 12 kB of gzip
     wide = b"sample_id,note\n" + b"".join(b"s%d,%s\n" % (i, b"x" * 2_000) for i in range(3))
