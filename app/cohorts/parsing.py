@@ -477,8 +477,8 @@ def _sniff(
                 n_comments += 1
                 line = next(lines, "")
             _check_field_count(line, filename, layout.delimiter, limits)
-            reader = csv.reader(_chain(line, lines), delimiter=layout.delimiter)
-            header = next(reader, None)
+            header = _header_record(line, filename, layout.delimiter, n_comments + 1)
+            reader = csv.reader(lines, delimiter=layout.delimiter)
             longest = len(line)
             try:
                 chars = 0
@@ -544,10 +544,17 @@ def _bounded_lines(handle: io.TextIOBase, filename: str, cap: int) -> Iterator[s
         yield line
 
 
-def _chain(line: str, lines: Iterable[str]) -> Iterable[str]:
-    if line:
-        yield line
-    yield from lines
+def _header_record(line: str, filename: str, delimiter: str, number: int) -> list[str] | None:
+    """The header's fields, read from its one line ``number``; refuse a header whose quoted name runs on
+    past the line's end: its record would go on over lines that were never counted (see
+    :func:`_check_field_count`), and a name may not hold a line break anyway."""
+    header = next(csv.reader([line], delimiter=delimiter), None)
+    # A line ends at its first line break, so a name holding one was still open there.
+    if header and header[-1].endswith(("\r", "\n")):
+        raise InvalidInput(
+            f"{filename}: the header (line {number:,}) ends inside a quoted name; {_NO_CONTROL}"
+        )
+    return header
 
 
 def _starts_like_gct(path: Path, layout: _Delimited) -> bool:

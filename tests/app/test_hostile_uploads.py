@@ -166,6 +166,19 @@ def test_a_header_of_too_many_columns_is_refused_while_it_is_counted(client: Tes
         )
 
 
+def test_a_header_whose_quoted_name_runs_over_lines_is_refused(client: TestClient, small_limits: None) -> None:
+    line = b"ab," * 50  # each line within the 74 columns counted; 100 of them would be 5,000 names
+    spanning = b"sample_id," + line + b'"x\n' + b"".join(b'y",' + line + b'"x\n' for _ in range(100)) + b'y"\ns0,1\n'
+    counts = b"# featureCounts\nGeneid\tS1\t\"S\n2\"\nG1\t1\t2\n"
+
+    assert refused(client, {"expression": ("m.csv", spanning)}) == (
+        f"m.csv: the header (line 1) ends inside a quoted name; {parsing._NO_CONTROL}"
+    )
+    assert refused(client, {"expression": ("counts.tsv", counts)}) == (
+        f"counts.tsv: the header (line 2) ends inside a quoted name; {parsing._NO_CONTROL}"
+    )
+
+
 def test_a_row_longer_than_a_parse_block_is_named(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parsing, "_BLOCK_SIZE", 64 << 10)  # the longest first rows are short: blocks of 64 KiB
     rows = b"".join(b"s%d,1\n" % i for i in range(300))  # past the 200 rows read to sniff the orientation
