@@ -489,8 +489,8 @@ def _sniff(
             except (UnicodeDecodeError, csv.Error, OSError, EOFError):
                 pass  # the full read reports bad data rows with their position
     except UnicodeDecodeError as exc:  # decoded ahead of the line being read: find the line
-        message = _not_utf8(path, filename, layout, cap) or f"{filename}: not UTF-8 text ({exc.reason})"
-        raise InvalidInput(message) from None
+        found = _not_utf8(path, filename, layout, cap, comments=comments)
+        raise InvalidInput(found or f"{filename}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError, csv.Error) as exc:
         raise InvalidInput(f"{filename}: could not read the header: {_brief(exc)}") from None
     if not header:
@@ -770,26 +770,47 @@ def _raise_first_delimited_error(
     raise InvalidInput(f"{filename}: could not parse the file: {_brief(cause)}") from None
 
 
-def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int) -> str | None:
-    """A message naming the first line that is not UTF-8 text, read line by line in binary; None if none is."""
+def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int, *, comments: bool = False) -> str | None:
+    """A message naming the first line that is not UTF-8 text, read line by line in binary; None if none is.
+
+    With ``comments``, leading comment lines (as :func:`_sniff` reads them) come before the header, and
+    data rows are numbered from the line after it."""
     opener = gzip.open if layout.gzipped else open
+    header_at = 0  # the header's line number, once it is read
     try:
         with opener(path, "rb") as handle:
             for number in itertools.count(1):
                 line = handle.readline(4 * cap)
                 if not line:
                     return None
+                if not header_at and not (comments and _is_comment(line, layout, number)):
+                    header_at = number
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    where = "the header" if number == 1 else f"line {number:,} (data row {number - 1:,})"
                     return (
-                        f"{filename}: {where} is not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line: "
-                        f"{line[max(0, exc.start - 20) : exc.start + 20]!r}); save the file as UTF-8"
+                        f"{filename}: {_line_role(number, header_at)} is not UTF-8 text ({exc.reason} at byte "
+                        f"{exc.start + 1} of the line: {line[max(0, exc.start - 20) : exc.start + 20]!r}); save "
+                        "the file as UTF-8"
                     )
     except (OSError, EOFError):
         return None
     return None
+
+
+def _is_comment(line: bytes, layout: _Delimited, number: int) -> bool:
+    """A comment line before the header, as :func:`_sniff` reads it: '#' first and no delimiter."""
+    if number == 1:
+        line = line.removeprefix(b"\xef\xbb\xbf")  # the byte-order mark _open_text drops
+    return line.startswith(b"#") and layout.delimiter.encode() not in line
+
+
+def _line_role(number: int, header_at: int) -> str:
+    if not header_at:
+        return f"line {number:,} (a comment line before the header)"
+    if number == header_at:
+        return "the header" if number == 1 else f"line {number:,} (the header)"
+    return f"line {number:,} (data row {number - header_at:,})"
 
 
 def _first_line_over(path: Path, layout: _Delimited, most: int) -> int | None:

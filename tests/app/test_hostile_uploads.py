@@ -220,6 +220,20 @@ def test_a_latin1_byte_in_a_labels_data_row_is_reported_at_its_row(client: TestC
     )
 
 
+def test_a_latin1_byte_after_comment_lines_is_reported_at_its_line(client: TestClient) -> None:
+    comment = b"# Program:featureCounts v2.0.1\n"
+    in_header = comment + b"Geneid\tS1\tS\xe92\nG1\t1\t2\n"
+    in_row = comment + b"Geneid\tS1\tS2\nG1\t1\t2\nG2\t3\t4\nG\xe93\t5\t6\n"
+
+    assert refused(client, {"expression": ("counts.tsv", in_header)}) == (
+        "counts.tsv: line 2 (the header) is not UTF-8 text (invalid continuation byte at byte 12 of the line: "
+        "b'Geneid\\tS1\\tS\\xe92\\n'); save the file as UTF-8"
+    )
+    assert refused(client, {"expression": ("counts.tsv", in_row)}).startswith(
+        "counts.tsv: line 5 (data row 3) is not UTF-8 text"
+    )
+
+
 def test_control_characters_in_ids_and_names_are_refused(client: TestClient) -> None:
     in_id = b"sample_id,TP53\ns0,1\n\"s\x07\x1b[31m\",2\n"
     in_gene = b'sample_id,TP53,"EG\tFR"\ns0,1,2\n'
