@@ -510,10 +510,11 @@ def _check_field_count(line: str, filename: str, delimiter: str, limits: SizeLim
     if line.count(delimiter) < most:  # an upper bound on the fields: quoted fields may hold delimiters
         return
     fields = _FIELD.get(delimiter) or _FIELD.setdefault(delimiter, _field_pattern(delimiter))
+    # The pattern also matches the empty end of the line: one match more than there are fields.
     counted = line.count(delimiter) + 1 if '"' not in line else sum(
         1 for _ in itertools.islice(fields.finditer(line), most + 2)
-    )
-    if counted > most + 1:  # the pattern also matches the empty end of the line
+    ) - 1
+    if counted > most:
         raise InvalidInput(
             f"{filename}: the header has more than {most:,} columns; this server accepts at most "
             f"{max(limits.samples or 0, limits.genes or 0):,} samples or genes (EXPRSSL_MAX_UPLOAD_SAMPLES, "

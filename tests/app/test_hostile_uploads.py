@@ -179,6 +179,19 @@ def test_a_header_whose_quoted_name_runs_over_lines_is_refused(client: TestClien
     )
 
 
+def test_plain_and_quoted_headers_are_counted_alike(client: TestClient, small_limits: None) -> None:
+    def header(fields: int, name: str) -> str:
+        return ",".join(["sample_id"] + [name] * (fields - 1)) + "\n"
+
+    for name in ("g", '"g"'):  # at most 10 + 64 columns
+        parsing._check_field_count(header(74, name), "m.csv", ",", parsing.SizeLimits(10, 10))
+        content = header(75, name).encode() + b"s0" + b",1" * 74 + b"\n"
+        assert refused(client, {"expression": ("m.csv", content)}) == (
+            "m.csv: the header has more than 74 columns; this server accepts at most 10 samples or genes "
+            "(EXPRSSL_MAX_UPLOAD_SAMPLES, EXPRSSL_MAX_UPLOAD_GENES)"
+        )
+
+
 def test_a_row_longer_than_a_parse_block_is_named(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parsing, "_BLOCK_SIZE", 64 << 10)  # the longest first rows are short: blocks of 64 KiB
     rows = b"".join(b"s%d,1\n" % i for i in range(300))  # past the 200 rows read to sniff the orientation
