@@ -494,8 +494,8 @@ def _sniff(
                 n_comments += 1
                 line = next(lines, "")
             _check_field_count(line, filename, layout.delimiter, limits)
-            reader = csv.reader(_chain(line, lines), delimiter=layout.delimiter)
-            header = next(reader, None)
+            header = _header_record(line, filename, layout.delimiter, n_comments + 1)
+            reader = csv.reader(lines, delimiter=layout.delimiter)
             longest = len(line)
             try:
                 chars = 0
@@ -506,8 +506,8 @@ def _sniff(
             except (UnicodeDecodeError, csv.Error, OSError, EOFError):
                 pass  # the full read reports bad data rows with their position
     except UnicodeDecodeError as exc:  # decoded ahead of the line being read: find the line
-        message = _not_utf8(path, filename, layout, cap) or f"{filename}: not UTF-8 text ({exc.reason})"
-        raise InvalidInput(message) from None
+        found = _not_utf8(path, filename, layout, cap, comments=comments)
+        raise InvalidInput(found or f"{filename}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError, csv.Error) as exc:
         raise InvalidInput(f"{filename}: could not read the header: {_brief(exc)}") from None
     if not header:
@@ -527,10 +527,11 @@ def _check_field_count(line: str, filename: str, delimiter: str, limits: SizeLim
     if line.count(delimiter) < most:  # an upper bound on the fields: quoted fields may hold delimiters
         return
     fields = _FIELD.get(delimiter) or _FIELD.setdefault(delimiter, _field_pattern(delimiter))
+    # The pattern also matches the empty end of the line: one match more than there are fields.
     counted = line.count(delimiter) + 1 if '"' not in line else sum(
         1 for _ in itertools.islice(fields.finditer(line), most + 2)
-    )
-    if counted > most + 1:  # the pattern also matches the empty end of the line
+    ) - 1
+    if counted > most:
         raise InvalidInput(
             f"{filename}: the header has more than {most:,} columns; this server accepts at most "
             f"{max(limits.samples or 0, limits.genes or 0):,} samples or genes (EXPRSSL_MAX_UPLOAD_SAMPLES, "
@@ -561,10 +562,17 @@ def _bounded_lines(handle: io.TextIOBase, filename: str, cap: int) -> Iterator[s
         yield line
 
 
-def _chain(line: str, lines: Iterable[str]) -> Iterable[str]:
-    if line:
-        yield line
-    yield from lines
+def _header_record(line: str, filename: str, delimiter: str, number: int) -> list[str] | None:
+    """The header's fields, read from its one line ``number``; refuse a header whose quoted name runs on
+    past the line's end: its record would go on over lines that were never counted (see
+    :func:`_check_field_count`), and a name may not hold a line break anyway."""
+    header = next(csv.reader([line], delimiter=delimiter), None)
+    # A line ends at its first line break, so a name holding one was still open there.
+    if header and header[-1].endswith(("\r", "\n")):
+        raise InvalidInput(
+            f"{filename}: the header (line {number:,}) ends inside a quoted name; {_NO_CONTROL}"
+        )
+    return header
 
 
 def _starts_like_gct(path: Path, layout: _Delimited) -> bool:
@@ -780,26 +788,47 @@ def _raise_first_delimited_error(
     raise InvalidInput(f"{filename}: could not parse the file: {_brief(cause)}") from None
 
 
-def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int) -> str | None:
-    """A message naming the first line that is not UTF-8 text, read line by line in binary; None if none is."""
+def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int, *, comments: bool = False) -> str | None:
+    """A message naming the first line that is not UTF-8 text, read line by line in binary; None if none is.
+
+    With ``comments``, leading comment lines (as :func:`_sniff` reads them) come before the header, and
+    data rows are numbered from the line after it."""
     opener = gzip.open if layout.gzipped else open
+    header_at = 0  # the header's line number, once it is read
     try:
         with opener(path, "rb") as handle:
             for number in itertools.count(1):
                 line = handle.readline(4 * cap)
                 if not line:
                     return None
+                if not header_at and not (comments and _is_comment(line, layout, number)):
+                    header_at = number
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    where = "the header" if number == 1 else f"line {number:,} (data row {number - 1:,})"
                     return (
-                        f"{filename}: {where} is not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line: "
-                        f"{line[max(0, exc.start - 20) : exc.start + 20]!r}); save the file as UTF-8"
+                        f"{filename}: {_line_role(number, header_at)} is not UTF-8 text ({exc.reason} at byte "
+                        f"{exc.start + 1} of the line: {line[max(0, exc.start - 20) : exc.start + 20]!r}); save "
+                        "the file as UTF-8"
                     )
     except (OSError, EOFError):
         return None
     return None
+
+
+def _is_comment(line: bytes, layout: _Delimited, number: int) -> bool:
+    """A comment line before the header, as :func:`_sniff` reads it: '#' first and no delimiter."""
+    if number == 1:
+        line = line.removeprefix(b"\xef\xbb\xbf")  # the byte-order mark _open_text drops
+    return line.startswith(b"#") and layout.delimiter.encode() not in line
+
+
+def _line_role(number: int, header_at: int) -> str:
+    if not header_at:
+        return f"line {number:,} (a comment line before the header)"
+    if number == header_at:
+        return "the header" if number == 1 else f"line {number:,} (the header)"
+    return f"line {number:,} (data row {number - header_at:,})"
 
 
 def _first_line_over(path: Path, layout: _Delimited, most: int) -> int | None:
@@ -932,11 +961,14 @@ def _read_gct(
 def _read_gct_head(
     path: Path, filename: str, layout: _Delimited, limits: SizeLimits
 ) -> tuple[str, list[str], list[tuple[str, list[str]]], int, int]:
-    """(version, header fields, column-metadata rows as (name, cells), declared gene rows, row-metadata count)."""
+    """(version, header fields, column-metadata rows as (name, cells), declared gene rows, row-metadata count).
+
+    The header and column-metadata lines are read with at most the characters and fields the dimensions
+    line allows, each refused as soon as it is read (a small gzip can hold millions of fields)."""
     try:
         with _open_text(path, layout) as handle:
             lines_read = _bounded_lines(handle, filename, _line_cap(limits))
-            lines = [next(lines_read, "").rstrip("\r\n") for _ in range(3)]
+            lines = [next(lines_read, "").rstrip("\r\n") for _ in range(2)]
             version = lines[0].strip()
             if version not in ("#1.2", "#1.3"):
                 raise InvalidInput(f"{filename}: a GCT file starts with '#1.2' or '#1.3', not {_clip(lines[0])!r}")
@@ -944,37 +976,74 @@ def _read_gct_head(
             n_rows, n_columns = dims[0], dims[1]
             n_row_meta, n_column_meta = (dims[2], dims[3]) if version == "#1.3" else (1, 0)
             limits.check(filename, samples=n_columns)  # as the dimensions line declares
-            if n_column_meta > _MAX_GCT_COLUMN_META:
+            _check_gct_meta_counts(filename, n_row_meta, n_column_meta)
+            expected = 1 + n_row_meta + n_columns
+            header = _gct_fields(handle, filename, 3, expected) or [""]
+            if len(header) != expected:
                 raise InvalidInput(
-                    f"{filename}: the GCT 1.3 dimensions line declares {n_column_meta:,} column-metadata lines; "
-                    f"at most {_MAX_GCT_COLUMN_META:,} are accepted"
+                    f"{filename}: the GCT {version[1:]} header line has {len(header)} fields but the dimensions "
+                    f"line declares {expected} (id, {n_row_meta} row-metadata column(s), {n_columns} samples)"
                 )
-            meta = [_gct_meta_line(lines_read, filename, i, n_column_meta) for i in range(n_column_meta)]
+            meta = [_gct_meta_line(handle, filename, i, n_column_meta, expected) for i in range(n_column_meta)]
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
         raise InvalidInput(f"{filename}: could not read the GCT header: {_brief(exc)}") from None
-    header = lines[2].split("\t")
-    expected = 1 + n_row_meta + n_columns
-    if len(header) != expected:
-        raise InvalidInput(
-            f"{filename}: the GCT {version[1:]} header line has {len(header)} fields but the dimensions line "
-            f"declares {expected} (id, {n_row_meta} row-metadata column(s), {n_columns} samples)"
-        )
-    for number, cells in enumerate(meta, start=4):
-        if len(cells) != expected:
-            raise InvalidInput(f"{filename}: GCT column-metadata line {number} has {len(cells)} fields, not {expected}")
     return version[1:], header, [(cells[0], cells) for cells in meta], n_rows, n_row_meta
 
 
-def _gct_meta_line(lines: Iterator[str], filename: str, index: int, declared: int) -> list[str]:
-    line = next(lines, None)
-    if line is None:
+def _check_gct_meta_counts(filename: str, n_row_meta: int, n_column_meta: int) -> None:
+    """Refuse more row-metadata columns than the id and annotation columns a header may hold, and more
+    column-metadata lines than ``_MAX_GCT_COLUMN_META``: both size the lines read next."""
+    if n_row_meta > _EXTRA_COLUMNS:
+        raise InvalidInput(
+            f"{filename}: the GCT 1.3 dimensions line declares {n_row_meta:,} row-metadata columns; at most "
+            f"{_EXTRA_COLUMNS} are accepted"
+        )
+    if n_column_meta > _MAX_GCT_COLUMN_META:
+        raise InvalidInput(
+            f"{filename}: the GCT 1.3 dimensions line declares {n_column_meta:,} column-metadata lines; "
+            f"at most {_MAX_GCT_COLUMN_META:,} are accepted"
+        )
+
+
+def _gct_fields(handle: io.TextIOBase, filename: str, number: int, expected: int) -> list[str] | None:
+    """The fields of GCT line ``number`` (3: the header, then column metadata); None at the end of the file.
+
+    The line is read with at most ``expected`` fields of ``_FIELD_CHARS`` characters each, and its fields
+    are counted before it is split: one more than ``expected`` is refused, naming the line; fewer are left
+    to the caller, which says what the line is."""
+    cap = expected * _FIELD_CHARS
+    line = handle.readline(cap + 1)
+    if not line:
+        return None
+    if len(line) > cap:
+        raise InvalidInput(
+            f"{filename}: line {number:,} is longer than {cap:,} characters, more than the {expected:,} fields "
+            "the GCT dimensions line declares can hold"
+        )
+    line = line.rstrip("\r\n")
+    if line.count("\t") >= expected:
+        raise InvalidInput(
+            f"{filename}: line {number:,} has more than {expected:,} fields, the number the GCT dimensions "
+            "line declares"
+        )
+    return line.split("\t")
+
+
+def _gct_meta_line(
+    handle: io.TextIOBase, filename: str, index: int, declared: int, expected: int
+) -> list[str]:
+    number = 4 + index
+    cells = _gct_fields(handle, filename, number, expected)
+    if cells is None:
         raise InvalidInput(
             f"{filename}: the file ends after {index} of the {declared:,} column-metadata lines its dimensions "
             "line declares"
         )
-    return line.rstrip("\r\n").split("\t")
+    if len(cells) != expected:
+        raise InvalidInput(f"{filename}: GCT column-metadata line {number} has {len(cells)} fields, not {expected}")
+    return cells
 
 
 def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:

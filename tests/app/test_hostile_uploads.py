@@ -64,6 +64,28 @@ def test_a_gct_declaring_more_column_metadata_than_it_holds_is_refused(client: T
     )
 
 
+def test_gct_header_and_column_metadata_lines_are_bounded_by_the_declared_columns(client: TestClient) -> None:
+    head = b"#1.3\n1\t3\t0\t1\nid\tS1\tS2\tS3\n"
+    wide_meta = gzip.compress(head + b"tissue\t" + b"ab\t" * 500_000 + b"\nG1\t1\t2\t3\n")  # 1.5 MB, 4 fields declared
+    many_fields = head + b"tissue" + b"\ta" * 4 + b"\nG1\t1\t2\t3\n"  # 5 fields within the line's length
+    wide_header = b"#1.2\n1\t1\nName\tDescription\tS1\tS2\nG1\td\t1\n"
+    many_row_meta = b"#1.3\n1\t1\t1000000\t0\nid\tS1\nG1\t1\n"
+
+    assert refused(client, {"expression": ("m.gct.gz", wide_meta)}) == (
+        "m.gct.gz: line 4 is longer than 1,612 characters, more than the 4 fields the GCT dimensions line "
+        "declares can hold"
+    )
+    assert refused(client, {"expression": ("m.gct", many_fields)}) == (
+        "m.gct: line 4 has more than 4 fields, the number the GCT dimensions line declares"
+    )
+    assert refused(client, {"expression": ("m.gct", wide_header)}) == (
+        "m.gct: line 3 has more than 3 fields, the number the GCT dimensions line declares"
+    )
+    assert refused(client, {"expression": ("m.gct", many_row_meta)}) == (
+        "m.gct: the GCT 1.3 dimensions line declares 1,000,000 row-metadata columns; at most 64 are accepted"
+    )
+
+
 def test_a_label_table_is_bounded_in_rows_and_bytes(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     bomb = gzip.compress(b"sample_id,tissue\n" + b"s0,kidney\n" * 400_000)  # 4 MB of rows, 12 kB of gzip
     wide = b"sample_id,note\n" + b"".join(b"s%d,%s\n" % (i, b"x" * 2_000) for i in range(3))
@@ -144,6 +166,32 @@ def test_a_header_of_too_many_columns_is_refused_while_it_is_counted(client: Tes
         )
 
 
+def test_a_header_whose_quoted_name_runs_over_lines_is_refused(client: TestClient, small_limits: None) -> None:
+    line = b"ab," * 50  # each line within the 74 columns counted; 100 of them would be 5,000 names
+    spanning = b"sample_id," + line + b'"x\n' + b"".join(b'y",' + line + b'"x\n' for _ in range(100)) + b'y"\ns0,1\n'
+    counts = b"# featureCounts\nGeneid\tS1\t\"S\n2\"\nG1\t1\t2\n"
+
+    assert refused(client, {"expression": ("m.csv", spanning)}) == (
+        f"m.csv: the header (line 1) ends inside a quoted name; {parsing._NO_CONTROL}"
+    )
+    assert refused(client, {"expression": ("counts.tsv", counts)}) == (
+        f"counts.tsv: the header (line 2) ends inside a quoted name; {parsing._NO_CONTROL}"
+    )
+
+
+def test_plain_and_quoted_headers_are_counted_alike(client: TestClient, small_limits: None) -> None:
+    def header(fields: int, name: str) -> str:
+        return ",".join(["sample_id"] + [name] * (fields - 1)) + "\n"
+
+    for name in ("g", '"g"'):  # at most 10 + 64 columns
+        parsing._check_field_count(header(74, name), "m.csv", ",", parsing.SizeLimits(10, 10))
+        content = header(75, name).encode() + b"s0" + b",1" * 74 + b"\n"
+        assert refused(client, {"expression": ("m.csv", content)}) == (
+            "m.csv: the header has more than 74 columns; this server accepts at most 10 samples or genes "
+            "(EXPRSSL_MAX_UPLOAD_SAMPLES, EXPRSSL_MAX_UPLOAD_GENES)"
+        )
+
+
 def test_a_row_longer_than_a_parse_block_is_named(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parsing, "_BLOCK_SIZE", 64 << 10)  # the longest first rows are short: blocks of 64 KiB
     rows = b"".join(b"s%d,1\n" % i for i in range(300))  # past the 200 rows read to sniff the orientation
@@ -182,6 +230,20 @@ def test_a_latin1_byte_in_a_labels_data_row_is_reported_at_its_row(client: TestC
     )
     assert refused(client, {"expression": ("m.csv", MATRIX), "labels": ("l.csv", far)}).startswith(
         "l.csv: line 4 (data row 3) is not UTF-8 text"
+    )
+
+
+def test_a_latin1_byte_after_comment_lines_is_reported_at_its_line(client: TestClient) -> None:
+    comment = b"# Program:featureCounts v2.0.1\n"
+    in_header = comment + b"Geneid\tS1\tS\xe92\nG1\t1\t2\n"
+    in_row = comment + b"Geneid\tS1\tS2\nG1\t1\t2\nG2\t3\t4\nG\xe93\t5\t6\n"
+
+    assert refused(client, {"expression": ("counts.tsv", in_header)}) == (
+        "counts.tsv: line 2 (the header) is not UTF-8 text (invalid continuation byte at byte 12 of the line: "
+        "b'Geneid\\tS1\\tS\\xe92\\n'); save the file as UTF-8"
+    )
+    assert refused(client, {"expression": ("counts.tsv", in_row)}).startswith(
+        "counts.tsv: line 5 (data row 3) is not UTF-8 text"
     )
 
 
