@@ -47,15 +47,20 @@ def cohort(client: TestClient) -> dict[str, Any]:
     return upload(client)
 
 
-def test_an_encoder_goes_only_with_what_was_made_from_it(
-    client: TestClient, cohort: dict[str, Any], settings: Settings, lab_a: LabKey
-) -> None:
+def lineage_chain(client: TestClient, cohort: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """An encoder, one continued from it, a linear probe on that one and a prediction of the probe."""
     encoder = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
     child = finished(client, "/encoders", {"cohort_id": cohort["id"], "continue_from": encoder["id"],
                                            "params": {"epochs": 1}}, "encoder")
     probe = finished(client, "/predictors", {"cohort_id": cohort["id"], "encoder_id": child["id"],
                                              "label_column": "tissue", "head": "linear_probe"}, "predictor")
-    prediction = predict_two(client, probe["id"])
+    return encoder, child, probe, predict_two(client, probe["id"])
+
+
+def test_an_encoder_goes_only_with_what_was_made_from_it(
+    client: TestClient, cohort: dict[str, Any], settings: Settings, lab_a: LabKey
+) -> None:
+    encoder, child, probe, prediction = lineage_chain(client, cohort)
     other = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
     files_before = stored_files(settings)
 
@@ -86,12 +91,7 @@ def test_an_encoder_goes_only_with_what_was_made_from_it(
 def test_following_a_refusals_calls_in_their_order_deletes_without_force(
     client: TestClient, cohort: dict[str, Any]
 ) -> None:
-    encoder = finished(client, "/encoders", {"cohort_id": cohort["id"], "params": TINY}, "encoder")
-    child = finished(client, "/encoders", {"cohort_id": cohort["id"], "continue_from": encoder["id"],
-                                           "params": {"epochs": 1}}, "encoder")
-    probe = finished(client, "/predictors", {"cohort_id": cohort["id"], "encoder_id": child["id"],
-                                             "label_column": "tissue", "head": "linear_probe"}, "predictor")
-    prediction = predict_two(client, probe["id"])
+    encoder, child, probe, prediction = lineage_chain(client, cohort)
 
     message = client.delete(f"/encoders/{encoder['id']}").json()["error"]["message"]
 
