@@ -984,12 +984,28 @@ def _read_gct_head(
                     f"{filename}: the GCT {version[1:]} header line has {len(header)} fields but the dimensions "
                     f"line declares {expected} (id, {n_row_meta} row-metadata column(s), {n_columns} samples)"
                 )
-            meta = [_gct_meta_line(handle, filename, i, n_column_meta, expected) for i in range(n_column_meta)]
+            meta = _gct_meta_lines(handle, filename, n_column_meta, expected)
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
         raise InvalidInput(f"{filename}: could not read the GCT header: {_brief(exc)}") from None
     return version[1:], header, [(cells[0], cells) for cells in meta], n_rows, n_row_meta
+
+
+def _gct_meta_lines(handle: io.TextIOBase, filename: str, n_column_meta: int, expected: int) -> list[list[str]]:
+    """The column-metadata lines, at most ``_MAX_LABEL_BYTES`` characters in all, as a labels file: each line
+    is bounded by the declared columns, but a thousand such lines need not fit in memory."""
+    meta, total = [], 0
+    for i in range(n_column_meta):
+        cells = _gct_meta_line(handle, filename, i, n_column_meta, expected)
+        total += sum(len(cell) for cell in cells)
+        if total > _MAX_LABEL_BYTES:
+            raise InvalidInput(
+                f"{filename}: the GCT column metadata passes {_MAX_LABEL_BYTES:,} characters at its line {i + 1:,}; "
+                "at most that many are read, as of a labels file"
+            )
+        meta.append(cells)
+    return meta
 
 
 def _check_gct_meta_counts(filename: str, n_row_meta: int, n_column_meta: int) -> None:

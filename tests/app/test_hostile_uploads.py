@@ -269,3 +269,16 @@ def test_control_characters_in_ids_and_names_are_refused(client: TestClient) -> 
     assert refused(client, {"expression": ("d.parquet", parquet)}).startswith(
         "d.parquet: the sample id in data row 2 ('s1\\x1b[2J') holds a control character"
     )
+
+
+def test_gct_column_metadata_is_bounded_in_all_as_a_labels_file(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parsing, "_MAX_LABEL_BYTES", 4_000)
+    meta = "".join(f"note{i}\t" + "\t".join(["x" * 300] * 3) + "\n" for i in range(10))  # 900 characters a line
+    gct = f"#1.3\n2\t3\t0\t10\nid\tS1\tS2\tS3\n{meta}TP53\t1\t2\t3\nEGFR\t4\t5\t6\n".encode()
+
+    assert refused(client, {"expression": ("m.gct", gct)}) == (
+        "m.gct: the GCT column metadata passes 4,000 characters at its line 5; at most that many are read, as of a "
+        "labels file"
+    )
