@@ -25,7 +25,7 @@ from app.cohorts import service as cohort_service
 from app.db import orm, repository
 from app.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from app.encoders import service as encoders
-from app.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
+from app.errors import Conflict, Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from app.evaluations import service as evaluations
 from app.jobs import service as jobs
 from app.lineage import repository as lineage
@@ -435,7 +435,10 @@ def delete_prediction(
 ) -> Response:
     """Delete a stored prediction (your own; admins any of the lab's) and go back to its predictor's page."""
     predictor_id = predictions.get(session, prediction_id, lab_id=caller.lab_id).predictor_id
-    predictions.delete_prediction(session=session, store=store, caller=caller, prediction_id=prediction_id)
+    try:
+        predictions.delete_prediction(session=session, store=store, caller=caller, prediction_id=prediction_id)
+    except (Conflict, Forbidden) as exc:  # a refusal is a message on the page the button was on
+        return flash.redirect(f"/admin/predictors/{predictor_id}", "error", exc.message)
     return flash.redirect(f"/admin/predictors/{predictor_id}", "ok", f"Deleted prediction {prediction_id}.")
 
 
@@ -476,7 +479,7 @@ def delete_row(
             keys = predictors.delete_predictor(
                 session=session, store=store, caller=caller, predictor_id=row_id, force=forced
             )
-    except Conflict as exc:
+    except (Conflict, Forbidden) as exc:  # made from it, or not the caller's to delete
         return flash.redirect(f"/admin/{kind}/{row_id}", "error", exc.message)
     caches.forget(settings, keys, cohort_checksum=checksum)
     return flash.redirect(f"/admin/{kind}", "ok", f"Deleted {kind.value[:-1]} {row_id}.")
