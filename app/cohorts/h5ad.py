@@ -90,7 +90,7 @@ def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpress
         raise InvalidInput(f"{filename}: no genes (var is empty)")
     limits.check(filename, samples=len(sample_ids), genes=len(genes))
     _check_ids(sample_ids, filename)
-    _check_names(genes, filename, kind="gene")
+    _check_names(genes, filename, kind="gene", at=range(len(genes)), place="var row")
     values = _dense(x, (len(sample_ids), len(genes)), filename)
     matrix = ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
     _check_finite(matrix, filename, SAMPLES_AS_ROWS)

@@ -1362,23 +1362,27 @@ def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Sh
 # Shared checks
 
 
-def _check_names(names: list[str], filename: str, *, kind: str, at: Sequence[int] | None = None) -> None:
+def _check_names(
+    names: list[str], filename: str, *, kind: str, at: Sequence[int] | None = None, place: str = "column"
+) -> None:
     """Refuse empty and over-long column names, and duplicates unless they are genes (harmonisation decides
-    those); ``at``: the names' 0-based positions in the file, by default from its second column on."""
+    those); ``at``: the names' 0-based positions in the file, by default from its second column on;
+    ``place``: what a position counts, a header's ``column`` or, say, an h5ad's ``var row``."""
     at = at if at is not None else range(1, len(names) + 1)
+    where = " of the header" if place == "column" else ""
     empty = [str(at[i] + 1) for i, name in enumerate(names) if name is None or not str(name).strip()]
     if empty:
-        raise InvalidInput(f"{filename}: {kind} name missing in column(s) {_listing(empty)} of the header")
+        raise InvalidInput(f"{filename}: {kind} name missing in {place}(s) {_listing(empty)}{where}")
     long = next((i for i, name in enumerate(names) if len(str(name)) > NAME_LENGTH), None)
     if long is not None:
         raise InvalidInput(
-            f"{filename}: the {kind} name in column {at[long] + 1:,} of the header ({_clip(str(names[long]))!r}) "
+            f"{filename}: the {kind} name in {place} {at[long] + 1:,}{where} ({_clip(str(names[long]))!r}) "
             f"is longer than {NAME_LENGTH} characters"
         )
     control = next((i for i, name in enumerate(names) if _CONTROL.search(str(name))), None)
     if control is not None:
         raise InvalidInput(
-            f"{filename}: the {kind} name in column {at[control] + 1:,} of the header "
+            f"{filename}: the {kind} name in {place} {at[control] + 1:,}{where} "
             f"({_clip(str(names[control]))!r}) holds a control character; {_NO_CONTROL}"
         )
     if kind == "gene":

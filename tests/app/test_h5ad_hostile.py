@@ -335,3 +335,15 @@ def test_obs_column_names_follow_the_name_rules(client: TestClient, tmp_path: Pa
 
     refused(client, content, "the expression file's h5ad annotations: the phenotype column name '\\x1b[31mred' holds "
                              "a control character")
+
+
+def test_a_var_name_over_200_characters_is_named_by_its_var_row(client: TestClient, tmp_path: Path) -> None:
+    def long_gene(f: h5py.File, _: Path) -> None:
+        del f["var/_index"]
+        f["var"].create_dataset("_index", data=np.array(["TP53", "G" * 201], dtype=object), dtype=h5py.string_dtype())
+
+    content = write_h5ad(tmp_path / "hostile.h5ad", long_gene)
+
+    message = refused(client, content, "hostile.h5ad: the gene name in var row 2 ")
+
+    assert message.endswith("is longer than 200 characters") and "header" not in message
