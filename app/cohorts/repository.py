@@ -14,10 +14,12 @@ def get(session: Session, cohort_id: str, *, lab_id: str) -> orm.Cohort:
     return repository.get_or_404(session, orm.Cohort, cohort_id, lab_id=lab_id)
 
 
-def list_all(session: Session, *, lab_id: str, limit: int, offset: int) -> list[orm.Cohort]:
+def list_all(
+    session: Session, *, lab_id: str, limit: int, offset: int, after: str | None = None
+) -> list[orm.Cohort]:
     """A page of the lab's cohorts, newest first, without their ingest reports (never loaded)."""
     return repository.newest(session, orm.Cohort, lab_id=lab_id, limit=limit, offset=offset,
-                             unloaded=[orm.Cohort.ingest])
+                             unloaded=[orm.Cohort.ingest], after=after)
 
 
 def find_by_checksum(session: Session, checksum: str, *, lab_id: str, lock: bool = False) -> orm.Cohort | None:

@@ -14,7 +14,7 @@ from app.auth.deps import CallerDep
 from app.cohorts import repository, service, upload
 from app.cohorts.schemas import CohortRead, CohortSampleRead, CohortSummary, CohortUploadForm, upload_request_body
 from app.db import orm
-from app.deps import SessionDep, SettingsDep, StoreDep
+from app.deps import AfterQuery, SessionDep, SettingsDep, StoreDep
 from app.errors import ErrorBody
 from app.memory import release_freed_memory
 from app.ratelimit import rate_limited
@@ -110,10 +110,11 @@ def list_cohorts(
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    after: AfterQuery = None,
 ) -> list[CohortSummary]:
     """List cohorts, newest first, without their ingest and gene resolution reports (``GET /cohorts/{id}`` has
     them)."""
-    rows = repository.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset)
+    rows = repository.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, after=after)
     return [CohortSummary.model_validate(row) for row in rows]
 
 

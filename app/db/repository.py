@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session, defer
 
 from app.db import orm
-from app.errors import NotFound
+from app.errors import InvalidInput, NotFound
 
 Row = TypeVar(
     "Row", orm.Cohort, orm.Job, orm.Encoder, orm.Predictor, orm.Prediction, orm.Evaluation, orm.User, orm.ApiKey
@@ -39,13 +39,26 @@ def newest(
     offset: int,
     where: Sequence[ColumnElement[bool]] = (),
     unloaded: Sequence[QueryableAttribute[Any]] = (),
+    after: str | None = None,
 ) -> list[Row]:
     """A page of lab ``lab_id``'s rows of ``table`` matching ``where``, newest first (ties broken by id, so
     the (lab_id, created_at, id) index gives the order); ``unloaded`` columns are never read (reading one
-    raises), for lists that leave out large JSON."""
+    raises), for lists that leave out large JSON. ``after``, the id of the last row of the previous page:
+    the rows older than it, a walk that rows added meanwhile cannot shift (as ``offset`` can)."""
     query = select(table).where(table.lab_id == lab_id, *where).order_by(table.created_at.desc(), table.id.desc())
+    if after is not None:
+        query = query.where(_older_than(session, table, after, lab_id=lab_id))
     options = [defer(column, raiseload=True) for column in unloaded]
     return list(session.scalars(query.options(*options).limit(limit).offset(offset)))
+
+
+def _older_than(session: Session, table: type[Row], row_id: str, *, lab_id: str) -> ColumnElement[bool]:
+    """Rows listed after ``row_id`` newest first; InvalidInput when the lab has no such row."""
+    found = session.execute(select(table.created_at, table.id).where(table.id == row_id, table.lab_id == lab_id))
+    row = found.first()
+    if row is None:
+        raise InvalidInput(f"after: no {table.__tablename__} {row_id} in this lab to continue after")
+    return or_(table.created_at < row.created_at, and_(table.created_at == row.created_at, table.id < row.id))
 
 
 def equals(table: type[Row], **values: object) -> list[ColumnElement[bool]]:

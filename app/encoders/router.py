@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app import caches
 from app.auth.deps import CallerDep
-from app.deps import DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
+from app.deps import AfterQuery, DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.encoders import embeddings, service
 from app.encoders.schemas import (
     EmbeddingRead,
@@ -59,11 +59,13 @@ def list_encoders(
     parent_encoder_id: Annotated[str | None, Query(description="Only encoders continued from this one.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    after: AfterQuery = None,
 ) -> list[EncoderSummary]:
     """List encoders, newest first, optionally filtered by cohort, method, status and parent, with the epochs
     trained and the last loss instead of the loss curve (``GET /encoders/{id}`` has it)."""
     filters = {"cohort_id": cohort_id, "method": method, "status": state, "parent_encoder_id": parent_encoder_id}
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters,
+                            after=after)
     return [EncoderSummary.model_validate(row) for row in rows]
 
 

@@ -142,11 +142,17 @@ def get_ready(session: Session, encoder_id: str, *, lab_id: str) -> orm.Encoder:
 
 
 def list_all(
-    session: Session, *, lab_id: str, limit: int, offset: int, filters: Mapping[str, object] | None = None
+    session: Session,
+    *,
+    lab_id: str,
+    limit: int,
+    offset: int,
+    filters: Mapping[str, object] | None = None,
+    after: str | None = None,
 ) -> list[orm.Encoder]:
     """Return a page of the lab's encoders, newest first, whose columns equal ``filters`` (None: any)."""
     where = repository.equals(orm.Encoder, **(filters or {}))
-    return repository.newest(session, orm.Encoder, lab_id=lab_id, limit=limit, offset=offset, where=where)
+    return repository.newest(session, orm.Encoder, lab_id=lab_id, limit=limit, offset=offset, where=where, after=after)
 
 
 def delete_encoder(

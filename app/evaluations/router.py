@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.auth.deps import CallerDep
-from app.deps import DispatcherDep, SessionDep, StatusQuery, StoreDep
+from app.deps import AfterQuery, DispatcherDep, SessionDep, StatusQuery, StoreDep
 from app.evaluations import service
 from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead, EvaluationSummary
 from app.jobs import service as jobs
@@ -36,11 +36,13 @@ def list_evaluations(
     state: StatusQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    after: AfterQuery = None,
 ) -> list[EvaluationSummary]:
     """List evaluations, newest first, optionally filtered by cohort, label column and status, with their
     summaries and label savings but without per-run metrics and splits (``GET /evaluations/{id}`` has them)."""
     filters = {"cohort_id": cohort_id, "label_column": label_column, "status": state}
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters,
+                            after=after)
     return [EvaluationSummary.model_validate(row) for row in rows]
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from app.auth.deps import CallerDep
 from app.db.orm import JobKind, JobState
-from app.deps import DispatcherDep, SessionDep, UtcDateTime
+from app.deps import AfterQuery, DispatcherDep, SessionDep, UtcDateTime
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobRead
 from app.ratelimit import RATE_LIMITED, rate_limited
@@ -27,10 +27,11 @@ def list_jobs(
     until: Annotated[UtcDateTime | None, Query(description="Created before (ISO 8601; UTC if no zone).")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    after: AfterQuery = None,
 ) -> list[JobRead]:
     """List the lab's jobs, newest first, optionally filtered by state, kind, user and creation time."""
     where = service.JobFilter(state, kind, user_id, since, until)
-    jobs = service.list_jobs(session, lab_id=caller.lab_id, where=where, limit=limit, offset=offset)
+    jobs = service.list_jobs(session, lab_id=caller.lab_id, where=where, limit=limit, offset=offset, after=after)
     return [JobRead.model_validate(j) for j in jobs]
 
 

@@ -124,8 +124,12 @@ class JobFilter:
         return [c for c in clauses if c is not None]
 
 
-def list_jobs(session: Session, *, lab_id: str, where: JobFilter, limit: int, offset: int) -> list[orm.Job]:
-    return repository.newest(session, orm.Job, lab_id=lab_id, limit=limit, offset=offset, where=where.where())
+def list_jobs(
+    session: Session, *, lab_id: str, where: JobFilter, limit: int, offset: int, after: str | None = None
+) -> list[orm.Job]:
+    return repository.newest(
+        session, orm.Job, lab_id=lab_id, limit=limit, offset=offset, where=where.where(), after=after
+    )
 
 
 def count_jobs(session: Session, *, lab_id: str, where: JobFilter) -> int:

@@ -273,13 +273,13 @@ def delete_prediction(*, session: Session, store: ArtifactStore, caller: Caller,
 
 
 def list_for_predictor(
-    session: Session, predictor_id: str, *, lab_id: str, limit: int, offset: int
+    session: Session, predictor_id: str, *, lab_id: str, limit: int, offset: int, after: str | None = None
 ) -> list[orm.Prediction]:
     """A page of the predictor's predictions, newest first, without their per-sample results (never loaded:
     a cohort's prediction holds one result per sample)."""
     where = [orm.Prediction.predictor_id == predictor_id]
     return repository.newest(session, orm.Prediction, lab_id=lab_id, limit=limit, offset=offset, where=where,
-                             unloaded=[orm.Prediction.results])
+                             unloaded=[orm.Prediction.results], after=after)
 
 
 def results_table(prediction: PredictionRead) -> pd.DataFrame:

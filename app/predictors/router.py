@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from app import caches
 from app.auth.deps import CallerDep
-from app.deps import DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
+from app.deps import AfterQuery, DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.inputs import json_body, openapi_json_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
@@ -43,13 +43,15 @@ def list_predictors(
     state: StatusQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    after: AfterQuery = None,
 ) -> list[PredictorSummary]:
     """List predictors, newest first, optionally filtered by cohort, encoder, head, label column and status,
     with their test metrics but without split, calibration, environment and loss curve (``GET
     /predictors/{id}`` has them)."""
     filters = {"cohort_id": cohort_id, "encoder_id": encoder_id, "head": head, "label_column": label_column,
                "status": state}
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters)
+    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters,
+                            after=after)
     return [PredictorSummary.model_validate(row) for row in rows]
 
 
@@ -118,11 +120,13 @@ def list_predictions(
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    after: AfterQuery = None,
 ) -> list[PredictionSummary]:
     """List a predictor's predictions, newest first, without their per-sample results (``GET
     /predictions/{id}`` has them, also as CSV or Parquet)."""
     service.get(session, predictor_id, lab_id=caller.lab_id)
-    rows = predictions.list_for_predictor(session, predictor_id, lab_id=caller.lab_id, limit=limit, offset=offset)
+    rows = predictions.list_for_predictor(session, predictor_id, lab_id=caller.lab_id, limit=limit, offset=offset,
+                                          after=after)
     return [PredictionSummary.model_validate(p) for p in rows]
 
 

@@ -94,13 +94,19 @@ def get(session: Session, predictor_id: str, *, lab_id: str) -> orm.Predictor:
 
 
 def list_all(
-    session: Session, *, lab_id: str, limit: int, offset: int, filters: Mapping[str, object] | None = None
+    session: Session,
+    *,
+    lab_id: str,
+    limit: int,
+    offset: int,
+    filters: Mapping[str, object] | None = None,
+    after: str | None = None,
 ) -> list[orm.Predictor]:
     """Return a page of the lab's predictors, newest first, whose columns equal ``filters`` (None: any),
     without their split, calibration, environment and loss curve (never loaded: the split lists sample ids)."""
     where = repository.equals(orm.Predictor, **(filters or {}))
     return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset, where=where,
-                             unloaded=orm.PREDICTOR_DETAILS)
+                             unloaded=orm.PREDICTOR_DETAILS, after=after)
 
 
 def delete_predictor(

@@ -116,3 +116,21 @@ def test_a_cohorts_samples_come_in_pages_in_stored_order(client: TestClient) -> 
     assert first.headers["X-Total-Count"] == last.headers["X-Total-Count"] == "189"
     assert first.headers["Link"] == f'<http://testserver{url}?limit=50&offset=50>; rel="next"'
     assert "Link" not in last.headers and "Link" not in client.get(url).headers  # nothing follows
+
+
+def test_a_walk_by_after_is_not_shifted_by_rows_added_between_pages(client: TestClient) -> None:
+    for _ in range(5):
+        upload(client)
+    first = client.get("/cohorts", params={"limit": 2}).json()
+
+    upload(client)  # a new cohort, listed first, between the pages: an offset walk would show first[1] again
+    second = client.get("/cohorts", params={"limit": 2, "after": first[-1]["id"]}).json()
+    rest = client.get("/cohorts", params={"limit": 10, "after": second[-1]["id"]}).json()
+    by_offset = client.get("/cohorts", params={"limit": 2, "offset": 2}).json()
+
+    walked = [c["id"] for c in first + second + rest]
+    assert len(walked) == len(set(walked)) == 5  # each of the five once; the sixth is newer than the walk
+    assert by_offset[0]["id"] == first[1]["id"]  # what the offset walk would have shown twice
+    missing = client.get("/cohorts", params={"after": "0" * 32})
+    assert missing.status_code == 422
+    assert missing.json()["error"]["message"] == f"after: no cohort {'0' * 32} in this lab to continue after"

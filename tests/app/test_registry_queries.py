@@ -74,6 +74,9 @@ def test_every_list_reads_its_page_from_an_index_in_order(client: TestClient, la
         f"/audit?user_id={lab_a.admin_id}": ("audit_event", "ix_audit_event_lab_id_user_id_at"),
     }
 
+    newest = client.get("/cohorts", params={"limit": 1}).json()[0]["id"]
+    expected[f"/cohorts?after={newest}"] = ("cohort", "ix_cohort_lab_id_created_at")  # a walk's next page too
+
     for path, (table, index) in expected.items():
         found = page_plan(client, path, table)
         assert f"USING INDEX {index}" in found and "TEMP B-TREE" not in found, (path, found)
