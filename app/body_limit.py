@@ -3,10 +3,11 @@ body is read whole and parsed in memory, so an unbounded one could exhaust the A
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import error_body
 
 # Routes whose body has its own limit: the multipart cohort upload (EXPRSSL_MAX_UPLOAD_BYTES).
 EXEMPT = frozenset({("POST", "/cohorts")})
@@ -30,7 +31,8 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await _refuse(send, _too_large(f"{int(declared):,}", self.limit))
+            refused = error_body("payload_too_large", _too_large(f"{int(declared):,}", self.limit))
+            await JSONResponse(refused, status_code=413)(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)
 
@@ -46,10 +48,3 @@ class BodyLimit:
             return message
 
         return counted
-
-
-async def _refuse(send: Send, message: str) -> None:
-    body = json.dumps({"error": {"code": "payload_too_large", "message": message, "details": None}}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -76,6 +76,11 @@ class ErrorRead(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """The body of every error response (built by ``app.main.error_body``)."""
+    """The body of every error response (built by :func:`error_body`)."""
 
     error: ErrorRead
+
+
+def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
+    """Every error the API returns has this shape."""
+    return {"error": {"code": code, "message": message, "details": details}}

@@ -19,18 +19,13 @@ from app.api import api_router
 from app.body_limit import BodyLimit
 from app.config import get_settings
 from app.db.session import session_factory
-from app.errors import ExprsslError, TooManyRequests, Unauthorized
+from app.errors import ExprsslError, TooManyRequests, Unauthorized, error_body
 from app.storage import get_store
 from worker.dispatch import make_dispatcher
 
 log = logging.getLogger(__name__)
 # Staged files this old at start-up were left by a process killed mid-upload: no write takes 6 hours.
 STALE_STAGING_S = 6 * 3600
-
-
-def error_body(code: str, message: str, details: object = None) -> dict[str, object]:
-    """Every error the API returns has this shape."""
-    return {"error": {"code": code, "message": message, "details": details}}
 
 
 def _location(loc: tuple[object, ...]) -> str:
