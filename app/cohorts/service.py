@@ -315,8 +315,7 @@ def _labels(
     where = labels.filename if labels is not None else f"the expression file's {source}"
     parsing.check_label_names([str(c) for c in table.columns], where)  # a file's were checked as it was read
     parsing.check_labels(table, sample_ids, group_column=group_column)
-    _check_label_values(table)
-    _check_reserved_labels(table, group_column)
+    _check_label_values(table, group_column)
     return table, source
 
 
@@ -325,20 +324,16 @@ def _labels(
 _LABEL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _check_label_values(table: pd.DataFrame) -> None:
-    """Refuse a label value holding a control character, naming its sample and column."""
+def _check_label_values(table: pd.DataFrame, group_column: str | None) -> None:
+    """Refuse, in one pass over each column, a label value holding a control character (naming its sample),
+    and a class named like the label predictions give when no single class is the answer (group ids may)."""
     for column in table.columns:
         values = table[column].dropna().astype(str)
         bad = values[values.str.contains(_LABEL_CONTROL)]
         if not bad.empty:
             raise InvalidInput(f"label column {str(column)!r}, sample {str(bad.index[0])!r}: the value holds a "
                                "control character (only tabs and line breaks are allowed)")
-
-
-def _check_reserved_labels(table: pd.DataFrame, group_column: str | None) -> None:
-    """Refuse a class named like the label predictions give when no single class is the answer."""
-    for column in table.columns:
-        if column != group_column and (table[column].dropna().astype(str) == UNCERTAIN).any():
+        if column != group_column and (values == UNCERTAIN).any():
             raise InvalidInput(
                 f"label column {str(column)!r} has a class named {UNCERTAIN!r}, the label predictions give when "
                 "no single class is the answer; rename that class"
