@@ -33,12 +33,13 @@ def get_dispatcher(request: Request) -> Dispatcher:
 
 
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
-# A list's status filter (query parameter "status"; the name would shadow fastapi.status in routers).
+# A list's keyset cursor: continue after this row (repository.newest).
 AfterQuery = Annotated[
     str | None,
     Query(max_length=32, description="Id of the previous page's last row: the rows listed after it, a walk "
           "that rows added meanwhile cannot shift, as they shift offset pages."),
 ]
+# A list's status filter (query parameter "status"; the name would shadow fastapi.status in routers).
 StatusQuery = Annotated[ArtifactStatus | None, Query(alias="status", description="Only rows in this status.")]
 
 
