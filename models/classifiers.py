@@ -25,6 +25,7 @@ from models.device import (
     seeded,
 )
 from models.encoders import MLPEncoder
+from models.evaluation import whole_number_indices
 from models.heads import LinearHead
 from models.methods.base import EpochCallback
 from models.params import ParamsMixin, param
@@ -145,8 +146,9 @@ def class_indices(y: Any, what: str = "y") -> np.ndarray:
             (casting them would truncate silently).
     """
     arr = np.asarray(y)
-    if arr.dtype.kind in "iub":
-        return arr.astype(np.int64)
+    indices = arr.astype(np.int64) if arr.dtype.kind == "b" else whole_number_indices(arr)
+    if indices is not None:
+        return indices
     if arr.dtype.kind != "f":
         shown = arr.reshape(-1)[:3].tolist()
         raise ValueError(
@@ -154,10 +156,8 @@ def class_indices(y: Any, what: str = "y") -> np.ndarray:
             "map the labels to 0..n_classes-1 first"
         )
     bad = ~np.isfinite(arr) | (arr != np.round(arr))
-    if bad.any():
-        first = int(np.flatnonzero(bad.reshape(-1))[0])
-        raise ValueError(f"{what} must hold integer class indices, got {arr.reshape(-1)[first]} at position {first}")
-    return arr.astype(np.int64)
+    first = int(np.flatnonzero(bad.reshape(-1))[0])  # a float that is not a whole number: there is one
+    raise ValueError(f"{what} must hold integer class indices, got {arr.reshape(-1)[first]} at position {first}")
 
 
 def _check_xy(x: np.ndarray, y: np.ndarray, n_genes: int, n_classes: int, what: str) -> None:

@@ -13,14 +13,23 @@ from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
 
-def _label_indices(y_true: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    """Class indices ``(N,)`` from integer indices (floats that are whole numbers too, as pandas gives integer
-    columns with a missing value) or from labels spelled as in ``classes``."""
-    y = np.asarray(y_true)
+def whole_number_indices(y: np.ndarray) -> np.ndarray | None:
+    """``y`` as int64 indices when it holds integers, or floats that are all whole numbers (as pandas gives
+    integer columns with a missing value); None otherwise."""
     if y.dtype.kind in "iu":
         return y.astype(np.int64)
     if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
         return y.astype(np.int64)
+    return None
+
+
+def _label_indices(y_true: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Class indices ``(N,)`` from integer indices (whole-number floats too) or from labels spelled as in
+    ``classes``."""
+    y = np.asarray(y_true)
+    indices = whole_number_indices(y)
+    if indices is not None:
+        return indices
     lookup = {str(c): i for i, c in enumerate(classes)}
     unknown = sorted({str(v) for v in y} - set(lookup))
     if unknown:
