@@ -1100,7 +1100,7 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
             "index, as strings"
         )
     _check_parquet_footer(parquet.metadata, filename, limits, id_position)
-    reader = _ParquetSlices(_with_dictionaries(path, schema, filename), filename)
+    reader = _ParquetSlices(_with_dictionaries(path, parquet, filename), filename)
     first_ids = reader.ids(0, id_position).slice(0, _SNIFF_ROWS).to_pylist() if reader.n_groups else []
     resolved, detected = _resolve_orientation(orientation, id_field.name, [names[i] for i in other], first_ids)
     skipped: list[str] = []
@@ -1171,12 +1171,14 @@ def _check_parquet_footer(metadata: pq.FileMetaData, filename: str, limits: Size
                 )
 
 
-def _with_dictionaries(path: Path, schema: pa.Schema, filename: str) -> pq.ParquetFile:
+def _with_dictionaries(path: Path, parquet: pq.ParquetFile, filename: str) -> pq.ParquetFile:
     """The file again, with text columns read as dictionaries: a dictionary-encoded column can repeat one
-    long string a million times in a few bytes, which a plain read would decode a million times."""
+    long string a million times in a few bytes, which a plain read would decode a million times. The footer
+    already read is reused, not parsed again (it lists every column)."""
+    schema = parquet.schema_arrow
     text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     try:
-        return pq.ParquetFile(path, read_dictionary=text)
+        return pq.ParquetFile(path, metadata=parquet.metadata, read_dictionary=text)
     except (pa.ArrowException, OSError, EOFError) as exc:
         raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
 
@@ -1204,7 +1206,7 @@ class _ParquetSlices:
         column = self.read(group, [position]).column(0)
         if pa.types.is_dictionary(column.type):
             column = pa.chunked_array([self._decoded(chunk, group) for chunk in column.chunks], pa.string())
-        return column if column.type == pa.string() else pc.cast(column, pa.string())
+        return _text_ids(column)
 
     def _decoded(self, chunk: pa.DictionaryArray, group: int) -> pa.Array:
         lengths = pc.utf8_length(chunk.dictionary).to_numpy(zero_copy_only=False)
