@@ -27,6 +27,7 @@ import numpy as np
 from app.cohorts.parsing import (
     _CONTROL,
     _NO_CONTROL,
+    MAX_LABEL_COLUMNS,
     NO_LIMITS,
     SAMPLES_AS_ROWS,
     ExpressionMatrix,
@@ -44,7 +45,6 @@ from app.errors import InvalidInput, PayloadTooLarge
 
 _BLOCK_CELLS = 4_000_000
 _MAX_VALUE_BYTES = 1024  # one fixed-width name or label; ids and labels are stored at most 200 characters
-_MAX_LABEL_COLUMNS = 1000  # obs columns listed; each is read whole, as a label column
 
 
 def read_h5ad(
@@ -157,7 +157,7 @@ def _check_link(group: h5py.Group, name: str, filename: str) -> None:
 
 
 def _check_storage(dataset: h5py.Dataset, filename: str) -> None:
-    if dataset.id.get_create_plist().get_external_count() > 0 or dataset.external:
+    if dataset.id.get_create_plist().get_external_count() > 0:
         raise InvalidInput(
             f"{filename}: dataset {dataset.name} keeps its data in other files (HDF5 external storage); an upload "
             "must hold all its data"
@@ -283,9 +283,9 @@ def _text_columns(obs: h5py.Group, n_samples: int, most_categories: int, filenam
     """Text, categorical and boolean obs columns, in ``column-order``; numbers are not labels, and a column
     whose length is not ``n_samples`` is left unread."""
     listed = obs.attrs.get("column-order", [])
-    if np.size(listed) > _MAX_LABEL_COLUMNS:
+    if np.size(listed) > MAX_LABEL_COLUMNS:  # each is read whole, as a label column
         raise InvalidInput(
-            f"{filename}: obs lists {np.size(listed):,} columns; at most {_MAX_LABEL_COLUMNS:,} are read"
+            f"{filename}: obs lists {np.size(listed):,} columns; at most {MAX_LABEL_COLUMNS:,} are read"
         )
     order = [str(c.decode() if isinstance(c, bytes) else c) for c in np.asarray(listed).reshape(-1)]
     columns: dict[str, list[str | None]] = {}
