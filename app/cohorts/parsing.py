@@ -793,27 +793,31 @@ def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int, *, commen
 
     With ``comments``, leading comment lines (as :func:`_sniff` reads them) come before the header, and
     data rows are numbered from the line after it."""
-    opener = gzip.open if layout.gzipped else open
     header_at = 0  # the header's line number, once it is read
+    for number, line in enumerate(_binary_lines(path, layout, 4 * cap), start=1):
+        if not header_at and not (comments and _is_comment(line, layout, number)):
+            header_at = number
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (
+                f"{filename}: {_line_role(number, header_at)} is not UTF-8 text ({exc.reason} at byte "
+                f"{exc.start + 1} of the line: {line[max(0, exc.start - 20) : exc.start + 20]!r}); save "
+                "the file as UTF-8"
+            )
+    return None
+
+
+def _binary_lines(path: Path, layout: _Delimited, most: int) -> Iterator[bytes]:
+    """The file's lines in binary, each read with at most ``most`` bytes (a longer one comes in pieces), so
+    that no line is ever read whole; they end where the file can no longer be read (a truncated gzip)."""
+    opener = gzip.open if layout.gzipped else open
     try:
         with opener(path, "rb") as handle:
-            for number in itertools.count(1):
-                line = handle.readline(4 * cap)
-                if not line:
-                    return None
-                if not header_at and not (comments and _is_comment(line, layout, number)):
-                    header_at = number
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    return (
-                        f"{filename}: {_line_role(number, header_at)} is not UTF-8 text ({exc.reason} at byte "
-                        f"{exc.start + 1} of the line: {line[max(0, exc.start - 20) : exc.start + 20]!r}); save "
-                        "the file as UTF-8"
-                    )
+            while line := handle.readline(most):
+                yield line
     except (OSError, EOFError):
-        return None
-    return None
+        return
 
 
 def _is_comment(line: bytes, layout: _Delimited, number: int) -> bool:
@@ -833,17 +837,9 @@ def _line_role(number: int, header_at: int) -> str:
 
 def _first_line_over(path: Path, layout: _Delimited, most: int) -> int | None:
     """The number of the first line longer than ``most`` bytes, reading no line whole; None if none is."""
-    opener = gzip.open if layout.gzipped else open
-    try:
-        with opener(path, "rb") as handle:
-            for number in itertools.count(1):
-                line = handle.readline(most + 1)
-                if len(line) > most:
-                    return number
-                if not line:
-                    return None
-    except (OSError, EOFError):
-        return None
+    for number, line in enumerate(_binary_lines(path, layout, most + 1), start=1):
+        if len(line) > most:
+            return number
     return None
 
 
