@@ -16,6 +16,7 @@ Arrow IPC (Feather v2) file with a ``sample_id`` string column followed by one f
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -526,7 +527,7 @@ def _check_field_count(line: str, filename: str, delimiter: str, limits: SizeLim
     most = max(limits.samples or 0, limits.genes or 0) + _EXTRA_COLUMNS
     if line.count(delimiter) < most:  # an upper bound on the fields: quoted fields may hold delimiters
         return
-    fields = _FIELD.get(delimiter) or _FIELD.setdefault(delimiter, _field_pattern(delimiter))
+    fields = _field_pattern(delimiter)
     # The pattern also matches the empty end of the line: one match more than there are fields.
     counted = line.count(delimiter) + 1 if '"' not in line else sum(
         1 for _ in itertools.islice(fields.finditer(line), most + 2)
@@ -539,13 +540,12 @@ def _check_field_count(line: str, filename: str, delimiter: str, limits: SizeLim
         )
 
 
+@functools.cache
 def _field_pattern(delimiter: str) -> re.Pattern[str]:
     """One field of a line as the csv module reads it: quoted (doubled quotes inside), or not."""
     d = re.escape(delimiter)
     return re.compile(f'(?:"(?:[^"]|"")*"[^{d}\r\n]*|[^{d}\r\n]*)(?:{d}|\r?\n|$)')
 
-
-_FIELD: dict[str, re.Pattern[str]] = {}
 
 
 def _bounded_lines(handle: io.TextIOBase, filename: str, cap: int) -> Iterator[str]:
