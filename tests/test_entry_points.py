@@ -3,6 +3,7 @@ order in which the test session happened to import things)."""
 
 from __future__ import annotations
 
+import gc
 import logging.config
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.access_log import uvicorn_log_config
+from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +36,29 @@ def test_the_served_access_log_leaves_out_keys_sent_in_a_query_string(capsys: py
     line = capsys.readouterr().out
     assert secret not in line
     assert "/cohorts?limit=5&api_key=[redacted]&X-Token=[redacted]&offset=0 HTTP/1.1" in line and "401" in line
+
+
+def test_serve_freezes_the_objects_of_its_start_up_before_it_serves(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    import uvicorn
+
+    from app import cli
+
+    seen: dict[str, object] = {}
+
+    def run(app: str, **_: object) -> None:  # instead of serving: what the collector would walk by then
+        seen["app"] = app
+        seen["frozen"] = gc.get_freeze_count()
+        seen["torch frozen"] = not any(o is torch.nn.Module.__init__ for o in gc.get_objects())
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    gc.unfreeze()
+    try:
+        cli.serve("127.0.0.1", 0)
+    finally:
+        gc.unfreeze()  # the test session's objects stay collectable
+    assert seen["app"] == "app.main:create_app"
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 100_000
+    assert seen["torch frozen"]
