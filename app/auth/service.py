@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from app.db import orm, repository
@@ -60,13 +60,20 @@ def _new_token() -> tuple[str, str]:
     return prefix, f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
 
 
+# A key with its user and lab, in one query. Built once: building it took about 0.25 ms, on every request.
+_KEY_BY_PREFIX = (
+    select(orm.ApiKey)
+    .options(joinedload(orm.ApiKey.user).joinedload(orm.User.lab))
+    .where(orm.ApiKey.prefix == bindparam("prefix"))
+)
+
+
 def authenticate(session: Session, token: str) -> Caller:
     """The caller a bearer key belongs to; Unauthorized for a malformed, unknown or revoked key. Commits."""
     parts = token.split("_", 2)  # the secret itself may contain "_"
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         raise Unauthorized("malformed API key: expected 'Authorization: Bearer exs_...'")
-    with_user = joinedload(orm.ApiKey.user).joinedload(orm.User.lab)  # one query, not three
-    key = session.scalar(select(orm.ApiKey).options(with_user).where(orm.ApiKey.prefix == parts[1]))
+    key = session.scalar(_KEY_BY_PREFIX, {"prefix": parts[1]})
     if key is None or not hmac.compare_digest(key.secret_sha256, digest(token)):
         raise Unauthorized("unknown API key")
     _check_active(key)
