@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service import admin_headers  # noqa: E402 - after the path insert
+from bench.service import admin_headers, wait_until_up  # noqa: E402 - after the path insert
 from models.device import resolve_device  # noqa: E402
 
 
@@ -196,16 +196,8 @@ def main() -> None:
         server = start_server(data_dir, args.port)
         url = f"http://127.0.0.1:{args.port}"
         try:
+            wait_until_up(url, server)
             with httpx.Client(base_url=url, timeout=120, headers=auth) as client:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        if time.monotonic() > deadline:
-                            raise
-                    time.sleep(0.3)
                 frame, labels = synthetic_cohort(args.train_samples, args.genes)
                 predictor_id = train_predictor(client, frame, labels)
             path = f"/predictors/{predictor_id}/predictions"

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.predict_latency import BarePath, request_body, synthetic_cohort, timed_post, train_predictor  # noqa: E402
-from bench.service import admin_headers  # noqa: E402
+from bench.service import admin_headers, wait_until_up  # noqa: E402
 
 STEPS = {  # label: (module, attribute path) of what is timed; classes' methods by "Class.method"
     "parse the body (float32 vectors)": ("app.predictions.schemas", "PredictionCreate.model_validate_json"),
@@ -153,18 +153,6 @@ def serve_instrumented(figures: Path) -> None:
     cli.main(["serve"])
 
 
-def wait_until_up(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if client.get("/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.3)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=100)
@@ -184,8 +172,9 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(figures)], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120, headers=auth) as client:
-                wait_until_up(client)
+            url = f"http://127.0.0.1:{args.port}"
+            wait_until_up(url, server)
+            with httpx.Client(base_url=url, timeout=120, headers=auth) as client:
                 frame, labels = synthetic_cohort(300, args.genes)
                 predictor_id = train_predictor(client, frame, labels)
                 path, body = f"/predictors/{predictor_id}/predictions", request_body(frame, args.samples)

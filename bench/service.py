@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,3 +26,18 @@ def admin_headers(data_dir: Path) -> dict[str, str]:
     ).stdout
     key = next(word for word in out.split() if word.startswith("exs_"))
     return {"Authorization": f"Bearer {key}"}
+
+
+
+def wait_until_up(url: str, server: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Return once the server at ``url`` answers ``/health``; RuntimeError if its process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise TimeoutError("the server did not come up")

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service import admin_headers  # noqa: E402 - after the path insert
+from bench.service import admin_headers, wait_until_up  # noqa: E402 - after the path insert
 
 CHUNK = 8 << 20
 ROW_GROUP = 1000  # rows per Parquet row group / per TSV write
@@ -101,19 +101,6 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     env.pop("EXPRSSL_BROKER_URL", None)
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - kept open for the server's life
     return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT, stdout=log, stderr=log)
-
-
-def wait_until_up(url: str, server: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise TimeoutError("the server did not come up")
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -233,6 +220,8 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
     args = parser.parse_args()
     formats = [f for f in args.formats.split(",") if f]
+    if unknown := sorted(set(formats) - {"parquet", "tsv"}):
+        parser.error(f"--formats: {', '.join(unknown)} unknown; choose among parquet, tsv")
     dense = args.samples * args.genes * 4
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="exprssl-upload-"))
     folder.mkdir(parents=True, exist_ok=True)
