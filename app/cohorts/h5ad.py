@@ -24,20 +24,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from app.cohorts.names import CONTROL, MAX_LABEL_COLUMNS, NO_CONTROL, brief, check_names, clip, listing
 from app.cohorts.parsing import (
-    _CONTROL,
-    _NO_CONTROL,
-    MAX_LABEL_COLUMNS,
     NO_LIMITS,
     SAMPLES_AS_ROWS,
     ExpressionMatrix,
     ParsedExpression,
     SizeLimits,
-    _brief,
-    _check_finite,
-    _check_names,
-    _clip,
-    _listing,
+    check_finite,
     text_annotations,
 )
 from app.db.orm import NAME_LENGTH
@@ -59,17 +53,17 @@ def read_h5ad(
     try:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        raise InvalidInput(f"{filename}: not a readable HDF5 (.h5ad) file: {_brief(exc)}") from None
+        raise InvalidInput(f"{filename}: not a readable HDF5 (.h5ad) file: {brief(exc)}") from None
     try:
         with handle:
             return _read(handle, filename, limits)
     except (InvalidInput, PayloadTooLarge):
         raise
     except MemoryError as exc:  # numpy's _ArrayMemoryError names the size; a bare 500 told the lab nothing
-        raise PayloadTooLarge(f"{filename}: too large to read in this server's memory: {_brief(exc)}") from None
+        raise PayloadTooLarge(f"{filename}: too large to read in this server's memory: {brief(exc)}") from None
     except (KeyError, ValueError, TypeError, OSError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
         # h5py and HDF5 raise these for damaged or unexpected structures; all are the file's fault.
-        raise InvalidInput(f"{filename}: malformed .h5ad file: {_brief(exc)}") from None
+        raise InvalidInput(f"{filename}: malformed .h5ad file: {brief(exc)}") from None
 
 
 def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpression:
@@ -90,10 +84,10 @@ def _read(handle: h5py.File, filename: str, limits: SizeLimits) -> ParsedExpress
         raise InvalidInput(f"{filename}: no genes (var is empty)")
     limits.check(filename, samples=len(sample_ids), genes=len(genes))
     _check_ids(sample_ids, filename)
-    _check_names(genes, filename, kind="gene", at=range(len(genes)), place="var row")
+    check_names(genes, filename, kind="gene", at=range(len(genes)), place="var row")
     values = _dense(x, (len(sample_ids), len(genes)), filename)
     matrix = ExpressionMatrix(values=values, sample_ids=sample_ids, genes=genes)
-    _check_finite(matrix, filename, SAMPLES_AS_ROWS)
+    check_finite(matrix, filename, SAMPLES_AS_ROWS)
     most_categories = max(len(sample_ids), limits.samples or 0)  # anndata may keep unused categories
     annotations = text_annotations(sample_ids, _text_columns(obs, len(sample_ids), most_categories, filename))
     return ParsedExpression(matrix, "h5ad", SAMPLES_AS_ROWS, False, annotations=annotations)
@@ -199,18 +193,18 @@ def _strings(dataset: h5py.Dataset) -> list[str | None]:
 def _check_ids(sample_ids: list[str], filename: str) -> None:
     blank = [str(i + 1) for i, s in enumerate(sample_ids) if not s.strip()]
     if blank:
-        raise InvalidInput(f"{filename}: sample id (obs name) missing at row(s) {_listing(blank)}")
+        raise InvalidInput(f"{filename}: sample id (obs name) missing at row(s) {listing(blank)}")
     for row, sample_id in enumerate(sample_ids, start=1):  # as the text readers refuse them
         if len(sample_id) > NAME_LENGTH:
-            raise InvalidInput(f"{filename}: the sample id (obs name) at row {row:,} ({_clip(sample_id)!r}) is "
+            raise InvalidInput(f"{filename}: the sample id (obs name) at row {row:,} ({clip(sample_id)!r}) is "
                                f"longer than {NAME_LENGTH} characters")
-        if _CONTROL.search(sample_id):
-            raise InvalidInput(f"{filename}: the sample id (obs name) at row {row:,} ({_clip(sample_id)!r}) holds "
-                               f"a control character; {_NO_CONTROL}")
+        if CONTROL.search(sample_id):
+            raise InvalidInput(f"{filename}: the sample id (obs name) at row {row:,} ({clip(sample_id)!r}) holds "
+                               f"a control character; {NO_CONTROL}")
     seen: set[str] = set()
     duplicated = sorted({s for s in sample_ids if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
     if duplicated:
-        raise InvalidInput(f"{filename}: duplicate sample id(s) (obs names): {_listing([repr(s) for s in duplicated])}")
+        raise InvalidInput(f"{filename}: duplicate sample id(s) (obs names): {listing([repr(s) for s in duplicated])}")
 
 
 def _dense(x: h5py.Dataset | h5py.Group, shape: tuple[int, int], filename: str) -> np.ndarray:

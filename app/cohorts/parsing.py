@@ -38,6 +38,15 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
+from app.cohorts.names import (
+    CONTROL,
+    MAX_LABEL_COLUMNS,
+    NO_CONTROL,
+    brief,
+    check_names,
+    clip,
+    listing,
+)
 from app.db.orm import NAME_LENGTH
 from app.errors import InvalidInput
 from models.gene_table import resolve_genes
@@ -97,7 +106,6 @@ _UNLIMITED_COLUMNS = 100_000  # the columns a line is sized for when no limit is
 # A label table is read in Arrow batches and refused once past these, whatever its compressed size: rows
 # beyond the matrix's samples cannot all be labelled samples, and its text is turned into Python strings.
 _MAX_LABEL_BYTES = 256 << 20  # parsed text
-MAX_LABEL_COLUMNS = 1000  # phenotype columns of one cohort, from a labels file or the matrix file's annotations
 _MAX_LABEL_LINE = 4 << 20  # characters of one line (a header of some thousand phenotype columns is < 1 M)
 _PARQUET_VALUE_BYTES = 64  # per row of a value column chunk: a number, even as text, takes fewer
 _PARQUET_CHUNK_SLACK = 1 << 20  # per column chunk besides its rows: page headers, statistics
@@ -105,9 +113,6 @@ _MAX_GCT_COLUMN_META = 1_000  # GCT 1.3 column-metadata lines: a few in practice
 _WRITE_CELLS = 64_000_000  # cells per record batch of the store: bounds the transposed copy (256 MB)
 # Control characters (tabs in a CSV field, NUL, terminal escapes) in an id or name: NUL breaks PostgreSQL
 # text columns, escapes mislead whoever reads a listing in a terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NO_CONTROL = "ids and names may not hold control characters (U+0000-U+001F, U+007F: tabs, line breaks, NUL, escapes)"
-_LISTED = 10  # names listed in a message before "and N more"
 _STORE_METADATA = {b"exprssl.format": b"expression-matrix/1"}
 _CHECKSUM_MAGIC = b"exprssl-expression-matrix/1\x00"
 
@@ -272,7 +277,7 @@ def read_labels(path: Path, filename: str, *, max_rows: int | None = None) -> pd
     columns = header[1:]
     if len(columns) > MAX_LABEL_COLUMNS:
         raise InvalidInput(f"{filename}: {len(columns):,} phenotype columns; at most {MAX_LABEL_COLUMNS:,} are read")
-    _check_names(columns, filename, kind="column")
+    check_names(columns, filename, kind="column")
     table = _read_label_table(path, filename, layout, len(header), max_rows)
     if table.num_rows == 0:
         raise InvalidInput(f"{filename}: no data rows below the header")
@@ -280,20 +285,6 @@ def read_labels(path: Path, filename: str, *, max_rows: int | None = None) -> pd
     data = {name: _label_values(table.column(i + 1)) for i, name in enumerate(columns)}
     index = pd.Index(sample_ids, dtype=object, name=SAMPLE_ID_COLUMN)
     return pd.DataFrame(data, index=index, dtype=object)
-
-
-def check_label_names(names: Sequence[str], where: str) -> None:
-    """Phenotype column names from any source (a labels file, a GCT's column metadata, an h5ad's obs):
-    at most :data:`MAX_LABEL_COLUMNS` of them, each named, at most ``NAME_LENGTH`` characters, without
-    control characters, as sample ids and gene names are."""
-    if len(names) > MAX_LABEL_COLUMNS:
-        raise InvalidInput(f"{where}: {len(names):,} phenotype columns; at most {MAX_LABEL_COLUMNS:,} are read")
-    for name in names:
-        why = ("is empty" if not name.strip() else f"is longer than {NAME_LENGTH} characters"
-               if len(name) > NAME_LENGTH else f"holds a control character; {_NO_CONTROL}"
-               if _CONTROL.search(name) else None)
-        if why:
-            raise InvalidInput(f"{where}: the phenotype column name {_clip(name)!r} {why}")
 
 
 def check_labels(labels: pd.DataFrame, sample_ids: Sequence[str], *, group_column: str | None) -> None:
@@ -305,7 +296,7 @@ def check_labels(labels: pd.DataFrame, sample_ids: Sequence[str], *, group_colum
     unknown = [repr(str(s)) for s in labels.index if s not in known]  # quoted: "'S0 '" is not "'S0'"
     if unknown:
         raise InvalidInput(
-            f"{len(unknown)} labelled sample id(s) are not in the expression matrix: {_listing(unknown)}"
+            f"{len(unknown)} labelled sample id(s) are not in the expression matrix: {listing(unknown)}"
         )
 
 
@@ -510,7 +501,7 @@ def _sniff(
         found = _not_utf8(path, filename, layout, cap, comments=comments)
         raise InvalidInput(found or f"{filename}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError, csv.Error) as exc:
-        raise InvalidInput(f"{filename}: could not read the header: {_brief(exc)}") from None
+        raise InvalidInput(f"{filename}: could not read the header: {brief(exc)}") from None
     if not header:
         raise InvalidInput(
             f"{filename} is empty or its first line is blank; the first line must be a header naming the "
@@ -570,7 +561,7 @@ def _header_record(line: str, filename: str, delimiter: str, number: int) -> lis
     # A line ends at its first line break, so a name holding one was still open there.
     if header and header[-1].endswith(("\r", "\n")):
         raise InvalidInput(
-            f"{filename}: the header (line {number:,}) ends inside a quoted name; {_NO_CONTROL}"
+            f"{filename}: the header (line {number:,}) ends inside a quoted name; {NO_CONTROL}"
         )
     return header
 
@@ -658,7 +649,7 @@ def _read_text_values(
     Each batch of rows becomes one dense float32 block at once, so memory holds the blocks (one matrix)
     and a batch or two of Arrow data, never a whole Arrow table beside the matrix.
     """
-    _check_names(shape.names, filename, kind=shape.column_kind, at=shape.values_at)
+    check_names(shape.names, filename, kind=shape.column_kind, at=shape.values_at)
     include = [0, *shape.values_at]
     options = _csv_options(
         layout, shape.n_fields, lambda i: pa.string() if i == 0 else pa.float32(), include=include,
@@ -785,7 +776,7 @@ def _raise_first_delimited_error(
             f"{shape.block_size:,} bytes, the most one row may take here (about 4 times the longest of the "
             "first rows)"
         )
-    raise InvalidInput(f"{filename}: could not parse the file: {_brief(cause)}") from None
+    raise InvalidInput(f"{filename}: could not parse the file: {brief(cause)}") from None
 
 
 def _not_utf8(path: Path, filename: str, layout: _Delimited, cap: int, *, comments: bool = False) -> str | None:
@@ -853,7 +844,7 @@ def _rebatched(batches: Iterable[pa.RecordBatch], n_columns: int) -> Iterable[pa
 def _invalid_row_message(row: pacsv.InvalidRow, filename: str, layout: _Delimited, shape: _Shape) -> str:
     first_field = next(csv.reader([row.text], delimiter=layout.delimiter), [""])[0] if row.text else ""
     where = (
-        f"the row for {shape.row_kind} {first_field!r}" if first_field.strip() else f"the row {_clip(row.text)!r}"
+        f"the row for {shape.row_kind} {first_field!r}" if first_field.strip() else f"the row {clip(row.text)!r}"
     )
     message = f"{filename}: {where} has {row.actual_columns} fields but the header has {row.expected_columns}"
     if row.actual_columns == row.expected_columns + 1:
@@ -889,7 +880,7 @@ def _read_label_table(path: Path, filename: str, layout: _Delimited, n_columns: 
         if invalid:
             raise InvalidInput(_invalid_row_message(invalid[0], filename, layout, shape)) from None
         not_utf8 = _not_utf8(path, filename, layout, _MAX_LABEL_LINE) if "UTF8" in str(exc) else None
-        raise InvalidInput(not_utf8 or f"{filename}: could not parse the file: {_brief(exc)}") from None
+        raise InvalidInput(not_utf8 or f"{filename}: could not parse the file: {brief(exc)}") from None
 
 
 def _check_label_size(filename: str, n_rows: int, n_bytes: int, max_rows: int | None) -> None:
@@ -967,7 +958,7 @@ def _read_gct_head(
             lines = [next(lines_read, "").rstrip("\r\n") for _ in range(2)]
             version = lines[0].strip()
             if version not in ("#1.2", "#1.3"):
-                raise InvalidInput(f"{filename}: a GCT file starts with '#1.2' or '#1.3', not {_clip(lines[0])!r}")
+                raise InvalidInput(f"{filename}: a GCT file starts with '#1.2' or '#1.3', not {clip(lines[0])!r}")
             dims = _gct_dimensions(lines[1], version, filename)
             n_rows, n_columns = dims[0], dims[1]
             n_row_meta, n_column_meta = (dims[2], dims[3]) if version == "#1.3" else (1, 0)
@@ -984,7 +975,7 @@ def _read_gct_head(
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{filename}: the GCT header is not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
-        raise InvalidInput(f"{filename}: could not read the GCT header: {_brief(exc)}") from None
+        raise InvalidInput(f"{filename}: could not read the GCT header: {brief(exc)}") from None
     return version[1:], header, [(cells[0], cells) for cells in meta], n_rows, n_row_meta
 
 
@@ -1067,7 +1058,7 @@ def _gct_dimensions(line: str, version: str, filename: str) -> list[int]:
         dims = []
     if len(dims) != wanted or any(d < 0 for d in dims) or (wanted == 4 and dims[2] < 0):
         what = "rows, columns, row-metadata and column-metadata counts" if wanted == 4 else "rows and columns"
-        raise InvalidInput(f"{filename}: GCT {version[1:]} line 2 must give the {what}; found {_clip(line)!r}")
+        raise InvalidInput(f"{filename}: GCT {version[1:]} line 2 must give the {what}; found {clip(line)!r}")
     if dims[1] < 1:
         raise InvalidInput(f"{filename}: the GCT header declares no sample columns")
     return dims
@@ -1083,7 +1074,7 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, EOFError) as exc:
-        raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
+        raise InvalidInput(f"{filename}: could not read the Parquet file: {brief(exc)}") from None
     id_position = _parquet_id_position(schema, filename)
     names = schema.names
     other = [i for i in range(len(names)) if i != id_position]
@@ -1110,7 +1101,7 @@ def _read_parquet_matrix(path: Path, filename: str, orientation: str, limits: Si
     shape = _Shape(resolved, len(names), other, [names[i] for i in other], 0, skipped)
     if not other:
         raise InvalidInput(f"{filename}: no {shape.column_kind} columns; the file holds only the id column")
-    _check_names(shape.names, filename, kind=shape.column_kind, at=other)
+    check_names(shape.names, filename, kind=shape.column_kind, at=other)
     for name, position in zip(shape.names, other, strict=True):
         kind = schema.field(position).type
         if not _is_numeric_or_text(kind):
@@ -1176,7 +1167,7 @@ def _with_dictionaries(path: Path, parquet: pq.ParquetFile, filename: str) -> pq
     try:
         return pq.ParquetFile(path, metadata=parquet.metadata, read_dictionary=text)
     except (pa.ArrowException, OSError, EOFError) as exc:
-        raise InvalidInput(f"{filename}: could not read the Parquet file: {_brief(exc)}") from None
+        raise InvalidInput(f"{filename}: could not read the Parquet file: {brief(exc)}") from None
 
 
 class _ParquetSlices:
@@ -1195,7 +1186,7 @@ class _ParquetSlices:
         try:
             return self.parquet.reader.read_row_groups([group], column_indices=list(columns), use_threads=True)
         except (pa.ArrowException, OSError, EOFError) as exc:
-            raise InvalidInput(f"{self.filename}: could not read the Parquet file: {_brief(exc)}") from None
+            raise InvalidInput(f"{self.filename}: could not read the Parquet file: {brief(exc)}") from None
 
     def ids(self, group: int, position: int) -> pa.ChunkedArray:
         """One row group's ids as text; an id longer than NAME_LENGTH is refused before it is decoded."""
@@ -1342,7 +1333,7 @@ def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Sh
             try:
                 cell = _first_bad_cell([_bounded_text(_one_chunk(c)) for c in table.columns], len(ids))
             except pa.ArrowException as exc:
-                raise InvalidInput(f"{filename}: the values could not be read as numbers: {_brief(exc)}") from None
+                raise InvalidInput(f"{filename}: the values could not be read as numbers: {brief(exc)}") from None
             if cell is not None:
                 found.append((cell[0], start + cell[1], cell[2]))
         if found:
@@ -1360,47 +1351,17 @@ def _raise_first_parquet_error(reader: _ParquetSlices, filename: str, shape: _Sh
 # Shared checks
 
 
-def _check_names(
-    names: list[str], filename: str, *, kind: str, at: Sequence[int] | None = None, place: str = "column"
-) -> None:
-    """Refuse empty and over-long column names, and duplicates unless they are genes (harmonisation decides
-    those); ``at``: the names' 0-based positions in the file, by default from its second column on;
-    ``place``: what a position counts, a header's ``column`` or, say, an h5ad's ``var row``."""
-    at = at if at is not None else range(1, len(names) + 1)
-    where = " of the header" if place == "column" else ""
-    empty = [str(at[i] + 1) for i, name in enumerate(names) if name is None or not str(name).strip()]
-    if empty:
-        raise InvalidInput(f"{filename}: {kind} name missing in {place}(s) {_listing(empty)}{where}")
-    long = next((i for i, name in enumerate(names) if len(str(name)) > NAME_LENGTH), None)
-    if long is not None:
-        raise InvalidInput(
-            f"{filename}: the {kind} name in {place} {at[long] + 1:,}{where} ({_clip(str(names[long]))!r}) "
-            f"is longer than {NAME_LENGTH} characters"
-        )
-    control = next((i for i, name in enumerate(names) if _CONTROL.search(str(name))), None)
-    if control is not None:
-        raise InvalidInput(
-            f"{filename}: the {kind} name in {place} {at[control] + 1:,}{where} "
-            f"({_clip(str(names[control]))!r}) holds a control character; {_NO_CONTROL}"
-        )
-    if kind == "gene":
-        return
-    duplicated = [name for name, count in Counter(names).items() if count > 1]
-    if duplicated:
-        raise InvalidInput(f"{filename}: duplicate {kind} name(s): {_listing([repr(n) for n in duplicated])}")
-
-
 def _row_ids(column: pa.ChunkedArray, filename: str, *, kind: str) -> list[str]:
     """The row ids as Python strings; refuse missing, blank and over-long ids, and duplicate sample ids."""
     _check_row_text(column, filename, kind=kind)
     ids = column.to_pylist()
     blank = [str(i + 1) for i, value in enumerate(ids) if value is None or not value.strip()]
     if blank:
-        raise InvalidInput(f"{filename}: {kind} id missing in data row(s) {_listing(blank)}")
+        raise InvalidInput(f"{filename}: {kind} id missing in data row(s) {listing(blank)}")
     if kind == "sample":
         duplicated = [value for value, count in Counter(ids).items() if count > 1]
         if duplicated:
-            raise InvalidInput(f"{filename}: duplicate sample id(s): {_listing([repr(s) for s in duplicated])}")
+            raise InvalidInput(f"{filename}: duplicate sample id(s): {listing([repr(s) for s in duplicated])}")
     return ids
 
 
@@ -1408,14 +1369,14 @@ def _check_row_text(column: pa.ChunkedArray, filename: str, *, kind: str) -> Non
     """Refuse ids longer than NAME_LENGTH or holding a control character, naming the first such row."""
     checks = (
         (pc.greater(pc.utf8_length(column), NAME_LENGTH), f"is longer than {NAME_LENGTH} characters"),
-        (pc.match_substring_regex(column, _CONTROL.pattern), f"holds a control character; {_NO_CONTROL}"),
+        (pc.match_substring_regex(column, CONTROL.pattern), f"holds a control character; {NO_CONTROL}"),
     )
     for found, problem in checks:
         rows = np.flatnonzero(pc.fill_null(found, False).to_numpy())
         if rows.size:
             row = int(rows[0])
             raise InvalidInput(
-                f"{filename}: the {kind} id in data row {row + 1:,} ({_clip(column[row].as_py())!r}) {problem}"
+                f"{filename}: the {kind} id in data row {row + 1:,} ({clip(column[row].as_py())!r}) {problem}"
             )
 
 
@@ -1437,7 +1398,7 @@ def _all_finite(values: np.ndarray) -> bool:
     return all(np.isfinite(values[i : i + rows]).all() for i in range(0, values.shape[0], rows))
 
 
-def _check_finite(matrix: ExpressionMatrix, filename: str, orientation: str) -> None:
+def check_finite(matrix: ExpressionMatrix, filename: str, orientation: str) -> None:
     """Refuse NaN and infinite values of a matrix read from a binary format, naming the first in file order."""
     values = matrix.values
     if _all_finite(values):
@@ -1504,29 +1465,15 @@ def _describe_bad_value(raw: str | None) -> str:
     if not text:
         return "empty cell"
     if text in _MISSING_TOKENS:
-        return f"missing value {_clip(raw)!r}"
+        return f"missing value {clip(raw)!r}"
     try:
         number = float(text)
     except ValueError:
-        return f"non-numeric value {_clip(raw)!r}"
+        return f"non-numeric value {clip(raw)!r}"
     if math.isnan(number):
-        return f"missing value {_clip(raw)!r} (NaN)"
+        return f"missing value {clip(raw)!r} (NaN)"
     if math.isinf(number):
-        return f"infinite value {_clip(raw)!r}"
+        return f"infinite value {clip(raw)!r}"
     if abs(number) > float(np.finfo(np.float32).max):
-        return f"value {_clip(raw)!r} is outside the float32 range"
-    return f"non-numeric value {_clip(raw)!r}"
-
-
-def _listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_LISTED])
-    return shown if len(items) <= _LISTED else f"{shown} and {len(items) - _LISTED} more"
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return _clip(text.splitlines()[0] if text else type(exc).__name__, 300)
+        return f"value {clip(raw)!r} is outside the float32 range"
+    return f"non-numeric value {clip(raw)!r}"

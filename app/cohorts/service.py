@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import service as auth
 from app.auth.service import Caller
-from app.cohorts import parsing, repository, values
+from app.cohorts import names, parsing, repository, values
 from app.cohorts.parsing import ExpressionMatrix, ParsedExpression
 from app.config import Settings
 from app.db import orm
@@ -313,7 +313,7 @@ def _labels(
     else:
         return None, None
     where = labels.filename if labels is not None else f"the expression file's {source}"
-    parsing.check_label_names([str(c) for c in table.columns], where)  # a file's were checked as it was read
+    names.check_label_names([str(c) for c in table.columns], where)  # a file's were checked as it was read
     parsing.check_labels(table, sample_ids, group_column=group_column)
     _check_label_values(table, group_column)
     return table, source

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from app.cohorts import parsing
+from app.cohorts import names, parsing
 from app.config import get_settings
 
 MATRIX = b"sample_id,TP53,EGFR\ns0,1,2\ns1,3,4\ns2,5,6\n"
@@ -172,10 +172,10 @@ def test_a_header_whose_quoted_name_runs_over_lines_is_refused(client: TestClien
     counts = b"# featureCounts\nGeneid\tS1\t\"S\n2\"\nG1\t1\t2\n"
 
     assert refused(client, {"expression": ("m.csv", spanning)}) == (
-        f"m.csv: the header (line 1) ends inside a quoted name; {parsing._NO_CONTROL}"
+        f"m.csv: the header (line 1) ends inside a quoted name; {names.NO_CONTROL}"
     )
     assert refused(client, {"expression": ("counts.tsv", counts)}) == (
-        f"counts.tsv: the header (line 2) ends inside a quoted name; {parsing._NO_CONTROL}"
+        f"counts.tsv: the header (line 2) ends inside a quoted name; {names.NO_CONTROL}"
     )
 
 
@@ -255,10 +255,10 @@ def test_control_characters_in_ids_and_names_are_refused(client: TestClient) -> 
     parquet = parquet_bytes(pa.array(["s0", "s1\x1b[2J"]), pa.array(np.ones(2, np.float32)))
 
     assert refused(client, {"expression": ("a.csv", in_id)}) == (
-        f"a.csv: the sample id in data row 2 ('s\\x07\\x1b[31m') holds a control character; {parsing._NO_CONTROL}"
+        f"a.csv: the sample id in data row 2 ('s\\x07\\x1b[31m') holds a control character; {names.NO_CONTROL}"
     )
     assert refused(client, {"expression": ("b.csv", in_gene)}) == (
-        f"b.csv: the gene name in column 3 of the header ('EG\\tFR') holds a control character; {parsing._NO_CONTROL}"
+        f"b.csv: the gene name in column 3 of the header ('EG\\tFR') holds a control character; {names.NO_CONTROL}"
     )
     assert refused(client, {"expression": ("c.csv", nul_gene_row)}).startswith(
         "c.csv: the gene id in data row 2 ('EG\\x00FR') holds a control character"
