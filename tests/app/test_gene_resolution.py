@@ -108,6 +108,23 @@ def test_previous_symbols_ambiguous_and_unresolved_names_are_reported(client: Te
     assert cohort["n_genes"] == 6
 
 
+def test_alternate_ensembl_genes_of_one_gene_are_kept_apart_at_upload(client: TestClient) -> None:
+    # EHMT2's primary-assembly and MHC-haplotype Ensembl genes; the same id twice (two versions) is a duplicate.
+    header = "sample_id,ENSG00000204371.12,ENSG00000206376.3,TP53"
+    text = f"{header}\ns1,1,2,3\ns2,10,20,30\n"
+    response = client.post("/cohorts", files={"expression": ("m.csv", text.encode())})
+
+    assert response.status_code == 201, response.text
+    report = response.json()["gene_resolution"]
+    assert report["ensembl_alternates"]["groups"] == {"EHMT2": ["ENSG00000204371.12", "ENSG00000206376.3"]}
+    assert report["merged"]["n_groups"] == 0 and response.json()["n_genes"] == 3
+
+    twice = "sample_id,ENSG00000204371.12,ENSG00000204371.13,TP53\ns1,1,2,3\n"
+    refused = client.post("/cohorts", files={"expression": ("m.csv", twice.encode())})
+    assert refused.status_code == 422, refused.text
+    assert "1 duplicate gene id(s)" in refused.json()["error"]["message"]
+
+
 @pytest.mark.slow
 def test_symbols_and_ensembl_ids_predict_identically(
     client: TestClient, cohort: dict[str, Any], predictor: dict[str, Any]
