@@ -225,6 +225,12 @@ class AlignmentReport:
         """Return the report as plain JSON-serialisable python types."""
         return asdict(self)
 
+    @property
+    def coverage_percent(self) -> str:
+        """``coverage`` as a percentage with one decimal, rounded down (in integers): 9,999 of 20,000 genes read
+        "49.9%", never "50.0%", so a coverage refused or warned below a level never reads as the level."""
+        return f"{self.n_found * 1000 // self.n_panel / 10:.1f}%" if self.n_panel else "0.0%"
+
 
 def _duplicates(normalised: Sequence[str], original: Sequence[str]) -> dict[str, list[str]]:
     """Group original names by normalised id, keeping only ids seen more than once."""
