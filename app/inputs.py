@@ -232,7 +232,8 @@ def align_input(
 ) -> tuple[np.ndarray, AlignmentReport]:
     """Align request input to a model's panel by gene key; the input's faults are InvalidInput, the panel's a
     Conflict naming ``model``. Inline input naming one panel gene twice is refused (a stored cohort's
-    synonyms were merged or refused at upload, as its ``duplicate_genes`` said)."""
+    synonyms were merged or refused at upload, as its ``duplicate_genes`` said); distinct Ensembl genes of one
+    NCBI gene (alternate haplotypes) are not, and match only their own ids, as in a stored cohort."""
     try:
         return align_by_gene_key(values, genes, panel, refuse_synonyms=inline)
     except PanelError as exc:

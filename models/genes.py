@@ -225,6 +225,12 @@ class AlignmentReport:
         """Return the report as plain JSON-serialisable python types."""
         return asdict(self)
 
+    @property
+    def coverage_percent(self) -> str:
+        """``coverage`` as a percentage with one decimal, rounded down (in integers): 9,999 of 20,000 genes read
+        "49.9%", never "50.0%", so a coverage refused or warned below a level never reads as the level."""
+        return f"{self.n_found * 1000 // self.n_panel / 10:.1f}%" if self.n_panel else "0.0%"
+
 
 def _duplicates(normalised: Sequence[str], original: Sequence[str]) -> dict[str, list[str]]:
     """Group original names by normalised id, keeping only ids seen more than once."""
@@ -267,7 +273,8 @@ def match_keys(
     names on both sides, so those names still match themselves.
 
     With ``refuse_synonyms``, two input names of one panel gene (a symbol and its previous symbol, say) are
-    a ValueError naming them instead: one of them would be used and the other dropped unseen.
+    a ValueError naming them instead: one of them would be used and the other dropped unseen. Distinct Ensembl
+    genes of one NCBI gene (:func:`distinct_ensembl_genes`) are not refused: they match their own ids only.
     """
     gene_keys, panel_keys = list(resolver(genes)), list(resolver(panel))
     if len(gene_keys) != len(genes) or len(panel_keys) != len(panel):
@@ -281,12 +288,24 @@ def match_keys(
     return gene_keys, panel_keys
 
 
+def distinct_ensembl_genes(names: Sequence[str]) -> bool:
+    """Whether ``names`` (several names sharing one key) are distinct Ensembl gene ids: alternate haplotypes
+    and patches of one NCBI gene (the MHC copies of EHMT2, say) or a ``_PAR_Y`` copy. Each is its own Ensembl
+    gene with its own values, not the gene sent twice; they are kept apart, each keyed by its own id."""
+    ids = [normalise_gene_id(n) for n in names]
+    return len(ids) > 1 and len(set(ids)) == len(ids) and all(gene_id_kind(n) == "ensembl" for n in names)
+
+
 def _refuse_synonyms(genes: Sequence[str], keys: Sequence[str], panel_keys: set[str]) -> None:
-    first: dict[str, str] = {}
+    """Raise naming the first two input names of one panel gene, unless they are :func:`distinct_ensembl_genes`
+    (those fall back to their own ids in :func:`match_keys`, as a stored cohort's do)."""
+    groups: dict[str, list[str]] = {}
     for name, key in zip(genes, keys, strict=True):
-        if key in first and key in panel_keys:
-            raise ValueError(f"{first[key]!r} and {name!r} name the same gene (key {key}); send it once")
-        first.setdefault(key, str(name))
+        if key in panel_keys:
+            groups.setdefault(key, []).append(str(name))
+    for key, names in groups.items():
+        if len(names) > 1 and not distinct_ensembl_genes(names):
+            raise ValueError(f"{names[0]!r} and {names[1]!r} name the same gene (key {key}); send it once")
 
 
 def _same_names(genes: Sequence[str], panel: Sequence[str]) -> bool:

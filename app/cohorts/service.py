@@ -30,7 +30,7 @@ from models.gene_table import Resolution, default_table, gene_table_version, res
 from models.genes import (
     GeneHarmonisation,
     GeneIdSummary,
-    gene_id_kind,
+    distinct_ensembl_genes,
     harmonise_keys,
     normalise_gene_id,
     summarise_gene_ids,
@@ -108,16 +108,10 @@ def ensembl_alternates(resolutions: Sequence[Resolution]) -> dict[str, list[str]
     """Keys several distinct Ensembl gene ids of the file resolve to (alternate haplotypes and patches of one
     NCBI gene, e.g. the MHC copies of BAG6), with those ids. They are different Ensembl genes, not one column
     twice: each keeps its own Ensembl id as key, and none is merged."""
-    groups: dict[str, list[Resolution]] = {}
+    groups: dict[str, list[str]] = {}
     for r in resolutions:
-        groups.setdefault(r.key, []).append(r)
-    alternates = {}
-    for key, group in groups.items():
-        ids = [normalise_gene_id(r.name) for r in group]
-        ensembl_only = all(gene_id_kind(r.name.strip()) == "ensembl" for r in group)
-        if len(group) > 1 and ensembl_only and len(set(ids)) == len(ids):
-            alternates[key] = [r.name for r in group]
-    return alternates
+        groups.setdefault(r.key, []).append(r.name)
+    return {key: names for key, names in groups.items() if distinct_ensembl_genes(names)}
 
 
 def _merged_labels(duplicates: dict[str, list[str]]) -> dict[str, str]:

@@ -49,7 +49,7 @@ class CoverageGate:
         """Raise InvalidInput below the refusal level; return the warning below the warning level, else None.
         ``model`` names whose panel it is in the messages; ``ridge`` says whether the endpoint offers it."""
         described = (
-            f"input covers {report.coverage:.1%} of the {model}'s {report.n_panel} panel genes "
+            f"input covers {report.coverage_percent} of the {model}'s {report.n_panel} panel genes "
             f"({report.n_found} found, {report.n_matched_by_conversion} of them under another identifier)"
         )
         if report.coverage < self.refuse:

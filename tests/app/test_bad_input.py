@@ -201,6 +201,23 @@ def test_inline_samples_naming_one_panel_gene_twice_are_refused(
     assert accepted.json()["coverage"]["n_extra"] == 2
 
 
+def test_inline_alternate_ensembl_genes_of_a_panel_gene_are_reported_missing_not_refused(
+    client: TestClient, predictions_url: str
+) -> None:
+    # EHMT2's primary-assembly and MHC-haplotype Ensembl genes, both rows of a GRCh37 count file (airway): as an
+    # uploaded cohort they are kept apart and EHMT2 is imputed; inline they were refused as "the same gene".
+    panel = list(pd.read_parquet(COHORT / "expression.parquet").columns)
+    genes = [g for g in panel if g != "EHMT2"] + ["ENSG00000204371.12", "ENSG00000206376.3"]
+    body = {"genes": genes, "samples": [{"sample_id": "a", "values": [7.0] * len(genes)}]}
+
+    response = client.post(predictions_url, json=body)
+
+    assert response.status_code == 201, response.text
+    coverage = response.json()["coverage"]
+    assert (coverage["n_found"], coverage["n_missing"], coverage["n_extra"], coverage["coverage"]) == (499, 1, 2, 0.998)
+    assert coverage["missing"] == ["EHMT2"] and coverage["imputed"] == 1
+
+
 def test_inline_values_name_their_sample_and_gene(client: TestClient, predictions_url: str, settings: Settings) -> None:
     url = predictions_url
     before = snapshot(settings)

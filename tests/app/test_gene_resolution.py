@@ -7,6 +7,7 @@ are refused; the gene table version is recorded with every cohort, encoder, pred
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,13 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.db import orm
 from app.db.session import session_factory
-from app.predictions.imputation import RidgeKey, get_ridge_cache
+from app.errors import InvalidInput
+from app.predictions.imputation import CoverageGate, RidgeKey, get_ridge_cache
 from models.gene_table import default_table, gene_table_version, resolve_genes
+from models.genes import AlignmentReport
 from tests.app.test_full_loop import COHORT, start, upload
 from tests.conftest import wait_for_job
+from worker.pipelines.common import require_coverage
 
 EXPRESSION = pd.read_parquet(COHORT / "expression.parquet")
 
@@ -106,6 +110,47 @@ def test_previous_symbols_ambiguous_and_unresolved_names_are_reported(client: Te
     }
     assert cohort["genes_preview"] == ["SEPTIN9", "MARCH1", "TP53", "NOT_A_GENE_XYZ", "1007_s_at", "A1B"]
     assert cohort["n_genes"] == 6
+
+
+def test_coverage_just_below_a_level_is_not_shown_as_the_level() -> None:
+    # A 20,000-gene panel with 9,999 found (49.995 %) is refused, 17,999 found (89.995 %) warned: the messages
+    # said "covers 50.0%" and "covers 90.0%" beside "at least 50%" and "below 90%".
+    gate = CoverageGate(refuse=0.5, warn=0.9)
+
+    def report(n_found: int) -> AlignmentReport:
+        return AlignmentReport(n_panel=20_000, n_found=n_found, n_missing=20_000 - n_found, n_extra=0,
+                               coverage=n_found / 20_000, missing=["TP53"])
+
+    with pytest.raises(InvalidInput) as refused:
+        gate.check(report(9_999), "mean")
+    assert str(refused.value).startswith("input covers 49.9% of the predictor's 20000 panel genes (9999 found")
+    assert "at least 50% is required" in str(refused.value)
+    warning = gate.check(report(17_999), "mean")
+    assert warning is not None and warning.startswith("input covers 89.9% of the predictor's 20000 panel genes")
+    assert gate.check(report(18_000), "mean") is None
+    with pytest.raises(InvalidInput) as job:
+        require_coverage(SimpleNamespace(min_gene_coverage=0.5), report(9_999), cohort_id="c1", model="the encoder",
+                         use="fitting")  # type: ignore[arg-type]
+    assert "cohort c1 covers 49.9% of the encoder's 20000 genes (9999 found); fitting needs at least 50%" in str(
+        job.value
+    )
+
+
+def test_alternate_ensembl_genes_of_one_gene_are_kept_apart_at_upload(client: TestClient) -> None:
+    # EHMT2's primary-assembly and MHC-haplotype Ensembl genes; the same id twice (two versions) is a duplicate.
+    header = "sample_id,ENSG00000204371.12,ENSG00000206376.3,TP53"
+    text = f"{header}\ns1,1,2,3\ns2,10,20,30\n"
+    response = client.post("/cohorts", files={"expression": ("m.csv", text.encode())})
+
+    assert response.status_code == 201, response.text
+    report = response.json()["gene_resolution"]
+    assert report["ensembl_alternates"]["groups"] == {"EHMT2": ["ENSG00000204371.12", "ENSG00000206376.3"]}
+    assert report["merged"]["n_groups"] == 0 and response.json()["n_genes"] == 3
+
+    twice = "sample_id,ENSG00000204371.12,ENSG00000204371.13,TP53\ns1,1,2,3\n"
+    refused = client.post("/cohorts", files={"expression": ("m.csv", twice.encode())})
+    assert refused.status_code == 422, refused.text
+    assert "1 duplicate gene id(s)" in refused.json()["error"]["message"]
 
 
 @pytest.mark.slow

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,6 +14,7 @@ from models.gene_table import (
     RULES,
     GeneTable,
     Resolution,
+    align_by_gene_key,
     default_table,
     gene_table_version,
     looks_like_symbol_file,
@@ -114,6 +117,37 @@ def test_an_ambiguous_ensembl_id_keeps_its_own_key() -> None:
     multi = next(e for e, keys in default_table()._ensembl.items() if len(keys) > 1)
     r = one(multi + ".4")
     assert r.rule == "ambiguous" and r.key == multi and len(r.candidates) > 1
+
+
+# EHMT2 (NCBI 10919) has an Ensembl gene on the primary assembly and one on each MHC haplotype; a GRCh37
+# count file such as airway's lists them all, as distinct rows.
+EHMT2_ENSEMBL = ["ENSG00000204371.12", "ENSG00000206376.3"]
+
+
+def test_distinct_ensembl_genes_of_one_panel_gene_are_kept_apart_not_refused() -> None:
+    genes = [*EHMT2_ENSEMBL, "SEPTIN10", "TP53"]
+    values = np.array([[1.0, 2.0, 3.0, 4.0]])
+    for refuse in (False, True):
+        aligned, report = align_by_gene_key(values, genes, ["EHMT2", "SEPT10"], refuse_synonyms=refuse)
+        assert (report.n_found, report.n_missing, report.n_extra, report.coverage) == (1, 1, 3, 0.5)
+        assert report.missing == ["EHMT2"] and report.extra == [*EHMT2_ENSEMBL, "TP53"]
+        assert np.isnan(aligned[0, 0]) and aligned[0, 1] == 3.0
+    # Against a panel of Ensembl ids each matches its own id only.
+    _, by_id = align_by_gene_key(values, genes, ["ENSG00000204371"], refuse_synonyms=True)
+    assert by_id.n_found == 1 and by_id.n_extra == 3
+
+
+@pytest.mark.parametrize(
+    "genes",
+    [
+        ["ENSG00000204371.12", "EHMT2"],  # a symbol and an Ensembl id of one gene
+        ["ENSG00000204371.12", "ENSG00000204371.13"],  # one Ensembl gene twice
+        [*EHMT2_ENSEMBL, "EHMT2"],
+    ],
+)
+def test_two_names_of_one_panel_gene_are_still_refused(genes: list[str]) -> None:
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(genes[0]))} and .* name the same gene \(key 10919\)"):
+        align_by_gene_key(np.zeros((1, len(genes))), genes, ["EHMT2"], refuse_synonyms=True)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from models.genes import align_to_panel, normalise_gene_id
+from models.genes import AlignmentReport, align_to_panel, normalise_gene_id
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,15 @@ def test_an_input_named_exactly_like_the_panel_is_matched_without_resolving() ->
     # Any other order goes through the resolver, and gives the same numbers.
     shuffled, again = align_to_panel(values[:, ::-1], panel[::-1], panel)
     assert np.array_equal(shuffled, aligned) and again.n_found == 3
+
+
+@pytest.mark.parametrize(
+    ("n_found", "n_panel", "shown"),
+    [(9_999, 20_000, "49.9%"), (1_000, 2_001, "49.9%"), (1_799, 1_999, "89.9%"), (474, 500, "94.8%"),
+     (350, 500, "70.0%"), (500, 500, "100.0%"), (0, 0, "0.0%")],
+)
+def test_coverage_percent_rounds_down(n_found: int, n_panel: int, shown: str) -> None:
+    # Rounded to nearest, 9,999 of 20,000 read "50.0%": a refusal "at least 50% is required" named as met.
+    report = AlignmentReport(n_panel=n_panel, n_found=n_found, n_missing=n_panel - n_found, n_extra=0,
+                             coverage=n_found / n_panel if n_panel else 0.0)
+    assert report.coverage_percent == shown

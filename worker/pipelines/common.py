@@ -52,7 +52,7 @@ def require_coverage(ctx: JobContext, report: AlignmentReport, *, cohort_id: str
     """Refuse a cohort covering less than EXPRSSL_MIN_GENE_COVERAGE of ``model``'s gene panel for ``use``."""
     if report.coverage < ctx.min_gene_coverage:
         raise InvalidInput(
-            f"cohort {cohort_id} covers {report.coverage:.1%} of {model}'s {report.n_panel} genes "
+            f"cohort {cohort_id} covers {report.coverage_percent} of {model}'s {report.n_panel} genes "
             f"({report.n_found} found); {use} needs at least {ctx.min_gene_coverage:.0%} "
             f"(EXPRSSL_MIN_GENE_COVERAGE). First missing: {', '.join(report.missing[:10])}"
         )

@@ -27,7 +27,7 @@ def _pretrained(
         )
         aligned, report = align_by_gene_key(data.matrix.values[rows], data.matrix.genes, preprocessor.genes)
         require_coverage(ctx, report, cohort_id=data.cohort_id, model=f"encoder {encoder_id}", use="evaluating it")
-        note = f"{info['method']} encoder {encoder_id}; cohort covers {report.coverage:.1%} of its panel"
+        note = f"{info['method']} encoder {encoder_id}; cohort covers {report.coverage_percent} of its panel"
         if overlap is not None:
             note += f"; {overlap}"
         loaded[f"encoder:{encoder_id}"] = PretrainedEncoder(encoder, preprocessor.transform(aligned), note)
