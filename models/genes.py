@@ -232,6 +232,11 @@ class AlignmentReport:
         return f"{self.n_found * 1000 // self.n_panel / 10:.1f}%" if self.n_panel else "0.0%"
 
 
+def level_percent(level: float) -> str:
+    """A coverage level (a share) as the percentage it is set to: 0.5 -> "50%", 0.505 -> "50.5%"."""
+    return f"{round(level * 100, 6):g}%"
+
+
 def _duplicates(normalised: Sequence[str], original: Sequence[str]) -> dict[str, list[str]]:
     """Group original names by normalised id, keeping only ids seen more than once."""
     groups: dict[str, list[str]] = {}

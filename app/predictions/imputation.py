@@ -23,7 +23,7 @@ from app.errors import InvalidInput
 from app.lru import LruCache
 from app.storage import ArtifactStore
 from models.gene_table import align_by_gene_key
-from models.genes import AlignmentReport
+from models.genes import AlignmentReport, level_percent
 from models.imputation import RidgeImputer, RidgeSolution
 from models.preprocessing import Preprocessor
 
@@ -54,14 +54,14 @@ class CoverageGate:
         )
         if report.coverage < self.refuse:
             raise InvalidInput(
-                f"{described}; at least {self.refuse:.0%} is required with {imputation} imputation. "
+                f"{described}; at least {level_percent(self.refuse)} is required with {imputation} imputation. "
                 f"Missing genes include: {', '.join(report.missing[:10])}"
             )
         if report.coverage >= self.warn:
             return None
         advice = " or ask for imputation 'ridge'" if imputation == "mean" and ridge else ""
         return (
-            f"{described}, below {self.warn:.0%}: {report.n_missing} genes were imputed ({imputation}) and "
+            f"{described}, below {level_percent(self.warn)}: {report.n_missing} genes were imputed ({imputation}) and "
             f"results may be less accurate than on complete input ({RESULTS}: with mean imputation a hard "
             f"task lost 6 points of balanced accuracy at 90 % coverage and 17 at 70 %). Send more of the panel's "
             f"genes{advice}."

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.db import orm
 from app.lineage.repository import pretraining_overlap
 from app.predictors.schemas import CohortFacts, EncoderFacts, EvaluationFacts, Head, ModelCard
+from models.genes import level_percent
 
 INTENDED_USE = (
     "Research use: predicting the {label} of bulk expression samples measured like the training cohort "
@@ -87,11 +88,12 @@ def _limits(
 ) -> list[str]:
     """The card's limits; ``overlap`` says how the encoder's pretraining saw the test samples, if it did."""
     split, calibration = predictor.split, predictor.calibration
+    n_genes = split.get("gene_panel", {}).get("n_genes", "?")
     limits = [
         f"Measured on {split.get('n_test', '?')} held-out samples of one cohort ({cohort.name}, "
         f"{cohort.n_samples} samples, {cohort.value_kind} values); other platforms, labs or populations were not "
         "tested.",
-        f"Inputs covering less than {min_gene_coverage:.0%} of the {split.get('gene_panel', {}).get('n_genes', '?')}"
+        f"Inputs covering less than {level_percent(min_gene_coverage)} of the {n_genes}"
         "-gene panel are refused; missing genes are imputed with the training mean, which the figures above did "
         "not include.",
         "Prediction-set coverage is a marginal guarantee for samples exchangeable with the calibration split, not "

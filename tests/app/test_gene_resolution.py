@@ -136,6 +136,19 @@ def test_coverage_just_below_a_level_is_not_shown_as_the_level() -> None:
     )
 
 
+def test_a_level_set_between_whole_percentages_is_named_as_set() -> None:
+    # EXPRSSL_MIN_GENE_COVERAGE=0.505: 50.4 % found was refused as "at least 50% is required".
+    gate = CoverageGate(refuse=0.505, warn=0.925)
+    report = AlignmentReport(n_panel=1000, n_found=504, n_missing=496, n_extra=0, coverage=0.504, missing=["TP53"])
+    with pytest.raises(InvalidInput, match=r"input covers 50\.4% .*; at least 50\.5% is required"):
+        gate.check(report, "mean")
+    warned = AlignmentReport(n_panel=1000, n_found=920, n_missing=80, n_extra=0, coverage=0.92, missing=["TP53"])
+    assert ", below 92.5%: 80 genes were imputed" in (gate.check(warned, "mean") or "")
+    with pytest.raises(InvalidInput, match="fitting needs at least 50.5%"):
+        require_coverage(SimpleNamespace(min_gene_coverage=0.505), report, cohort_id="c1", model="the encoder",
+                         use="fitting")  # type: ignore[arg-type]
+
+
 def test_alternate_ensembl_genes_of_one_gene_are_kept_apart_at_upload(client: TestClient) -> None:
     # EHMT2's primary-assembly and MHC-haplotype Ensembl genes; the same id twice (two versions) is a duplicate.
     header = "sample_id,ENSG00000204371.12,ENSG00000206376.3,TP53"

@@ -9,7 +9,7 @@ from app.cohorts import repository as cohorts
 from app.db import orm
 from app.errors import InvalidInput
 from app.storage import ArtifactIntegrityError
-from models.genes import AlignmentReport
+from models.genes import AlignmentReport, level_percent
 from worker.context import JobContext
 
 
@@ -53,6 +53,6 @@ def require_coverage(ctx: JobContext, report: AlignmentReport, *, cohort_id: str
     if report.coverage < ctx.min_gene_coverage:
         raise InvalidInput(
             f"cohort {cohort_id} covers {report.coverage_percent} of {model}'s {report.n_panel} genes "
-            f"({report.n_found} found); {use} needs at least {ctx.min_gene_coverage:.0%} "
+            f"({report.n_found} found); {use} needs at least {level_percent(ctx.min_gene_coverage)} "
             f"(EXPRSSL_MIN_GENE_COVERAGE). First missing: {', '.join(report.missing[:10])}"
         )
