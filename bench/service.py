@@ -28,7 +28,6 @@ def admin_headers(data_dir: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-
 def wait_until_up(url: str, server: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
     """Return once the server at ``url`` answers ``/health``; RuntimeError if its process exits first."""
     deadline = time.monotonic() + timeout
@@ -39,5 +38,6 @@ def wait_until_up(url: str, server: subprocess.Popen[bytes], timeout: float = 12
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)  # after an answer other than 200 too: not a busy loop while /health fails
     raise TimeoutError("the server did not come up")

@@ -3,7 +3,6 @@ order in which the test session happened to import things)."""
 
 from __future__ import annotations
 
-import gc
 import logging.config
 import subprocess
 import sys
@@ -38,27 +37,30 @@ def test_the_served_access_log_leaves_out_keys_sent_in_a_query_string(capsys: py
     assert "/cohorts?limit=5&api_key=[redacted]&X-Token=[redacted]&offset=0 HTTP/1.1" in line and "401" in line
 
 
-def test_serve_freezes_the_objects_of_its_start_up_before_it_serves(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import torch
-    import uvicorn
+# ``exprssl serve`` up to uvicorn.run, in a fresh interpreter: in the test session, the application's modules
+# (and torch, which the settings' device check imports anyway) are there to be frozen whatever serve imports.
+SERVE_UNTIL_RUN = """
+import gc, sys
+import uvicorn
+from app import cli
 
-    from app import cli
+def run(app, **_):
+    main = sys.modules.get("app.main")  # None unless serve imported the application before its freeze
+    watched = [sys.modules["torch"].nn.Module.__init__, *([main.create_app] if main else [])]
+    walked = main is None or any(o is w for o in gc.get_objects() for w in watched)
+    print("serving", app, gc.get_freeze_count(), walked)
 
-    seen: dict[str, object] = {}
+uvicorn.run = run
+cli.serve("127.0.0.1", 0)
+"""
 
-    def run(app: str, **_: object) -> None:  # instead of serving: what the collector would walk by then
-        seen["app"] = app
-        seen["frozen"] = gc.get_freeze_count()
-        seen["torch frozen"] = not any(o is torch.nn.Module.__init__ for o in gc.get_objects())
 
-    monkeypatch.setattr(uvicorn, "run", run)
-    gc.unfreeze()
-    try:
-        cli.serve("127.0.0.1", 0)
-    finally:
-        gc.unfreeze()  # the test session's objects stay collectable
-    assert seen["app"] == "app.main:create_app"
-    assert isinstance(seen["frozen"], int) and seen["frozen"] > 100_000
-    assert seen["torch frozen"]
+def test_serve_freezes_the_objects_of_its_start_up_before_it_serves(settings: Settings) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_UNTIL_RUN], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, app, frozen, walked = result.stdout.splitlines()[-1].split()
+    assert app == "app.main:create_app"
+    assert int(frozen) > 100_000
+    assert walked == "False"  # the application's modules and torch are out of the collector's walks
