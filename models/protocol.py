@@ -95,8 +95,8 @@ class ProtocolConfig:
             bad = sorted(set(self.baselines) - set(BASELINES))
             raise ValueError(f"unknown baseline(s) {bad}; available: {list(BASELINES)}")
         HeadParams.from_dict(self.head_params)
-        if not self.logreg_c > 0:
-            raise ValueError(f"logreg_c must be > 0, got {self.logreg_c}")
+        if not 0 < self.logreg_c < math.inf:
+            raise ValueError(f"logreg_c must be a finite number > 0, got {self.logreg_c}")
         if self.pca_components < 1:
             raise ValueError(f"pca_components must be >= 1, got {self.pca_components}")
 

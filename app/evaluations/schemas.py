@@ -54,7 +54,7 @@ class EvaluationCreate(BaseModel):
     head_params: dict[str, Any] = Field(
         default_factory=dict, description="lr, max_epochs, batch_size, patience, weight_decay of the torch heads."
     )
-    logreg_c: float = Field(default=0.1, gt=0.0)
+    logreg_c: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
     pca_components: int = Field(default=50, ge=1, le=1000)
 
 

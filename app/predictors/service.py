@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from sqlalchemy.orm import Session
@@ -31,8 +32,8 @@ def validated_params(head: Head, params: dict[str, object]) -> dict[str, object]
         if unknown:
             raise InvalidInput(f"params: unknown parameter(s) for logistic_regression: {unknown}; allowed: ['C']")
         c = params.get("C", 0.1)
-        if isinstance(c, bool) or not isinstance(c, int | float) or not c > 0:
-            raise InvalidInput(f"params: C must be a number > 0, got {c!r}")
+        if isinstance(c, bool) or not isinstance(c, int | float) or not 0 < c < math.inf:
+            raise InvalidInput(f"params: C must be a finite number > 0, got {c!r}")
         return {"C": float(c)}
     try:  # the head's default learning rate is filled in, so the stored params name the rate used
         validated = HeadParams.from_dict(params, linear_probe=head is Head.LINEAR_PROBE).to_dict()

@@ -419,6 +419,27 @@ def test_training_requests_beyond_the_servers_bounds_are_refused(
     assert snapshot(settings) == before
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        ("/predictors", '"label_column": "tissue", "head": "logistic_regression", "params": {"C": 1e999}',
+         "params: C must be a finite number > 0, got inf"),
+        ("/evaluations", '"label_column": "tissue", "logreg_c": 1e999', "logreg_c: Input should be a finite number"),
+    ],
+)
+def test_an_infinite_regularisation_is_refused_not_stored(
+    client: TestClient, cohort: dict, settings: Settings, path: str, body: str, named: str
+) -> None:
+    # JSON's 1e999 is infinity: stored as Infinity, which PostgreSQL's json refuses (a 500 there).
+    before = snapshot(settings)
+
+    response = client.post(path, content=f'{{"cohort_id": "{cohort["id"]}", {body}}}',
+                           headers={"content-type": "application/json"})
+
+    assert error_of(response).startswith(named)
+    assert snapshot(settings) == before
+
+
 @pytest.mark.parametrize("value", ["kid\x00ney", "\x1b[31mred"])
 def test_label_values_with_control_characters_are_refused(client: TestClient, unchanged: None, value: str) -> None:
     matrix = csv_bytes([[f"s{i}", i, i + 1, i + 2, i + 3] for i in range(4)], ["sample_id", *GENES])
