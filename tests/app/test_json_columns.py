@@ -1,5 +1,6 @@
 """JSON columns of the registry: what is stored reads back equal, NaN and infinities included (SQLite), and a
-value JSON has no type for is refused, not stored as something else."""
+numpy scalar is refused rather than converted (pydantic-core writes what it knows: a datetime as ISO text, a
+set or tuple as a list, an Enum as its value; the services store plain JSON types only)."""
 
 from __future__ import annotations
 
