@@ -30,12 +30,14 @@ Rules (:data:`RULES`; their patterns do not overlap, except that a symbol or ali
 
 from __future__ import annotations
 
+import functools
 import gzip
+import itertools
 import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from models.genes import (
     GENE_ID_SHARE,
     AlignmentReport,
     align_to_panel,
+    distinct_ensembl_genes,
     gene_id_kind,
     normalise_gene_id,
 )
@@ -153,6 +156,8 @@ class GeneTable:
         }
         self._names.update({name: ("symbol", _frozen(keys)) for name, keys in by_symbol.items()})
         self._ensembl = {ens: _frozen(keys) for ens, keys in by_ensembl.items()}
+        # Aliases spelled like another gene's current symbol: hidden by it, but kept to explain a missing gene.
+        self._hidden_aliases = {name: _frozen(keys) for name, keys in by_alias.items() if name in by_symbol}
 
     @classmethod
     def load(cls, path: Path | None = None) -> GeneTable:
@@ -191,6 +196,21 @@ class GeneTable:
     def symbol(self, key: str) -> str | None:
         """Current symbol of the gene with canonical key ``key`` (None when it is not a table gene)."""
         return self.symbols.get(key)
+
+    @functools.cached_property
+    def _names_by_key(self) -> dict[str, list[str]]:
+        """Every upper-case name (symbol, alias, Ensembl id) that denotes each key, alone or among others;
+        built on first use (it only explains missing genes)."""
+        index: dict[str, list[str]] = defaultdict(list)
+        named = ((name, keys) for name, (_, keys) in self._names.items())
+        for name, keys in itertools.chain(named, self._hidden_aliases.items(), self._ensembl.items()):
+            for key in keys:
+                index[key].append(name)
+        return dict(index)
+
+    def names_of(self, key: str) -> list[str]:
+        """The upper-case names (symbol, aliases, Ensembl ids) that may denote the gene with key ``key``."""
+        return self._names_by_key.get(key, [])
 
     def _one(self, name: str, key: str, rule: str) -> Resolution:
         return Resolution(name, key, self.symbols.get(key), rule)
@@ -360,8 +380,52 @@ def align_by_gene_key(
 ) -> tuple[np.ndarray, AlignmentReport]:
     """:func:`models.genes.align_to_panel` matching names by the shipped table's keys, so that symbols,
     previous symbols, Ensembl and NCBI ids of one gene meet: the alignment every fit, pretraining,
-    evaluation and prediction uses."""
-    return align_to_panel(values, genes, panel, resolver=resolve_gene_keys, refuse_synonyms=refuse_synonyms)
+    evaluation and prediction uses. The report says why listed missing genes the input does name were not
+    taken (:func:`missing_reasons`)."""
+    aligned, report = align_to_panel(values, genes, panel, resolver=resolve_gene_keys,
+                                     refuse_synonyms=refuse_synonyms)
+    if report.missing:
+        report = replace(report, missing_reasons=missing_reasons(genes, report.missing))
+    return aligned, report
+
+
+def missing_reasons(
+    genes: Sequence[str], missing: Sequence[str], *, table: GeneTable | None = None
+) -> list[dict[str, object]]:
+    """Why panel genes in ``missing`` took no input column although ``genes`` names them, one entry per such
+    gene: ``{"panel": name, "input": [names], "reason": text}``. An input name that denotes several genes
+    is not guessed; an alias spelled like another gene's symbol is that gene; several Ensembl genes of one
+    gene (alternate haplotypes, patches) are kept apart. Panel genes the input does not name are left out."""
+    table = table or default_table()
+    wanted = {key: name for name, key in zip(missing, table.keys(missing), strict=True)}
+    names: dict[str, list[str]] = defaultdict(list)  # upper-case name -> the missing genes' keys it may denote
+    for key in wanted:
+        for name in table.names_of(key):
+            names[name].append(key)
+    given: dict[str, list[str]] = defaultdict(list)  # panel key -> the input's names of it
+    for gene in genes:
+        for key in names.get(normalise_gene_id(gene), ()):
+            given[key].append(str(gene))
+    return [reason for key, named in given.items() if (reason := _why_missing(table, wanted[key], key, named))]
+
+
+def _why_missing(table: GeneTable, panel_name: str, key: str, named: list[str]) -> dict[str, object] | None:
+    """Why the input's ``named`` names of the panel gene ``key`` gave it no column (None if no reason holds)."""
+    if distinct_ensembl_genes(named):
+        why = (f"distinct Ensembl genes of {panel_name} (alternate haplotypes or patches): each is kept apart, "
+               "none is taken for it")
+        return {"panel": panel_name, "input": named, "reason": why}
+    for resolution in table.resolve(named):
+        if resolution.ambiguous:
+            genes = ", ".join(table.symbol(k) or k for k in resolution.candidates)
+            why = f"{resolution.name!r} denotes several genes ({genes}): an ambiguous name is not guessed"
+        elif resolution.resolved and resolution.key != key:
+            why = (f"{resolution.name!r} is the current symbol of {resolution.symbol}, and only an alias of "
+                   f"{panel_name}: a current symbol always names its own gene")
+        else:
+            continue
+        return {"panel": panel_name, "input": [resolution.name], "reason": why}
+    return None
 
 
 def summarise_resolutions(resolutions: Iterable[Resolution]) -> dict[str, int]:

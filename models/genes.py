@@ -208,6 +208,9 @@ class AlignmentReport:
         n_matched_by_conversion: Found panel genes matched under another name with the same key (a symbol
             for an Ensembl id, a previous symbol for the current one).
         conversions: Up to the first 50 of those, as ``{"input": name, "panel": name}``.
+        missing_reasons: For listed ``missing`` genes the input does name, why none of its names was taken
+            (``{"panel": name, "input": [names], "reason": text}``; filled by
+            :func:`models.gene_table.align_by_gene_key`).
     """
 
     n_panel: int
@@ -220,6 +223,7 @@ class AlignmentReport:
     n_matched_directly: int = 0
     n_matched_by_conversion: int = 0
     conversions: list[dict[str, str]] = field(default_factory=list)
+    missing_reasons: list[dict[str, object]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Return the report as plain JSON-serialisable python types."""

@@ -55,7 +55,7 @@ class CoverageGate:
         if report.coverage < self.refuse:
             raise InvalidInput(
                 f"{described}; at least {level_percent(self.refuse)} is required with {imputation} imputation. "
-                f"Missing genes include: {', '.join(report.missing[:10])}"
+                f"Missing genes include: {', '.join(report.missing[:10])}{_named_but_not_taken(report)}"
             )
         if report.coverage >= self.warn:
             return None
@@ -66,6 +66,15 @@ class CoverageGate:
             f"task lost 6 points of balanced accuracy at 90 % coverage and 17 at 70 %). Send more of the panel's "
             f"genes{advice}."
         )
+
+
+def _named_but_not_taken(report: AlignmentReport) -> str:
+    """The first of the missing genes the input names but could not give (the report's missing_reasons)."""
+    if not report.missing_reasons:
+        return ""
+    first, n = report.missing_reasons[0], len(report.missing_reasons)
+    more = f"; {n - 1} more such gene(s) among the first {len(report.missing)} missing" if n > 1 else ""
+    return f". Named by the input but not taken: {first['panel']}, {first['reason']}{more}"
 
 
 class RidgeKey(NamedTuple):

@@ -106,6 +106,12 @@ class GeneConversion(BaseModel):
     panel: str = Field(description="The panel's name for the same gene.")
 
 
+class MissingReason(BaseModel):
+    panel: str = Field(description="The missing panel gene, as the panel spells it.")
+    input: list[str] = Field(description="The input's names of it, none of which was taken for it.")
+    reason: str = Field(description="Why not.")
+
+
 class CoverageReport(BaseModel):
     """How the input's genes were matched to the predictor's panel (by canonical gene key) and completed."""
 
@@ -125,6 +131,11 @@ class CoverageReport(BaseModel):
         "NCBI id ...",
     )
     conversions: list[GeneConversion] = Field(default_factory=list, description="First 50 of those.")
+    missing_reasons: list[MissingReason] = Field(
+        default_factory=list,
+        description="For listed missing genes the input does name, why none of its names was taken: a name of "
+        "several genes (not guessed), another gene's current symbol, or distinct Ensembl genes of one gene.",
+    )
     imputed: int | None = Field(default=None, description="Panel genes filled in (the missing ones).")
     imputation: str | None = Field(default=None, description="mean or ridge.")
     warning: str | None = Field(default=None, description="Set when coverage is under the warning level.")

@@ -216,6 +216,11 @@ def test_inline_alternate_ensembl_genes_of_a_panel_gene_are_reported_missing_not
     coverage = response.json()["coverage"]
     assert (coverage["n_found"], coverage["n_missing"], coverage["n_extra"], coverage["coverage"]) == (499, 1, 2, 0.998)
     assert coverage["missing"] == ["EHMT2"] and coverage["imputed"] == 1
+    assert coverage["missing_reasons"] == [{
+        "panel": "EHMT2", "input": ["ENSG00000204371.12", "ENSG00000206376.3"],
+        "reason": "distinct Ensembl genes of EHMT2 (alternate haplotypes or patches): each is kept apart, none is "
+                  "taken for it",
+    }]
 
 
 def test_inline_values_name_their_sample_and_gene(client: TestClient, predictions_url: str, settings: Settings) -> None:

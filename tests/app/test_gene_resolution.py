@@ -20,7 +20,7 @@ from app.db import orm
 from app.db.session import session_factory
 from app.errors import InvalidInput
 from app.predictions.imputation import CoverageGate, RidgeKey, get_ridge_cache
-from models.gene_table import default_table, gene_table_version, resolve_genes
+from models.gene_table import align_by_gene_key, default_table, gene_table_version, resolve_genes
 from models.genes import AlignmentReport
 from tests.app.test_full_loop import COHORT, start, upload
 from tests.conftest import wait_for_job
@@ -133,6 +133,19 @@ def test_coverage_just_below_a_level_is_not_shown_as_the_level() -> None:
                          use="fitting")  # type: ignore[arg-type]
     assert "cohort c1 covers 49.9% of the encoder's 20000 genes (9999 found); fitting needs at least 50%" in str(
         job.value
+    )
+
+
+def test_a_refusal_says_which_missing_genes_the_input_named_and_why_they_were_not_taken() -> None:
+    genes = ["ENSG00000099977", "ENSG00000204371.12", "ENSG00000206376.3", "TP53"]
+    _, report = align_by_gene_key(np.ones((1, 4)), genes, ["DDT", "EHMT2", "MYC", "TP53"])
+
+    with pytest.raises(InvalidInput) as refused:
+        CoverageGate(refuse=0.5, warn=0.9).check(report, "mean")
+
+    assert str(refused.value).endswith(
+        "Missing genes include: DDT, EHMT2, MYC. Named by the input but not taken: DDT, 'ENSG00000099977' denotes "
+        "several genes (DDT, DDTL): an ambiguous name is not guessed; 1 more such gene(s) among the first 3 missing"
     )
 
 

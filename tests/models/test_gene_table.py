@@ -137,6 +137,31 @@ def test_distinct_ensembl_genes_of_one_panel_gene_are_kept_apart_not_refused() -
     assert by_id.n_found == 1 and by_id.n_extra == 3
 
 
+def test_the_report_says_why_a_missing_gene_the_input_names_was_not_taken() -> None:
+    # From airway against a symbol panel: an Ensembl id of two NCBI genes (DDT, DDTL), EHMT2's haplotype genes,
+    # and DSPS, the current symbol of one gene and an alias of AANAT. MYC is missing and not named at all.
+    genes = ["ENSG00000099977.13", *EHMT2_ENSEMBL, "DSPS", "TP53"]
+    _, report = align_by_gene_key(np.ones((1, len(genes))), genes, ["DDT", "EHMT2", "AANAT", "MYC", "TP53"])
+
+    assert report.missing == ["DDT", "EHMT2", "AANAT", "MYC"]
+    assert report.missing_reasons == [
+        {"panel": "DDT", "input": ["ENSG00000099977.13"],
+         "reason": "'ENSG00000099977.13' denotes several genes (DDT, DDTL): an ambiguous name is not guessed"},
+        {"panel": "EHMT2", "input": EHMT2_ENSEMBL,
+         "reason": "distinct Ensembl genes of EHMT2 (alternate haplotypes or patches): each is kept apart, none is "
+                   "taken for it"},
+        {"panel": "AANAT", "input": ["DSPS"],
+         "reason": "'DSPS' is the current symbol of DSPS, and only an alias of AANAT: a current symbol always names "
+                   "its own gene"},
+    ]
+
+
+def test_nothing_is_explained_when_nothing_the_input_names_is_missing() -> None:
+    _, report = align_by_gene_key(np.ones((1, 2)), ["TP53", "ENSG00000136997"], ["TP53", "MYC", "EGFR"])
+
+    assert report.missing == ["EGFR"] and report.missing_reasons == []
+
+
 @pytest.mark.parametrize(
     "genes",
     [
