@@ -72,7 +72,8 @@ class EvaluationSummary(BaseModel):
     config: dict[str, Any]
     summary: list[dict[str, Any]] = Field(description="Mean and std over seeds per model and fraction.")
     label_savings: dict[str, Any] = Field(
-        description="Fraction of labels each model needs to reach the from-scratch MLP's best mean accuracy."
+        description="Labels each model needs to reach the from-scratch MLP's best mean accuracy (label fraction "
+        "and mean number of training labels) and the share of labels it saves, counted in labels used."
     )
     created_at: datetime
 

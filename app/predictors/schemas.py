@@ -141,7 +141,8 @@ class EvaluationFacts(BaseModel):
         description="Every model of the evaluation at the fraction nearest this predictor's label fraction."
     )
     label_savings: dict[str, Any] = Field(
-        description="Fraction of labels each model needs to reach the from-scratch MLP's best mean accuracy."
+        description="Labels each model needs to reach the from-scratch MLP's best mean accuracy (label fraction "
+        "and mean number of training labels) and the share of labels it saves, counted in labels used."
     )
 
 

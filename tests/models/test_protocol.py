@@ -7,6 +7,7 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
+from models.evaluation import label_fraction_subset
 from models.preprocessing import Preprocessor
 from models.protocol import ProtocolConfig, label_savings, run_protocol, summarise
 
@@ -119,19 +120,56 @@ def test_a_class_too_small_for_the_test_split_leaves_auroc_over_the_others() -> 
         assert entry["auroc"]["n"] == entry["accuracy"]["n"] == entry["n_seeds"] == 3
 
 
-def test_label_savings_follow_the_papers_definition() -> None:
+def savings_runs(curves: dict[str, list[list[float]]], fractions: tuple[float, ...],
+                 n_train: list[int]) -> list[dict[str, object]]:
+    """Runs of each model: ``curves[model][i]`` holds one accuracy per seed at ``fractions[i]``."""
     runs = []
-    curves = {"mlp_scratch": [0.5, 0.7, 0.8, 0.8], "scarf/finetune": [0.6, 0.8, 0.85, 0.9], "x/linear_probe":
-              [0.4, 0.5, 0.6, 0.7]}
-    for model, accs in curves.items():
-        for fraction, acc in zip((0.1, 0.2, 0.5, 1.0), accs, strict=True):
-            runs.append({"model": model, "fraction": fraction, "seed": 0, "n_train": 1, "accuracy": acc,
-                         "balanced_accuracy": acc, "macro_f1": acc, "auroc": None})
-    savings = label_savings(summarise(runs))
+    for model, per_fraction in curves.items():
+        for fraction, n, accs in zip(fractions, n_train, per_fraction, strict=True):
+            for seed, acc in enumerate(accs):
+                runs.append({"model": model, "fraction": fraction, "seed": seed, "n_train": n, "accuracy": acc,
+                             "balanced_accuracy": acc, "macro_f1": acc, "auroc": None})
+    return runs
+
+
+def test_label_savings_follow_the_papers_definition() -> None:
+    curves = {"mlp_scratch": [[0.5], [0.7], [0.8], [0.8]], "scarf/finetune": [[0.6], [0.8], [0.85], [0.9]],
+              "x/linear_probe": [[0.4], [0.5], [0.6], [0.7]]}
+    savings = label_savings(summarise(savings_runs(curves, (0.1, 0.2, 0.5, 1.0), [10, 20, 50, 100])))
     # The MLP first reaches its best (0.8) at 50 % of the labels; SCARF reaches 0.8 at 20 %: 60 % fewer labels.
     assert savings["reference_fraction"] == 0.5 and savings["target_accuracy"] == pytest.approx(0.8)
-    assert savings["models"]["scarf/finetune"] == {"fraction_needed": 0.2, "label_savings": pytest.approx(0.6)}
-    assert savings["models"]["x/linear_probe"] == {"fraction_needed": None, "label_savings": None}
+    assert savings["reference_n_train"] == 50
+    assert savings["models"]["scarf/finetune"] == {"fraction_needed": 0.2, "n_train_needed": 20,
+                                                   "label_savings": pytest.approx(0.6)}
+    assert savings["models"]["x/linear_probe"] == {"fraction_needed": None, "n_train_needed": None,
+                                                   "label_savings": None}
+
+
+def test_label_savings_count_the_labels_the_rounded_up_subsets_hold() -> None:
+    # all_leukemia's mol.biol training pool: classes of 8, 29, 4 and 59. Rounded up per class, 5 % of it is
+    # 7 labels and 10 % is 11, so reaching the target at 5 % instead of 10 % saves 4 of 11 labels, not half.
+    y = np.repeat(np.arange(4), [8, 29, 4, 59])
+    n_train = [label_fraction_subset(y, f, seed=0).size for f in (0.05, 0.1, 1.0)]
+    assert n_train == [7, 11, 100]
+    curves = {"mlp_scratch": [[0.5], [0.7], [0.7]], "scarf/finetune": [[0.7], [0.7], [0.8]]}
+    savings = label_savings(summarise(savings_runs(curves, (0.05, 0.1, 1.0), n_train)))
+    assert savings["models"]["scarf/finetune"]["label_savings"] == pytest.approx(4 / 11)  # the paper's 1 - f/f_ref: 0.5
+    assert savings["reference_fraction"] == 0.1 and savings["reference_n_train"] == 11
+    assert savings["models"]["scarf/finetune"] == {"fraction_needed": 0.05, "n_train_needed": 7,
+                                                   "label_savings": pytest.approx(4 / 11)}
+    assert savings["models"]["mlp_scratch"]["label_savings"] == 0.0
+
+
+def test_label_savings_treat_equal_mean_accuracies_as_equal() -> None:
+    # Two seeds scoring 0.1 and 0.7 average 0.39999999999999997 in floating point, 0.3 and 0.5 average 0.4:
+    # the same mean accuracy, so the MLP first reaches its best at 20 % and saves nothing against itself.
+    assert np.mean([0.1, 0.7]) < np.mean([0.3, 0.5])
+    same = [[0.1, 0.7], [0.3, 0.5], [0.3, 0.4]]
+    curves = {"mlp_scratch": same, "logistic_regression": same}
+    savings = label_savings(summarise(savings_runs(curves, (0.2, 0.5, 1.0), [20, 50, 100])))
+    assert savings["reference_fraction"] == 0.2 and savings["reference_n_train"] == 20
+    for model in curves:
+        assert savings["models"][model] == {"fraction_needed": 0.2, "n_train_needed": 20, "label_savings": 0.0}
 
 
 @pytest.mark.parametrize(
