@@ -293,6 +293,17 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 ACCURACY_TIE = 1e-9
 
 
+def first_fractions(subsets: Mapping[float, np.ndarray], n_pool: int) -> list[float | None]:
+    """For each train-pool position, the smallest fraction whose training subset (``subsets``: positions in the
+    pool per fraction) holds it, None if none does: the subset of fraction ``f`` is the positions whose first
+    fraction is at most ``f``, as subsets are nested."""
+    first: list[float | None] = [None] * n_pool
+    for fraction in sorted(subsets, reverse=True):
+        for position in subsets[fraction].tolist():
+            first[position] = fraction
+    return first
+
+
 def label_savings(summary: Sequence[Mapping[str, Any]], reference: str = REFERENCE) -> dict[str, Any]:
     """Share of labels each model saves reaching the reference's best mean accuracy (Dradjat et al.).
 
@@ -453,12 +464,14 @@ def run_protocol(
     for seed in range(config.n_seeds):
         pool, test = split_train_test(y, groups, test_size=config.test_size, seed=seed)
         kept = runner.unlabelled_kept(test)
+        subsets = {f: label_fraction_subset(y[pool], f, seed=seed) for f in config.fractions}
         splits.append({"seed": seed, "train_pool": pool.tolist(), "test": test.tolist(),
+                       "train_pool_first_fraction": first_fractions(subsets, pool.size),
                        "unlabelled_left_out": np.flatnonzero(~kept).tolist(), "n_unlabelled_used": int(kept.sum())})
         encoders = {m: runner.pretrain(m, pool, kept, seed) for m in config.methods}
         encoders.update({name: (p.encoder, np.asarray(p.x, dtype=np.float32)) for name, p in pretrained.items()})
         for fraction in config.fractions:
-            train = pool[label_fraction_subset(y[pool], fraction, seed=seed)]
+            train = pool[subsets[fraction]]
             runner.baselines(fraction, seed, train, test)
             for name, (encoder, x_enc) in encoders.items():
                 for head in config.heads:

@@ -82,6 +82,13 @@ def test_evaluation_protocol_on_real_cohort(client: TestClient) -> None:
         left_out = set(donors[split["unlabelled_left_out_sample_ids"]])
         assert left_out == {f"donor-{d:02d}" for d in range(20)} & test_donors
         assert split["n_unlabelled_used"] == 20 - len(left_out)
+        # Each fraction's training subset, rebuilt from the stored first fractions, is what its runs trained on.
+        first = split["train_pool_first_fraction"]
+        assert len(first) == len(split["train_pool_sample_ids"]) and set(first) == {0.1, 1.0}
+        for fraction in (0.1, 1.0):
+            runs = [r for r in evaluation["runs"] if (r["fraction"], r["seed"]) == (fraction, split["seed"])]
+            n_train = {r["n_train"] for r in runs}
+            assert n_train == {sum(f <= fraction for f in first)}
 
     png = client.get(f"/evaluations/{evaluation['id']}/plot.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

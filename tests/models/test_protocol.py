@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
+from models import protocol
 from models.evaluation import label_fraction_subset
 from models.preprocessing import Preprocessor
 from models.protocol import ProtocolConfig, label_savings, run_protocol, summarise
@@ -57,6 +60,30 @@ def test_groups_never_straddle_a_split() -> None:
     for split in result.splits:
         assert set(groups[split["test"]]).isdisjoint(groups[split["train_pool"]])
         assert len(split["test"]) + len(split["train_pool"]) == len(y)
+
+
+def test_each_runs_training_subset_can_be_rebuilt_from_the_splits(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y, groups = grouped_data()
+    trained: dict[tuple[float, int], set[tuple[int, ...]]] = defaultdict(set)  # every model's, per fraction and seed
+    record = protocol._Runner.record
+
+    def spy(self, model, fraction, seed, train, test, proba, started):  # type: ignore[no-untyped-def]
+        trained[(fraction, seed)].add(tuple(sorted(train.tolist())))
+        return record(self, model, fraction, seed, train, test, proba, started)
+
+    monkeypatch.setattr(protocol._Runner, "record", spy)
+    result = run_protocol(x, y, ["a", "b", "c"], groups=groups,
+                          config=config(methods=(), method_params={}, fractions=(0.2, 0.5), n_seeds=2))
+
+    for split in result.splits:
+        first = split["train_pool_first_fraction"]
+        assert len(first) == len(split["train_pool"]) and set(first) == {0.2, 0.5, None}
+        for fraction in (0.2, 0.5):
+            pairs = zip(split["train_pool"], first, strict=True)
+            rebuilt = sorted(p for p, f in pairs if f is not None and f <= fraction)
+            assert trained[(fraction, split["seed"])] == {tuple(rebuilt)}
+            n_train = {r["n_train"] for r in result.runs if (r["fraction"], r["seed"]) == (fraction, split["seed"])}
+            assert n_train == {len(rebuilt)}
 
 
 def test_no_scaler_or_pca_sees_a_test_sample(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,6 +84,7 @@ def run(ctx: JobContext) -> Recorder:
             "seed": split["seed"],
             "test_sample_ids": [ids[labelled.rows[i]] for i in split["test"]],
             "train_pool_sample_ids": [ids[labelled.rows[i]] for i in split["train_pool"]],
+            "train_pool_first_fraction": split["train_pool_first_fraction"],
             "unlabelled_left_out_sample_ids": [ids[unlabelled[i]] for i in split["unlabelled_left_out"]],
             "n_unlabelled_used": split["n_unlabelled_used"],
         }
