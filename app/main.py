@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from app.access_log import redact_access_log
 from app.admin.router import router as admin_router
 from app.api import api_router
 from app.body_limit import BodyLimit
@@ -96,6 +97,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     """Build the FastAPI application. The schema must exist: run ``alembic upgrade head`` first."""
+    redact_access_log()  # whichever command serves it (exprssl serve, uvicorn --factory)
     app = FastAPI(
         title="exprssl",
         summary="Self-supervised representation learning on bulk gene-expression data.",
