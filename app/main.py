@@ -75,6 +75,13 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _server_error(_: Request, exc: Exception) -> JSONResponse:
+    """Any other exception is a bug: the error body's shape, no internals (the server's log has the traceback,
+    which Starlette logs after this answer)."""
+    message = "internal server error; the server's log has the details"
+    return JSONResponse(error_body("internal_error", message, {"cause": type(exc).__name__}), status_code=500)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
@@ -109,6 +116,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     for database_error in (DBAPIError, PoolTimeout):
         app.add_exception_handler(database_error, _database_error)
+    app.add_exception_handler(Exception, _server_error)
     app.include_router(api_router)
     app.include_router(admin_router)
     app.add_middleware(BodyLimit, limit=get_settings().max_json_bytes)
