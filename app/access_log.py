@@ -28,6 +28,19 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+def redact_access_log() -> None:
+    """Put :class:`RedactSecrets` on uvicorn's access logger itself, however the server was started.
+
+    ``exprssl serve`` configures it through :func:`uvicorn_log_config`; a server started by
+    ``uvicorn app.main:create_app --factory`` (docker-compose.yml's api) configures logging with uvicorn's
+    own settings before it calls the factory, which calls this: without it, such a server logged a key sent
+    in a query string as it came.
+    """
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecrets) for f in access.filters):
+        access.addFilter(RedactSecrets())
+
+
 def uvicorn_log_config() -> dict[str, Any]:
     """uvicorn's own logging configuration with :class:`RedactSecrets` on its access log."""
     from uvicorn.config import LOGGING_CONFIG

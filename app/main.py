@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from app.access_log import redact_access_log
 from app.admin.router import router as admin_router
 from app.api import api_router
 from app.body_limit import BodyLimit
@@ -74,6 +75,13 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _server_error(_: Request, exc: Exception) -> JSONResponse:
+    """Any other exception is a bug: the error body's shape, no internals (the server's log has the traceback,
+    which Starlette logs after this answer)."""
+    message = "internal server error; the server's log has the details"
+    return JSONResponse(error_body("internal_error", message, {"cause": type(exc).__name__}), status_code=500)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
@@ -96,6 +104,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     """Build the FastAPI application. The schema must exist: run ``alembic upgrade head`` first."""
+    redact_access_log()  # whichever command serves it (exprssl serve, uvicorn --factory)
     app = FastAPI(
         title="exprssl",
         summary="Self-supervised representation learning on bulk gene-expression data.",
@@ -107,6 +116,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     for database_error in (DBAPIError, PoolTimeout):
         app.add_exception_handler(database_error, _database_error)
+    app.add_exception_handler(Exception, _server_error)
     app.include_router(api_router)
     app.include_router(admin_router)
     app.add_middleware(BodyLimit, limit=get_settings().max_json_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -10,15 +11,21 @@ from typing import Any
 
 from fastapi import Depends, status
 from limits import RateLimitItem, parse
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
 from app.auth.deps import CallerDep
 from app.config import Settings
 from app.deps import SettingsDep
 from app.errors import ErrorBody, TooManyRequests
 
+log = logging.getLogger(__name__)
+
 BUCKETS = ("upload", "train", "predict")
+# A shared count store (Redis) that does not answer within this long is taken as down.
+STORAGE_TIMEOUT_S = 2.0
 RATE_LIMITED: dict[int | str, dict[str, object]] = {
     429: {"model": ErrorBody, "description": "Rate limit reached; the Retry-After header says when to retry"}
 }
@@ -26,7 +33,11 @@ RATE_LIMITED: dict[int | str, dict[str, object]] = {
 
 @lru_cache
 def _limiter(storage_uri: str) -> MovingWindowRateLimiter:
-    return MovingWindowRateLimiter(storage_from_string(storage_uri))
+    options: dict[str, float] = {}
+    if storage_uri.split("://", 1)[0] in ("redis", "rediss"):
+        # Without them, a Redis host that drops packets holds every limited request for minutes.
+        options = {"socket_connect_timeout": STORAGE_TIMEOUT_S, "socket_timeout": STORAGE_TIMEOUT_S}
+    return MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
 
 
 def limit_for(settings: Settings, bucket: str) -> RateLimitItem:
@@ -39,12 +50,22 @@ def limit_for(settings: Settings, bucket: str) -> RateLimitItem:
 
 
 def hit(settings: Settings, bucket: str, user_id: str) -> None:
-    """Count one request of ``user_id`` against ``bucket``; TooManyRequests when over the limit."""
+    """Count one request of ``user_id`` against ``bucket``; TooManyRequests when over the limit.
+
+    While the count store (Redis) is unreachable the request is let through uncounted, with a warning in the
+    log: the limits guard the workers' time, and a Redis outage must not turn every upload, training request
+    and prediction into a server error (queued jobs reach the workers once the broker is back).
+    """
     item = limit_for(settings, bucket)
     limiter = _limiter(settings.rate_limit_storage)
-    if limiter.hit(item, bucket, user_id):
+    try:
+        if limiter.hit(item, bucket, user_id):
+            return
+        reset_at, _ = limiter.get_window_stats(item, bucket, user_id)
+    except (RedisError, StorageError, OSError) as exc:
+        log.warning("rate-limit storage unreachable (%s: %s); %s request of user %s not counted",
+                    type(exc).__name__, exc, bucket, user_id)
         return
-    reset_at, _ = limiter.get_window_stats(item, bucket, user_id)
     retry_after = max(1, math.ceil(reset_at - time.time()))
     raise TooManyRequests(
         f"rate limit for {bucket} requests reached ({item}); retry in {retry_after} s", retry_after=retry_after

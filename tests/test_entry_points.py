@@ -4,8 +4,12 @@ order in which the test session happened to import things)."""
 from __future__ import annotations
 
 import logging.config
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,3 +68,39 @@ def test_serve_freezes_the_objects_of_its_start_up_before_it_serves(settings: Se
     assert app == "app.main:create_app"
     assert int(frozen) > 100_000
     assert walked == "False"  # the application's modules and torch are out of the collector's walks
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_compose_api_command_leaves_keys_out_of_its_access_log(settings: Settings) -> None:
+    """docker-compose.yml serves the API with ``uvicorn app.main:create_app --factory``, uvicorn's own logging
+    configuration and not ``exprssl serve``'s: its access log must redact a key sent in a query string too."""
+    port, secret = _free_port(), "exs_ab12_supersecretvalue"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
+         str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline, status = time.monotonic() + 240, None
+        while status is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    pass
+                url = f"http://127.0.0.1:{port}/me?limit=5&api_key={secret}"
+                urllib.request.urlopen(url, timeout=10)
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except OSError:
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=60)
+
+    assert status == 401, output[-3000:]
+    assert secret not in output
+    assert "GET /me?limit=5&api_key=[redacted] HTTP/1.1" in output

@@ -6,10 +6,12 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from celery import Celery
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -17,7 +19,7 @@ from app.db import orm
 from app.db.base import db_utcnow
 from app.jobs import service as jobs
 from app.storage import ArtifactStore
-from worker.celery_app import QUEUES, create_celery, task_name
+from worker.celery_app import QUEUE_OF, QUEUES, create_celery, task_name
 from worker.reaper import Reaper
 from worker.runner import run_job
 
@@ -124,6 +126,7 @@ class CeleryDispatcher:
         self, *, session_factory: sessionmaker[Session], settings: Settings, celery: Celery | None = None
     ) -> None:
         self._session_factory = session_factory
+        self._settings = settings
         self._owns_celery = celery is None
         self._celery = celery or create_celery(settings)
         self._reaper = Reaper(session_factory=session_factory, settings=settings, send=self.submit)
@@ -165,9 +168,35 @@ class CeleryDispatcher:
         except Exception as exc:
             return {"broker": Check(True, "reachable"), "workers": Check(False, f"inspect failed: {exc}")}
         consumers = {q: sorted(w for w, qs in replies.items() if q in {x["name"] for x in qs}) for q in QUEUES}
+        # A worker of the solo pool (the GPU workers) runs its job in the thread that would answer, so it
+        # answers no inspection while it trains: its job's heartbeat tells that it is there, busy.
+        busy = self._busy_workers([q for q, names in consumers.items() if not names])
+        for queue, workers in busy.items():
+            consumers[queue] = [f"busy ({worker} running a job)" for worker in workers]
         missing = [q for q, names in consumers.items() if not names]
         detail = "; ".join(f"{q}: {', '.join(names) or 'no worker'}" for q, names in consumers.items())
         return {"broker": Check(True, "reachable"), "workers": Check(not missing, detail)}
+
+    def _busy_workers(self, queues: list[str]) -> dict[str, list[str]]:
+        """For each of ``queues``, the workers (``host:pid:thread``) running one of its jobs whose heartbeat is
+        fresher than ``heartbeat_timeout_s`` (the reaper's limit; stamped and read with the database's clock)."""
+        if not queues:
+            return {}
+        kinds = [kind for kind, queue in QUEUE_OF.items() if queue in queues]
+        try:
+            with self._session_factory() as session:
+                cutoff = db_utcnow(session) - timedelta(seconds=self._settings.heartbeat_timeout_s)
+                rows = session.execute(
+                    select(orm.Job.kind, orm.Job.worker_id).where(
+                        orm.Job.state == orm.JobState.RUNNING, orm.Job.kind.in_(kinds), orm.Job.heartbeat_at >= cutoff
+                    )
+                ).all()
+        except SQLAlchemyError:  # the database check reports it
+            return {}
+        busy: dict[str, list[str]] = {}
+        for kind, worker in rows:
+            busy.setdefault(QUEUE_OF[kind], []).append(str(worker))
+        return {queue: sorted(set(workers)) for queue, workers in busy.items()}
 
 
 def make_dispatcher(

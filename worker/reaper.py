@@ -4,6 +4,7 @@ A running job whose heartbeat is older than ``heartbeat_timeout_s`` lost its wor
 queue (and resumes from its checkpoint) until it has been lost ``job_max_retries`` times; the next loss
 fails it with the reason. A job still queued ``resend_queued_after_s`` after it was sent may have lost
 its message (a broker restarted without persistence): it is sent again; the claim makes duplicates no-ops.
+A job never sent (the broker was down when it was queued) is sent two sweeps after its creation.
 
 Every API process and every worker runs one; the row lock (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and
 the state checks make concurrent sweeps safe.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -75,11 +76,24 @@ def reap_lost(session: Session, settings: Settings, now: datetime, sweep: Sweep)
     session.commit()
 
 
+def never_sent_grace_s(settings: Settings) -> float:
+    """How long a queued job that was never sent (the broker was down when it was queued) waits for the sweep
+    that sends it: two sweeps, time enough for the process that queued it to send it itself."""
+    return min(settings.resend_queued_after_s, 2 * settings.reaper_interval_s)
+
+
 def unsent(session: Session, settings: Settings, now: datetime) -> list[str]:
-    """Queued jobs last sent (or created) more than ``resend_queued_after_s`` ago."""
-    cutoff = now - timedelta(seconds=settings.resend_queued_after_s)
+    """Queued jobs last sent more than ``resend_queued_after_s`` ago (their message may be lost), and queued
+    jobs never sent, created more than :func:`never_sent_grace_s` ago (no message of theirs exists: waiting
+    ``resend_queued_after_s`` for them held a job queued at a broker outage of seconds for 15 minutes)."""
+    sent_cutoff = now - timedelta(seconds=settings.resend_queued_after_s)
+    never_sent_cutoff = now - timedelta(seconds=never_sent_grace_s(settings))
     sent_at = func.coalesce(orm.Job.dispatched_at, orm.Job.created_at)
-    query = select(orm.Job.id).where(orm.Job.state == orm.JobState.QUEUED, sent_at < cutoff).order_by(sent_at)
+    due = or_(
+        and_(orm.Job.dispatched_at.is_not(None), orm.Job.dispatched_at < sent_cutoff),
+        and_(orm.Job.dispatched_at.is_(None), orm.Job.created_at < never_sent_cutoff),
+    )
+    query = select(orm.Job.id).where(orm.Job.state == orm.JobState.QUEUED, due).order_by(sent_at)
     return list(session.scalars(query))
 
 

@@ -481,3 +481,23 @@ def test_a_labels_file_of_more_than_a_thousand_columns_is_refused(client: TestCl
     error = post_matrix(client, matrix, (header + "\n" + rows).encode())
 
     assert error["message"] == "labels.csv: 1,001 phenotype columns; at most 1,000 are read"
+
+
+def test_an_unexpected_server_error_has_the_error_shape_and_no_internals(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """"Errors always have one shape" (README): a bug used to answer a text/plain 'Internal Server Error'."""
+    from app.auth import router
+
+    class Broken:
+        @staticmethod
+        def model_validate(*_: object, **__: object) -> None:
+            raise RuntimeError("secret internals /var/lib/exprssl")
+
+    monkeypatch.setattr(router, "MeRead", Broken)
+    raw = TestClient(client.app, headers=client.headers, raise_server_exceptions=False)  # the app is started
+    response = raw.get("/me")
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": {
+        "code": "internal_error", "message": "internal server error; the server's log has the details",
+        "details": {"cause": "RuntimeError"}}}

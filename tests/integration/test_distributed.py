@@ -135,3 +135,32 @@ def test_the_same_task_delivered_twice_runs_once(
     assert predictor.status is orm.ArtifactStatus.READY and len(claims) == 1
     stored = list((distributed.resolved_artifact_dir / "predictors" / predictor.id).iterdir())
     assert [p.name for p in stored] == [str(predictor.artifact_key).rsplit("/", 1)[1]]
+
+
+def test_ready_counts_a_gpu_worker_busy_with_a_job_as_there(
+    api: TestClient, distributed: Settings, start_worker: Callable[..., Worker]
+) -> None:
+    """docker-compose.yml's topology: a solo-pool worker on gpu, another on cpu. The solo worker answers no
+    inspection while it trains; /ready said 503 'gpu: no worker' for as long as any pretraining ran."""
+    gpu, cpu = start_worker("w1", queues="gpu", wait=False), start_worker("w2", queues="cpu", wait=False)
+    for worker in (gpu, cpu):
+        worker.wait_ready()
+    cohort = upload(api)
+    accepted = start(api, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 2000, "batch_size": 64}})
+    job_id = accepted["job"]["id"]
+    deadline = time.monotonic() + 60
+    while api.get(f"/jobs/{job_id}").json()["state"] != "running":
+        assert time.monotonic() < deadline, api.get(f"/jobs/{job_id}").json()
+        time.sleep(0.05)
+
+    ready = api.get("/ready")
+    worker_id = api.get(f"/jobs/{job_id}").json()["worker_id"]
+    assert ready.status_code == 200, ready.text
+    detail = ready.json()["checks"]["workers"]["detail"]
+    assert re.fullmatch(rf"gpu: busy \({re.escape(worker_id)} running a job\); cpu: w2@\S+", detail), detail
+    assert f":{gpu.process.pid}:" in worker_id
+
+    gpu.kill()  # a job whose worker is gone: once its heartbeat is stale, nobody serves the gpu queue
+    time.sleep(distributed.heartbeat_timeout_s + 0.5)
+    ready = api.get("/ready")
+    assert ready.status_code == 503 and "gpu: no worker" in ready.json()["checks"]["workers"]["detail"], ready.text

@@ -398,3 +398,22 @@ def test_reaper_resends_jobs_queued_too_long(client: TestClient, settings: Setti
         ids = stale.id, fresh.id
     result, sent = sweep_now(settings)
     assert result.resent == [ids[0]] == sent
+
+
+def test_reaper_sends_a_job_never_sent_within_two_sweeps_not_after_resend_queued_after_s(
+    client: TestClient, settings: Settings
+) -> None:
+    """A job queued while the broker was down has no message anywhere: it waited ``resend_queued_after_s``
+    (15 minutes) for the reaper, long after a broker outage of seconds was over."""
+    assert (settings.resend_queued_after_s, settings.reaper_interval_s) == (900, 30)  # the defaults
+    with session_factory()() as session:
+        never_sent = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {})
+        never_sent.created_at = utcnow() - timedelta(seconds=61)
+        just_queued = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {})
+        just_queued.created_at = utcnow() - timedelta(seconds=59)
+        sent = jobs.create_job(session, lab_caller(), orm.JobKind.EVALUATE, {})
+        sent.created_at = sent.dispatched_at = utcnow() - timedelta(seconds=61)
+        session.commit()
+        never_sent_id = never_sent.id
+    result, sent_ids = sweep_now(settings)
+    assert result.resent == [never_sent_id] == sent_ids
