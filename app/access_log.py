@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
-from typing import Any
 
 # Query parameters whose values are never logged: anything naming a key, token, secret, password or auth.
 _SECRET = re.compile(r"(?i)([?&][^=&]*(?:key|token|secret|passw|auth)[^=&]*=)[^&\s]*")
@@ -29,23 +27,10 @@ class RedactSecrets(logging.Filter):
 
 
 def redact_access_log() -> None:
-    """Put :class:`RedactSecrets` on uvicorn's access logger itself, however the server was started.
-
-    ``exprssl serve`` configures it through :func:`uvicorn_log_config`; a server started by
-    ``uvicorn app.main:create_app --factory`` (docker-compose.yml's api) configures logging with uvicorn's
-    own settings before it calls the factory, which calls this: without it, such a server logged a key sent
-    in a query string as it came.
-    """
+    """Put :class:`RedactSecrets` on uvicorn's access logger itself, however the server was started
+    (``exprssl serve``, or ``uvicorn app.main:create_app --factory`` as docker-compose.yml's api): uvicorn
+    configures its logging before it calls the factory, which calls this."""
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactSecrets) for f in access.filters):
         access.addFilter(RedactSecrets())
 
-
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration with :class:`RedactSecrets` on its access log."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact_secrets"] = {"()": "app.access_log.RedactSecrets"}
-    config["handlers"]["access"]["filters"] = ["redact_secrets"]
-    return config
