@@ -247,7 +247,7 @@ def cohort_page(cohort_id: str, request: Request, session: SessionDep, caller: P
 def list_encoders(request: Request, session: SessionDep, caller: PageCaller, page: PageNumber = 1) -> Response:
     """List the lab's encoders, newest first."""
     pager = _pager(request, page, repository.count(session, orm.Encoder, lab_id=caller.lab_id))
-    rows = encoders.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
+    rows = repository.listing(session, orm.Encoder, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
     context = {
         "caller": caller, "nav": "encoders", "encoders": rows, "pager": pager,
         "cohort_names": service.cohort_names(session, lab_id=caller.lab_id, ids=[e.cohort_id for e in rows]),
@@ -275,7 +275,7 @@ def encoder_page(encoder_id: str, request: Request, session: SessionDep, caller:
 def list_predictors(request: Request, session: SessionDep, caller: PageCaller, page: PageNumber = 1) -> Response:
     """List the lab's predictors, newest first."""
     pager = _pager(request, page, repository.count(session, orm.Predictor, lab_id=caller.lab_id))
-    rows = predictors.list_all(session, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
+    rows = repository.listing(session, orm.Predictor, lab_id=caller.lab_id, limit=PAGE_SIZE, offset=pager.offset)
     context = {
         "caller": caller, "nav": "predictors", "predictors": rows, "pager": pager,
         "cohort_names": service.cohort_names(session, lab_id=caller.lab_id, ids=[p.cohort_id for p in rows]),

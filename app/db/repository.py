@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
@@ -58,6 +58,30 @@ def newest(
         query = query.where(_older_than(session, table, after, lab_id=lab_id))
     options = [defer(column, raiseload=True) for column in unloaded]
     return list(session.scalars(query.options(*options).limit(limit).offset(offset)))
+
+
+# The large JSON columns a list of each table never reads (reading one raises): a predictor's split names every
+# sample, an evaluation's runs and timings hold every run's metrics and every seed's split.
+LISTED_WITHOUT: dict[type[Any], tuple[QueryableAttribute[Any], ...]] = {
+    orm.Predictor: orm.PREDICTOR_DETAILS,
+    orm.Evaluation: (orm.Evaluation.runs, orm.Evaluation.timings),
+}
+
+
+def listing(
+    session: Session,
+    table: type[Row],
+    *,
+    lab_id: str,
+    limit: int,
+    offset: int,
+    filters: Mapping[str, object] | None = None,
+    after: str | None = None,
+) -> list[Row]:
+    """A page of lab ``lab_id``'s rows of ``table`` as lists give them: newest first (see :func:`newest`),
+    whose columns equal ``filters`` (None: any), without the table's :data:`LISTED_WITHOUT` columns."""
+    return newest(session, table, lab_id=lab_id, limit=limit, offset=offset, where=equals(table, **(filters or {})),
+                  unloaded=LISTED_WITHOUT.get(table, ()), after=after)
 
 
 def _older_than(session: Session, table: type[Row], row_id: str, *, lab_id: str) -> ColumnElement[bool]:

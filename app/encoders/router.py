@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app import caches
 from app.auth.deps import CallerDep
+from app.db import orm, repository
 from app.deps import AfterQuery, DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.encoders import embeddings, service
 from app.encoders.schemas import (
@@ -64,8 +65,8 @@ def list_encoders(
     """List encoders, newest first, optionally filtered by cohort, method, status and parent, with the epochs
     trained and the last loss instead of the loss curve (``GET /encoders/{id}`` has it)."""
     filters = {"cohort_id": cohort_id, "method": method, "status": state, "parent_encoder_id": parent_encoder_id}
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters,
-                            after=after)
+    rows = repository.listing(session, orm.Encoder, lab_id=caller.lab_id, limit=limit, offset=offset,
+                              filters=filters, after=after)
     return [EncoderSummary.model_validate(row) for row in rows]
 
 

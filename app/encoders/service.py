@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -139,20 +137,6 @@ def get_ready(session: Session, encoder_id: str, *, lab_id: str) -> orm.Encoder:
     if encoder.status is not orm.ArtifactStatus.READY:
         raise Conflict(f"encoder {encoder.id} is {encoder.status.value}, not ready (its job is {encoder.job_id})")
     return encoder
-
-
-def list_all(
-    session: Session,
-    *,
-    lab_id: str,
-    limit: int,
-    offset: int,
-    filters: Mapping[str, object] | None = None,
-    after: str | None = None,
-) -> list[orm.Encoder]:
-    """Return a page of the lab's encoders, newest first, whose columns equal ``filters`` (None: any)."""
-    where = repository.equals(orm.Encoder, **(filters or {}))
-    return repository.newest(session, orm.Encoder, lab_id=lab_id, limit=limit, offset=offset, where=where, after=after)
 
 
 def delete_encoder(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.auth.deps import CallerDep
+from app.db import orm, repository
 from app.deps import AfterQuery, DispatcherDep, SessionDep, StatusQuery, StoreDep
 from app.evaluations import service
 from app.evaluations.schemas import EvaluationAccepted, EvaluationCreate, EvaluationRead, EvaluationSummary
@@ -41,8 +42,8 @@ def list_evaluations(
     """List evaluations, newest first, optionally filtered by cohort, label column and status, with their
     summaries and label savings but without per-run metrics and splits (``GET /evaluations/{id}`` has them)."""
     filters = {"cohort_id": cohort_id, "label_column": label_column, "status": state}
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters,
-                            after=after)
+    rows = repository.listing(session, orm.Evaluation, lab_id=caller.lab_id, limit=limit, offset=offset,
+                              filters=filters, after=after)
     return [EvaluationSummary.model_validate(row) for row in rows]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 
 from sqlalchemy.orm import Session
 
@@ -85,22 +84,6 @@ def start_evaluation(
 
 def get(session: Session, evaluation_id: str, *, lab_id: str) -> orm.Evaluation:
     return repository.get_or_404(session, orm.Evaluation, evaluation_id, lab_id=lab_id)
-
-
-def list_all(
-    session: Session,
-    *,
-    lab_id: str,
-    limit: int,
-    offset: int,
-    filters: Mapping[str, object] | None = None,
-    after: str | None = None,
-) -> list[orm.Evaluation]:
-    """Return a page of the lab's evaluations, newest first, whose columns equal ``filters`` (None: any),
-    without their runs and timings (never loaded: they hold every run's metrics and every seed's split)."""
-    where = repository.equals(orm.Evaluation, **(filters or {}))
-    return repository.newest(session, orm.Evaluation, lab_id=lab_id, limit=limit, offset=offset, where=where,
-                             unloaded=[orm.Evaluation.runs, orm.Evaluation.timings], after=after)
 
 
 def plot_png(evaluation: orm.Evaluation) -> bytes:

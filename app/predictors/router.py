@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from app import caches
 from app.auth.deps import CallerDep
+from app.db import orm, repository
 from app.deps import AfterQuery, DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
 from app.inputs import json_body, openapi_json_body
 from app.jobs import service as jobs
@@ -50,8 +51,8 @@ def list_predictors(
     /predictors/{id}`` has them)."""
     filters = {"cohort_id": cohort_id, "encoder_id": encoder_id, "head": head, "label_column": label_column,
                "status": state}
-    rows = service.list_all(session, lab_id=caller.lab_id, limit=limit, offset=offset, filters=filters,
-                            after=after)
+    rows = repository.listing(session, orm.Predictor, lab_id=caller.lab_id, limit=limit, offset=offset,
+                              filters=filters, after=after)
     return [PredictorSummary.model_validate(row) for row in rows]
 
 

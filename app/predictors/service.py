@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 from sqlalchemy.orm import Session
 
@@ -92,22 +91,6 @@ def start_fitting(
 
 def get(session: Session, predictor_id: str, *, lab_id: str) -> orm.Predictor:
     return repository.get_or_404(session, orm.Predictor, predictor_id, lab_id=lab_id)
-
-
-def list_all(
-    session: Session,
-    *,
-    lab_id: str,
-    limit: int,
-    offset: int,
-    filters: Mapping[str, object] | None = None,
-    after: str | None = None,
-) -> list[orm.Predictor]:
-    """Return a page of the lab's predictors, newest first, whose columns equal ``filters`` (None: any),
-    without their split, calibration, environment and loss curve (never loaded: the split lists sample ids)."""
-    where = repository.equals(orm.Predictor, **(filters or {}))
-    return repository.newest(session, orm.Predictor, lab_id=lab_id, limit=limit, offset=offset, where=where,
-                             unloaded=orm.PREDICTOR_DETAILS, after=after)
 
 
 def delete_predictor(
