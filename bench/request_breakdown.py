@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 from bench.predict_latency import BarePath, request_body, synthetic_cohort, timed_post, train_predictor  # noqa: E402
 from bench.service import admin_headers, wait_until_up  # noqa: E402
 
+PARSE, SERVICE = "parse the body (float32 vectors)", "the whole service call"
 STEPS = {  # label: (module, attribute path) of what is timed; classes' methods by "Class.method"
-    "parse the body (float32 vectors)": ("app.predictions.schemas", "PredictionCreate.model_validate_json"),
+    PARSE: ("app.predictions.schemas", "PredictionCreate.model_validate_json"),
     "key check": ("app.auth.service", "authenticate"),
     "rate limit": ("app.ratelimit", "hit"),
     "the predictor's row": ("app.db.repository", "get_or_404"),
@@ -51,27 +52,38 @@ STEPS = {  # label: (module, attribute path) of what is timed; classes' methods 
     "per-sample results": ("app.predictions.service", "sample_results"),
     "drift": ("app.predictions.service", "_drift"),
     "storing (commit)": ("sqlalchemy.orm", "Session.commit"),
-    "the whole service call": ("app.predictions.service", "predict"),
+    SERVICE: ("app.predictions.service", "predict"),
     "rendering the response": ("app.predictions.schemas", "PredictionRead.model_dump_json"),
 }
 
 
-# True within a prediction request (and the worker threads it hands work to): the training before them and
-# the other requests are not timed.
-PREDICTING: contextvars.ContextVar[bool] = contextvars.ContextVar("predicting", default=False)
+# Within a prediction request (and the worker threads it hands work to): when each timed step first began and
+# last ended, by label; None elsewhere (the training before them and the other requests are not timed).
+MARKS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("marks", default=None)
 WARM_UP = 20  # requests before the timed ones
-ARRIVAL, AFTER = "the body's arrival (from the request's start)", "after the body, until the response starts"
+ASKED = "until the app first asks for the body (from the request's start)"
+ARRIVAL = "the body's arrival (from the request's start)"
+BEFORE_PARSE = "after the body, until its parse starts"
+BEFORE_SERVICE = "after the parse, until the service call starts"
+AFTER_SERVICE = "after the service call, until the response starts"
+AFTER = "after the body, until the response starts"
+SENT = "the response sent (from the request's start)"
+GAPS = (ASKED, ARRIVAL, BEFORE_PARSE, BEFORE_SERVICE, AFTER_SERVICE, AFTER, SENT)
 
 
 def _wrap(times: dict[str, list[float]], label: str, function: Callable[..., Any]) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
-        if not PREDICTING.get():
+        marks = MARKS.get()
+        if marks is None:
             return function(*args, **kwargs)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
+        marks.setdefault(f"{label} began", started)
         try:
             return function(*args, **kwargs)
         finally:
-            times[label].append(time.perf_counter() - started)
+            marks[f"{label} ended"] = ended = time.perf_counter()
+            times[label].append(ended - started)
+            times[f"{label} (CPU)"].append(time.thread_time() - cpu)
 
     return timed
 
@@ -100,20 +112,30 @@ def _timed_asgi(times: dict[str, list[float]], factory: Callable[[], Any]) -> Ca
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/predictions"):
                 return await inner(scope, receive, send)
-            PREDICTING.set(True)
-            started, arrived = time.perf_counter(), [0.0]
+            marks = {"start": time.perf_counter()}
+            MARKS.set(marks)
 
             async def timed_receive() -> Any:
+                marks.setdefault("asked", time.perf_counter())
                 message = await receive()
-                if not message.get("more_body") and not arrived[0]:
-                    arrived[0] = time.perf_counter()
-                    times[ARRIVAL].append(arrived[0] - started)
+                if not message.get("more_body"):
+                    marks.setdefault("arrived", time.perf_counter())
                 return message
 
             async def timed_send(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
-                    times[AFTER].append(time.perf_counter() - arrived[0])
+                    now = time.perf_counter()
+                    for label, (first, last) in {
+                        ASKED: ("start", "asked"), ARRIVAL: ("start", "arrived"),
+                        BEFORE_PARSE: ("arrived", f"{PARSE} began"),
+                        BEFORE_SERVICE: (f"{PARSE} ended", f"{SERVICE} began"),
+                        AFTER_SERVICE: (f"{SERVICE} ended", "now"), AFTER: ("arrived", "now"),
+                    }.items():
+                        times[label].append({**marks, "now": now}[last] - marks[first])
                 await send(message)
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    times[SENT].append(time.perf_counter() - marks["start"])
+                    times["response bytes"].append(len(message.get("body", b"")))
 
             await inner(scope, timed_receive, timed_send)
 
@@ -131,7 +153,7 @@ def serve_instrumented(figures: Path) -> None:
     def on_collection(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
-        elif len(times["the whole service call"]) > WARM_UP:  # since the timed requests began
+        elif len(times[SERVICE]) > WARM_UP:  # since the timed requests began
             pauses[info["generation"]].append(time.perf_counter() - started[0])
 
     def write(*_: object) -> None:
@@ -194,10 +216,10 @@ def main() -> None:
 
 def report(figures: dict[str, Any], http: list[float], floor: list[float], args: argparse.Namespace) -> None:
     print(f"{args.samples} inline samples x {args.genes} genes, {args.requests} requests, one client\n")
-    print("| step (server) | median (ms) |\n|---|---|")
-    for label in (ARRIVAL, *STEPS, AFTER):
-        values = figures["times"].get(label, [])
-        print(f"| {label} | {statistics.median(values[WARM_UP:] or values) * 1000:.2f} |")
+    print("| step (server) | median (ms) | its thread's CPU time, median (ms) |\n|---|---|---|")
+    for label in (ASKED, ARRIVAL, *STEPS, *GAPS[2:]):
+        wall, cpu = (_median_ms(figures["times"].get(name, [])) for name in (label, f"{label} (CPU)"))
+        print(f"| {label} | {wall} | {cpu} |")
     print("\n| collections during the run | count | median pause (ms) | longest (ms) |\n|---|---|---|---|")
     for generation, values in sorted(figures["pauses"].items(), key=lambda item: int(item[0])):
         print(f"| generation {generation} | {len(values)} | {statistics.median(values) * 1000:.2f} "
@@ -205,7 +227,15 @@ def report(figures: dict[str, Any], http: list[float], floor: list[float], args:
     print(f"\nA full collection at the end of the run: {figures['full'] * 1000:.1f} ms over the "
           f"{figures['tracked']:,} objects the collector walks ({figures['frozen']:,} frozen at start-up)")
     p50, bare = statistics.median(http) * 1000, statistics.median(floor) * 1000
-    print(f"\np50 over HTTP {p50:.1f} ms, bare path {bare:.1f} ms, ratio {p50 / bare:.2f}")
+    sent = statistics.median(figures["times"][SENT][WARM_UP:]) * 1000
+    size = statistics.median(figures["times"]["response bytes"])
+    print(f"\np50 over HTTP {p50:.1f} ms, bare path {bare:.1f} ms, ratio {p50 / bare:.2f}; outside the application "
+          f"(the connection, the request's headers, the client): {p50 - sent:.1f} ms; response {size / 1024:.0f} KiB")
+
+
+def _median_ms(values: list[float]) -> str:
+    """The median of the timed requests' ``values`` (of all, if there were only warm-up ones) in ms; "" for none."""
+    return f"{statistics.median(values[WARM_UP:] or values) * 1000:.2f}" if values else ""
 
 
 if __name__ == "__main__":
