@@ -6,15 +6,20 @@ light jobs ``-Q cpu``. Messages carry only job ids; the job row is the truth (se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from celery import Celery
 from kombu import Exchange, Queue
 
 from app.config import Settings, get_settings
 from app.db.orm import JobKind
+from app.predictors.schemas import Head
 
 GPU, CPU = "gpu", "cpu"
 QUEUES = (GPU, CPU)
-# Training runs on GPU workers; bookkeeping and batch predictions on CPU workers.
+# Each kind's queue: training runs on GPU workers. INGEST and PREDICT are kinds no code queues (uploads and
+# predictions are answered by the API itself); queue_of sends the light training jobs to CPU workers.
 QUEUE_OF: dict[JobKind, str] = {
     JobKind.PRETRAIN: GPU,
     JobKind.FIT: GPU,
@@ -22,6 +27,15 @@ QUEUE_OF: dict[JobKind, str] = {
     JobKind.INGEST: CPU,
     JobKind.PREDICT: CPU,
 }
+
+
+def queue_of(kind: JobKind, params: Mapping[str, Any]) -> str:
+    """The queue of a job of ``kind`` with ``params``: its kind's, except fitting a logistic regression, which
+    trains no network (scikit-learn on the cohort's expression, no encoder): CPU workers take it, and a GPU
+    worker stays free for the pretrainings and fine-tunings that need it."""
+    if kind is JobKind.FIT and params.get("head") == Head.LOGISTIC_REGRESSION.value:
+        return CPU
+    return QUEUE_OF[kind]
 
 
 def task_name(kind: JobKind) -> str:

@@ -19,7 +19,7 @@ from app.db import orm
 from app.db.base import db_utcnow
 from app.jobs import service as jobs
 from app.storage import ArtifactStore
-from worker.celery_app import QUEUE_OF, QUEUES, create_celery, task_name
+from worker.celery_app import QUEUES, create_celery, queue_of, task_name
 from worker.reaper import Reaper
 from worker.runner import run_job
 
@@ -146,7 +146,7 @@ class CeleryDispatcher:
             if job is None or job.state is not orm.JobState.QUEUED:
                 return
             try:
-                self._celery.send_task(task_name(job.kind), args=[job_id])
+                self._celery.send_task(task_name(job.kind), args=[job_id], queue=queue_of(job.kind, job.params))
             except Exception as exc:  # kombu raises many kinds; the job row keeps the truth
                 log.warning("could not send job %s to the broker (%s); the reaper will re-send it", job_id, exc)
                 return
@@ -182,20 +182,20 @@ class CeleryDispatcher:
         fresher than ``heartbeat_timeout_s`` (the reaper's limit; stamped and read with the database's clock)."""
         if not queues:
             return {}
-        kinds = [kind for kind, queue in QUEUE_OF.items() if queue in queues]
         try:
             with self._session_factory() as session:
                 cutoff = db_utcnow(session) - timedelta(seconds=self._settings.heartbeat_timeout_s)
                 rows = session.execute(
-                    select(orm.Job.kind, orm.Job.worker_id).where(
-                        orm.Job.state == orm.JobState.RUNNING, orm.Job.kind.in_(kinds), orm.Job.heartbeat_at >= cutoff
+                    select(orm.Job.kind, orm.Job.params, orm.Job.worker_id).where(
+                        orm.Job.state == orm.JobState.RUNNING, orm.Job.heartbeat_at >= cutoff
                     )
                 ).all()
         except SQLAlchemyError:  # the database check reports it
             return {}
         busy: dict[str, list[str]] = {}
-        for kind, worker in rows:
-            busy.setdefault(QUEUE_OF[kind], []).append(str(worker))
+        for kind, params, worker in rows:
+            if (queue := queue_of(kind, params)) in queues:
+                busy.setdefault(queue, []).append(str(worker))
         return {queue: sorted(set(workers)) for queue, workers in busy.items()}
 
 

@@ -103,7 +103,7 @@ def test_the_same_task_delivered_twice_runs_once(
 ) -> None:
     cohort = upload(api)
     body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
-    accepted = start(api, "/predictors", body)  # sent to the gpu queue; no worker yet
+    accepted = start(api, "/predictors", body)  # sent to the cpu queue; no worker yet
     job_id = accepted["job"]["id"]
     # The broker hands the same message out again (as Redis does after its visibility timeout), twice.
     celery = create_celery(distributed)
@@ -135,6 +135,28 @@ def test_the_same_task_delivered_twice_runs_once(
     assert predictor.status is orm.ArtifactStatus.READY and len(claims) == 1
     stored = list((distributed.resolved_artifact_dir / "predictors" / predictor.id).iterdir())
     assert [p.name for p in stored] == [str(predictor.artifact_key).rsplit("/", 1)[1]]
+
+
+def test_a_cpu_worker_fits_a_logistic_regression_and_leaves_training_a_network_to_a_gpu_worker(
+    api: TestClient, distributed: Settings, start_worker: Callable[..., Worker]
+) -> None:
+    """docker-compose.yml's CPU worker serves the cpu queue only: it fits logistic-regression predictors
+    (scikit-learn), and a pretraining waits for a GPU worker."""
+    cpu = start_worker("w2", queues="cpu")
+    cohort = upload(api)
+    pretraining = start(api, "/encoders", {"cohort_id": cohort["id"], "params": {"epochs": 2}})
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    logistic = start(api, "/predictors", body)
+
+    job = wait_for_job(api, logistic["job"]["id"], timeout=120)
+    assert job["state"] == "succeeded", job["error"]
+    assert f":{cpu.process.pid}:" in job["worker_id"]
+    assert api.get(f"/predictors/{logistic['predictor']['id']}").json()["status"] == "ready"
+    assert api.get(f"/jobs/{pretraining['job']['id']}").json()["state"] == "queued"  # sent first, still waiting
+
+    gpu = start_worker("w1", queues="gpu")
+    job = wait_for_job(api, pretraining["job"]["id"], timeout=120)
+    assert job["state"] == "succeeded" and f":{gpu.process.pid}:" in job["worker_id"]
 
 
 def test_ready_counts_a_gpu_worker_busy_with_a_job_as_there(
