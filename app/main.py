@@ -21,6 +21,7 @@ from app.body_limit import BodyLimit
 from app.config import get_settings
 from app.db.session import session_factory
 from app.errors import ExprsslError, TooManyRequests, Unauthorized, error_body
+from app.memory import keep_freed_memory
 from app.storage import get_store
 from worker.dispatch import make_dispatcher
 
@@ -105,6 +106,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """Build the FastAPI application. The schema must exist: run ``alembic upgrade head`` first."""
     redact_access_log()  # whichever command serves it (exprssl serve, uvicorn --factory)
+    keep_freed_memory(get_settings().heap_keep_bytes)  # the same
     app = FastAPI(
         title="exprssl",
         summary="Self-supervised representation learning on bulk gene-expression data.",
