@@ -80,9 +80,9 @@ class Settings(BaseSettings):
     max_inline_samples: int = Field(default=10_000, gt=0, description="Most inline samples in one prediction.")
     heap_keep_bytes: int = Field(
         default=256 * 1024**2, ge=0,
-        description="Freed C-heap memory the API process keeps for its next requests instead of handing it back "
-        "to the system (glibc's trim threshold; blocks over 32 MiB are always handed back): pages handed back "
-        "fault in again on the next request. 0: glibc's defaults.",
+        description="Freed C-heap memory the API process and the workers keep for their next requests and batches "
+        "instead of handing it back to the system (glibc's trim threshold; blocks over 32 MiB are always handed "
+        "back): pages handed back fault in again on the next request. 0: glibc's defaults.",
     )
     # Rate limits per user on the expensive endpoints, in the `limits` library's notation ("10/minute").
     rate_limit_upload: str = Field(default="60/hour", description="Cohort uploads per user.")
