@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service import admin_headers, wait_until_up  # noqa: E402 - after the path insert
+from bench.service import admin_headers, allocate_as_the_service, wait_until_up  # noqa: E402 - after the path insert
 from models.device import resolve_device  # noqa: E402
 
 
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=80)
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
+    allocate_as_the_service()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         auth = admin_headers(data_dir)

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.predict_latency import BarePath, request_body, synthetic_cohort, timed_post, train_predictor  # noqa: E402
-from bench.service import admin_headers, wait_until_up  # noqa: E402
+from bench.service import admin_headers, allocate_as_the_service, wait_until_up  # noqa: E402
 
 PARSE, SERVICE = "parse the body (float32 vectors)", "the whole service call"
 STEPS = {  # label: (module, attribute path) of what is timed; classes' methods by "Class.method"
@@ -186,6 +186,7 @@ def main() -> None:
     if args.serve:
         serve_instrumented(args.serve)
         return
+    allocate_as_the_service()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, figures = Path(tmp), Path(tmp) / "figures.json"
         auth = admin_headers(data_dir)

@@ -1,4 +1,5 @@
-"""What the HTTP benchmarks share: an API key for the server they start on a temporary data folder."""
+"""What the benchmarks share: an API key for the server they start on a temporary data folder, and the C heap
+kept as exprssl's own processes keep it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def allocate_as_the_service() -> None:
+    """Keep this process's freed C heap as exprssl's API and workers do (EXPRSSL_HEAP_KEEP_BYTES): a bare path or
+    a bare training loop measured here must not pay page faults that the service no longer pays."""
+    from app.config import Settings
+    from app.memory import keep_freed_memory
+
+    keep_freed_memory(Settings().heap_keep_bytes)  # not get_settings(): its cache would outlive a data folder
 
 
 def admin_headers(data_dir: Path) -> dict[str, str]:

@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.service import allocate_as_the_service  # noqa: E402
 from models.corruption import MaskedView  # noqa: E402
 from models.device import autocast, batch_slices, resolve_device  # noqa: E402
 from models.losses import byol_loss, nt_xent  # noqa: E402
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=sorted(METHODS))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    allocate_as_the_service()
     device = resolve_device(args.device)
     x = synthetic(args.samples, args.genes)
     print(f"matrix {args.samples} x {args.genes} float32, batch {args.batch_size}, device {device}, "
