@@ -22,6 +22,7 @@ import gc
 import inspect
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -71,12 +72,17 @@ SENT = "the response sent (from the request's start)"
 GAPS = (ASKED, ARRIVAL, BEFORE_PARSE, BEFORE_SERVICE, AFTER_SERVICE, AFTER, SENT)
 
 
+def _minor_faults() -> int:
+    """Page faults of this thread so far that read no disk: pages the C library had handed back faulting in."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
 def _wrap(times: dict[str, list[float]], label: str, function: Callable[..., Any]) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
         marks = MARKS.get()
         if marks is None:
             return function(*args, **kwargs)
-        started, cpu = time.perf_counter(), time.thread_time()
+        started, cpu, faults = time.perf_counter(), time.thread_time(), _minor_faults()
         marks.setdefault(f"{label} began", started)
         try:
             return function(*args, **kwargs)
@@ -84,6 +90,7 @@ def _wrap(times: dict[str, list[float]], label: str, function: Callable[..., Any
             marks[f"{label} ended"] = ended = time.perf_counter()
             times[label].append(ended - started)
             times[f"{label} (CPU)"].append(time.thread_time() - cpu)
+            times[f"{label} (faults)"].append(_minor_faults() - faults)
 
     return timed
 
@@ -217,10 +224,12 @@ def main() -> None:
 
 def report(figures: dict[str, Any], http: list[float], floor: list[float], args: argparse.Namespace) -> None:
     print(f"{args.samples} inline samples x {args.genes} genes, {args.requests} requests, one client\n")
-    print("| step (server) | median (ms) | its thread's CPU time, median (ms) |\n|---|---|---|")
+    print("| step (server) | median (ms) | its thread's CPU time, median (ms) | its thread's page faults, median |\n"
+          "|---|---|---|---|")
     for label in (ASKED, ARRIVAL, *STEPS, *GAPS[2:]):
         wall, cpu = (_median_ms(figures["times"].get(name, [])) for name in (label, f"{label} (CPU)"))
-        print(f"| {label} | {wall} | {cpu} |")
+        faults = figures["times"].get(f"{label} (faults)")
+        print(f"| {label} | {wall} | {cpu} | {statistics.median(faults[WARM_UP:] or faults) if faults else ''} |")
     print("\n| collections during the run | count | median pause (ms) | longest (ms) |\n|---|---|---|---|")
     for generation, values in sorted(figures["pauses"].items(), key=lambda item: int(item[0])):
         print(f"| generation {generation} | {len(values)} | {statistics.median(values) * 1000:.2f} "
