@@ -79,10 +79,11 @@ class Settings(BaseSettings):
     )
     max_inline_samples: int = Field(default=10_000, gt=0, description="Most inline samples in one prediction.")
     heap_keep_bytes: int = Field(
-        default=256 * 1024**2, ge=0,
+        default=256 * 1024**2, ge=0, le=2**31 - 1,
         description="Freed C-heap memory the API process and the workers keep for their next requests and batches "
-        "instead of handing it back to the system (glibc's trim threshold; blocks over 32 MiB are always handed "
-        "back): pages handed back fault in again on the next request. 0: glibc's defaults.",
+        "instead of handing it back to the system (glibc's trim threshold, main arena; one other arena keeps up "
+        "to 64 MiB; blocks over 32 MiB are always handed back): pages handed back fault in again on a later "
+        "request. 0: glibc's defaults.",
     )
     # Rate limits per user on the expensive endpoints, in the `limits` library's notation ("10/minute").
     rate_limit_upload: str = Field(default="60/hour", description="Cohort uploads per user.")

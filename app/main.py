@@ -106,7 +106,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """Build the FastAPI application. The schema must exist: run ``alembic upgrade head`` first."""
     redact_access_log()  # whichever command serves it (exprssl serve, uvicorn --factory)
-    keep_freed_memory(get_settings().heap_keep_bytes)  # the same
+    keep_freed_memory(get_settings().heap_keep_bytes)  # in the serving process, whichever command started it
     app = FastAPI(
         title="exprssl",
         summary="Self-supervised representation learning on bulk gene-expression data.",

@@ -132,13 +132,15 @@ def _timed_asgi(times: dict[str, list[float]], factory: Callable[[], Any]) -> Ca
             async def timed_send(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     now = time.perf_counter()
+                    stamps = {**marks, "now": now}
                     for label, (first, last) in {
                         ASKED: ("start", "asked"), ARRIVAL: ("start", "arrived"),
                         BEFORE_PARSE: ("arrived", f"{PARSE} began"),
                         BEFORE_SERVICE: (f"{PARSE} ended", f"{SERVICE} began"),
                         AFTER_SERVICE: (f"{SERVICE} ended", "now"), AFTER: ("arrived", "now"),
                     }.items():
-                        times[label].append({**marks, "now": now}[last] - marks[first])
+                        if first in stamps and last in stamps:  # a refused request leaves some steps out
+                            times[label].append(stamps[last] - stamps[first])
                 await send(message)
                 if message["type"] == "http.response.body" and not message.get("more_body", False):
                     times[SENT].append(time.perf_counter() - marks["start"])

@@ -59,6 +59,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue=CPU,
+        # By kind, for a task sent without a queue; the dispatcher names each job's own (queue_of).
         task_routes={task_name(kind): {"queue": queue} for kind, queue in QUEUE_OF.items()},
         # Results live in the registry, not in a result backend.
         task_ignore_result=True,

@@ -108,7 +108,7 @@ def test_the_same_task_delivered_twice_runs_once(
     # The broker hands the same message out again (as Redis does after its visibility timeout), twice.
     celery = create_celery(distributed)
     for _ in range(2):
-        celery.send_task("jobs.fit", args=[job_id])
+        celery.send_task("jobs.fit", args=[job_id], queue="cpu")  # where the job itself was sent
     celery.close()
 
     worker = start_worker()
