@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -29,12 +27,10 @@ def test_one_optimiser_step_lowers_the_loss(tiny_x: np.ndarray) -> None:
     assert after.item() < before.item() - 1e-3
 
 
-def test_fit_tiny_matrix_fast_and_loss_decreases(tiny_x: np.ndarray) -> None:
+def test_fit_on_a_tiny_matrix_lowers_the_loss(tiny_x: np.ndarray) -> None:
     seen: list[tuple[int, float]] = []
-    start = time.perf_counter()
     method = Scarf(30, _params(epochs=30), device="cpu")
     losses = method.fit(tiny_x, seed=0, on_epoch_end=lambda e, loss: seen.append((e, loss)))
-    assert time.perf_counter() - start < 20
     assert len(losses) == 30 and np.isfinite(losses).all()
     assert [e for e, _ in seen] == list(range(1, 31))
     assert [loss for _, loss in seen] == losses

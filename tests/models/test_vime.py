@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -148,11 +146,9 @@ def test_fixed_corruption_is_drawn_from_the_seed(tiny_x: np.ndarray) -> None:
         method.corrupt(x[index], torch.Generator())
 
 
-def test_fit_tiny_matrix_fast_and_loss_decreases(tiny_x: np.ndarray) -> None:
-    start = time.perf_counter()
+def test_fit_on_a_tiny_matrix_lowers_the_loss(tiny_x: np.ndarray) -> None:
     method = Vime(30, _params(epochs=20), device="cpu")
     losses = method.fit(tiny_x, seed=0)
-    assert time.perf_counter() - start < 20
     assert len(losses) == 20 and np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
     assert method.encoder(torch.from_numpy(tiny_x)).shape == (64, 32)
