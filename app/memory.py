@@ -48,7 +48,8 @@ def keep_freed_memory(keep_bytes: int) -> bool:
     4 microseconds a page on a virtual machine, 3-4 ms a request (bench/RESULTS.md). Blocks over 32 MiB (a
     cohort's matrix) are still mapped apart and unmapped when freed; a large upload trims the heap itself
     (:func:`release_freed_memory`). What stays kept: ``keep_bytes`` in the main arena, up to 64 MiB in the
-    other (threads share the two arenas, as they share the interpreter's lock anyway).
+    other (threads share the two arenas, as they share the interpreter's lock anyway); concurrent requests
+    needing more than that arena's 64 MiB heap at once get another heap, unmapped again once empty.
     """
     if not 0 <= keep_bytes <= KEEP_MAX:
         raise ValueError(f"keep_bytes {keep_bytes}: between 0 and {KEEP_MAX}")

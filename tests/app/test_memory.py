@@ -17,8 +17,8 @@ from app.memory import KEEP_MAX, keep_freed_memory
 ROOT = Path(__file__).resolve().parents[2]
 
 # In a fresh interpreter (glibc's settings last as long as the process): ``setup``, then in each of four threads
-# (the API's requests run on a thread pool) ten rounds of what a request does to the heap: 15 MB allocated,
-# every page touched, and freed. Prints each thread's page faults per round.
+# in turn (the API's requests run on a thread pool) ten rounds of what a request does to the heap: 15 MB
+# allocated, every page touched, and freed. Prints each thread's page faults per round.
 PROBE = """
 import json, resource, threading
 {setup}
@@ -35,10 +35,9 @@ def rounds(out):
     out.append(faults)
 
 out = []
-threads = [threading.Thread(target=rounds, args=(out,)) for _ in range(4)]
-for thread in threads:
+for _ in range(4):  # one after another: together they could pass an arena's 64 MiB heap, which glibc unmaps
+    thread = threading.Thread(target=rounds, args=(out,))
     thread.start()
-for thread in threads:
     thread.join()
 print(json.dumps(out))
 """
