@@ -14,7 +14,6 @@ Usage: ``.venv/bin/python bench/predict_ab.py --a EXPRSSL_TORCH_THREADS=1 --b ''
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -59,13 +58,7 @@ def main() -> None:
                 data_dir = Path(tmp) / name
                 data_dir.mkdir()
                 auth = admin_headers(data_dir)
-                saved = dict(os.environ)
-                os.environ.update(settings)  # start_server hands this process's environment on
-                try:
-                    servers.append(start_server(data_dir, args.port + offset))
-                finally:
-                    os.environ.clear()
-                    os.environ.update(saved)
+                servers.append(start_server(data_dir, args.port + offset, settings))
                 url = f"http://127.0.0.1:{args.port + offset}"
                 wait_until_up(url, servers[-1])
                 clients.append(httpx.Client(base_url=url, timeout=120, headers=auth))

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,9 +70,10 @@ def request_body(frame: pd.DataFrame, size: int) -> bytes:
     return json.dumps({"genes": list(frame.columns), "samples": samples}).encode()
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, port: int, settings: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``exprssl serve`` on ``data_dir``, with this process's environment and ``settings`` on top."""
     # The rate limit is not what is measured here.
-    env = {**os.environ, "EXPRSSL_DATA_DIR": str(data_dir), "EXPRSSL_PORT": str(port),
+    env = {**os.environ, **(settings or {}), "EXPRSSL_DATA_DIR": str(data_dir), "EXPRSSL_PORT": str(port),
            "EXPRSSL_RATE_LIMIT_PREDICT": "1000000/minute"}
     return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
