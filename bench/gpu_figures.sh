@@ -7,6 +7,7 @@
 # jinja2 and httpx; the service's other dependencies travel as wheels in .whl/ (git-ignored):
 #   bench/gpu_figures.sh --download   # on a machine with PyPI, in the repository root: fills .whl/
 #   bench/gpu_figures.sh              # on the GPU machine, .whl/ carried along: installs them, runs both
+#   bench/gpu_figures.sh --latency N  # there too: only the 100-sample latency, N runs (80 requests each)
 # The service runs from the source tree (no install of the project itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,5 +31,11 @@ fi
 python3 -m pip install -q --no-index --find-links .whl "${PACKAGES[@]}"
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
 export PYTHONUNBUFFERED=1
+if [ "${1:-}" = "--latency" ]; then
+    for _ in $(seq "${2:?--latency takes a number of runs}"); do
+        python3 bench/predict_latency.py --sizes 100
+    done
+    exit 0
+fi
 python3 bench/train_throughput.py --samples 8192 --genes 20000 --epochs 3 --device cuda
 python3 bench/predict_latency.py --requests 20
