@@ -95,15 +95,20 @@ def json_body(model: type[Body]) -> Callable[[Request], Awaitable[Body]]:
 
     async def parse(request: Request) -> Body:
         body = await request.body()
-        try:
-            if len(body) < PARSE_ON_THE_LOOP_BYTES:
-                return model.model_validate_json(body)
-            return await run_in_threadpool(model.model_validate_json, body)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False)
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
+        if len(body) < PARSE_ON_THE_LOOP_BYTES:
+            return parse_json_body(model, body)
+        return await run_in_threadpool(parse_json_body, model, body)
 
     return parse
+
+
+def parse_json_body(model: type[Body], body: bytes) -> Body:
+    """``body`` parsed and validated as ``model`` by pydantic-core; errors as FastAPI's 422 ("body", ...)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
 
 
 def openapi_json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -19,9 +19,14 @@ def get_caller(
     session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
     """The user behind the request's bearer key; 401 without a valid one."""
+    return service.authenticate(session, bearer_key(credentials))
+
+
+def bearer_key(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The key a request's Authorization header carries; 401 without one."""
     if credentials is None:
         raise Unauthorized("missing API key: send the header 'Authorization: Bearer exs_...'")
-    return service.authenticate(session, credentials.credentials)
+    return credentials.credentials
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
 
 from app import caches
-from app.auth.deps import CallerDep
+from app.auth.deps import CallerDep, bearer, bearer_key
+from app.auth.service import authenticate
+from app.config import get_settings
 from app.db import orm, repository
+from app.db.session import session_factory
 from app.deps import AfterQuery, DispatcherDep, SessionDep, SettingsDep, StatusQuery, StoreDep
-from app.inputs import json_body, openapi_json_body
+from app.inputs import json_body, openapi_json_body, parse_json_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobRead
 from app.predictions import service as predictions
 from app.predictions.schemas import PredictionCreate, PredictionRead, PredictionSummary
 from app.predictors import card, service
 from app.predictors.schemas import Head, ModelCard, PredictorAccepted, PredictorCreate, PredictorRead, PredictorSummary
-from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
+from app.ratelimit import RATE_LIMITED, hit, job_start_route, rate_limited
+from app.storage import get_store
 
 router = APIRouter(prefix="/predictors", tags=["predictors"])
 
@@ -89,14 +96,41 @@ def get_card(
     return model_card
 
 
-@router.post(
-    "/{predictor_id}/predictions",
-    status_code=status.HTTP_201_CREATED,
-    response_model=PredictionRead,
-    dependencies=[Depends(rate_limited("predict"))],
-    responses=RATE_LIMITED,
-    openapi_extra={"requestBody": openapi_json_body(PredictionCreate)},
-)
+class PredictionRoute(APIRoute):
+    """The prediction endpoint's route: one thread hop per request, where FastAPI's dependency solving took
+    seven (the session's opening and closing, the key, the rate limit, the parse, the store, the endpoint).
+    Side by side, a 100-sample prediction answers about 2 ms sooner, of about 30 (bench/RESULTS.md).
+
+    The endpoint's declared dependencies are resolved here, with their errors: a missing API key (401)
+    before the body is read; then, as FastAPI does for a route with a JSON body, the body, and on the worker
+    thread the key's check (401), the "predict" rate limit (429), the body's parse and validation (422 in
+    FastAPI's shape) and the endpoint itself. The declared signature still makes the OpenAPI operation;
+    dependency overrides do not reach this route (tests set the settings instead).
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in (self.methods or ()):
+            await super().handle(scope, receive, send)  # 405 with Allow
+            return
+        http = Request(scope, receive, send)
+        key = bearer_key(await bearer(http))
+        body = await http.body()
+        response = await run_in_threadpool(self._respond, scope["path_params"]["predictor_id"], key, body)
+        await response(scope, receive, send)
+
+    def _respond(self, predictor_id: str, key: str, body: bytes) -> Response:
+        settings = get_settings()
+        with session_factory()() as session:
+            caller = authenticate(session, key)
+            hit(settings, "predict", caller.user_id)
+            request = parse_json_body(PredictionCreate, body)
+            response: Response = self.endpoint(
+                predictor_id=predictor_id, request=request, session=session, caller=caller, store=get_store(),
+                settings=settings,
+            )
+            return response
+
+
 def predict(
     predictor_id: str,
     request: Annotated[PredictionCreate, Depends(json_body(PredictionCreate))],
@@ -109,9 +143,22 @@ def predict(
     prediction = predictions.predict(
         session=session, caller=caller, store=store, settings=settings, predictor_id=predictor_id, request=request
     )
-    # Rendered here by pydantic-core: FastAPI would validate the PredictionRead again, on another thread hop.
+    # Rendered here by pydantic-core: FastAPI would validate the PredictionRead again.
     body = PredictionRead.model_validate(prediction).model_dump_json()
     return Response(body, status_code=status.HTTP_201_CREATED, media_type="application/json")
+
+
+router.add_api_route(
+    "/{predictor_id}/predictions",
+    predict,
+    methods=["POST"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=PredictionRead,
+    dependencies=[Depends(rate_limited("predict"))],
+    responses=RATE_LIMITED,
+    openapi_extra={"requestBody": openapi_json_body(PredictionCreate)},
+    route_class_override=PredictionRoute,
+)
 
 
 @router.get("/{predictor_id}/predictions", response_model=list[PredictionSummary])
