@@ -10,9 +10,9 @@ from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
-from app import caches
+from app import caches, ratelimit
+from app.auth import service as auth
 from app.auth.deps import CallerDep, bearer, bearer_key
-from app.auth.service import authenticate
 from app.config import get_settings
 from app.db import orm, repository
 from app.db.session import session_factory
@@ -24,7 +24,7 @@ from app.predictions import service as predictions
 from app.predictions.schemas import PredictionCreate, PredictionRead, PredictionSummary
 from app.predictors import card, service
 from app.predictors.schemas import Head, ModelCard, PredictorAccepted, PredictorCreate, PredictorRead, PredictorSummary
-from app.ratelimit import RATE_LIMITED, hit, job_start_route, rate_limited
+from app.ratelimit import RATE_LIMITED, job_start_route, rate_limited
 from app.storage import get_store
 
 router = APIRouter(prefix="/predictors", tags=["predictors"])
@@ -121,8 +121,8 @@ class PredictionRoute(APIRoute):
     def _respond(self, predictor_id: str, key: str, body: bytes) -> Response:
         settings = get_settings()
         with session_factory()() as session:
-            caller = authenticate(session, key)
-            hit(settings, "predict", caller.user_id)
+            caller = auth.authenticate(session, key)
+            ratelimit.hit(settings, "predict", caller.user_id)
             request = parse_json_body(PredictionCreate, body)
             response: Response = self.endpoint(
                 predictor_id=predictor_id, request=request, session=session, caller=caller, store=get_store(),

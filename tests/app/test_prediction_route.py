@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app import ratelimit
 from app.auth import service as auth
 from app.config import get_settings
 from app.inputs import parse_json_body
@@ -76,8 +77,8 @@ def test_a_requests_checks_parse_and_prediction_run_on_one_worker_thread(
         return await bearer(request)
 
     monkeypatch.setattr(router, "bearer", loop_side)
-    monkeypatch.setattr(router, "authenticate", recorded("key", auth.authenticate))
-    monkeypatch.setattr(router, "hit", recorded("rate limit", router.hit))
+    monkeypatch.setattr(auth, "authenticate", recorded("key", auth.authenticate))
+    monkeypatch.setattr(ratelimit, "hit", recorded("rate limit", ratelimit.hit))
     monkeypatch.setattr(router, "parse_json_body", recorded("parse", parse_json_body))
     monkeypatch.setattr(predictions, "predict", recorded("prediction", predictions.predict))
 
