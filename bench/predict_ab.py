@@ -1,4 +1,5 @@
-"""Two servers side by side, prediction requests alternating between them one by one: an A/B test of a setting.
+"""Two servers side by side, prediction requests alternating between them one by one: an A/B test of a setting
+or of a change to the code.
 
 This machine's speed moves by a third from minute to minute (bench/RESULTS.md), more than most changes to the
 request path are worth, so two runs of ``predict_latency.py`` one after the other cannot tell them apart. Here
@@ -8,7 +9,9 @@ see the same state of the machine. Prints each side's p50 and the p50 of each qu
 two share shows in both). Run it with the same settings on both sides to see what the noise alone gives.
 
 Usage: ``.venv/bin/python bench/predict_ab.py --a EXPRSSL_TORCH_THREADS=1 --b '' [--samples 100 --requests 200]``
-(``--a``/``--b``: comma-separated ``NAME=value`` settings of each server; empty for the defaults).
+(``--a``/``--b``: comma-separated ``NAME=value`` settings of each server; empty for the defaults). A change to
+the code: ``git worktree add /tmp/before HEAD~1``, then ``--a-tree /tmp/before`` (``--a-tree``/``--b-tree``:
+the source tree each server runs from; this checkout by default).
 """
 
 from __future__ import annotations
@@ -43,12 +46,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", default="", help="settings of server A, NAME=value,...")
     parser.add_argument("--b", default="", help="settings of server B, NAME=value,...")
+    parser.add_argument("--a-tree", type=Path, default=ROOT, help="source tree server A runs from")
+    parser.add_argument("--b-tree", type=Path, default=ROOT, help="source tree server B runs from")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=200, help="timed requests to each server")
     parser.add_argument("--port", type=int, default=8770, help="A's port; B's is the next")
     args = parser.parse_args()
     sides = {"A": settings_of(args.a), "B": settings_of(args.b)}
+    trees = {"A": args.a_tree.resolve(), "B": args.b_tree.resolve()}
     frame, labels = synthetic_cohort(300, args.genes)
     body = request_body(frame, args.samples)
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +64,7 @@ def main() -> None:
                 data_dir = Path(tmp) / name
                 data_dir.mkdir()
                 auth = admin_headers(data_dir)
-                servers.append(start_server(data_dir, args.port + offset, settings))
+                servers.append(start_server(data_dir, args.port + offset, settings, trees[name]))
                 url = f"http://127.0.0.1:{args.port + offset}"
                 wait_until_up(url, servers[-1])
                 clients.append(httpx.Client(base_url=url, timeout=120, headers=auth))
@@ -79,12 +85,12 @@ def main() -> None:
     print(f"{args.samples} inline samples x {args.genes} genes, {args.requests} requests to each server, "
           "alternating\n")
     quarter = -(-args.requests // 4)  # rounded up: four parts, the last maybe shorter
-    print("| server | settings | p50 (ms) | p50 of each quarter (ms) |\n|---|---|---|---|")
+    print("| server | source tree | settings | p50 (ms) | p50 of each quarter (ms) |\n|---|---|---|---|---|")
     for (name, settings), values in zip(sides.items(), times, strict=True):
         quarters = ", ".join(f"{statistics.median(values[i:i + quarter]) * 1000:.1f}"
                              for i in range(0, len(values), quarter))
         shown = ", ".join(f"{key}={value}" for key, value in settings.items()) or "(defaults)"
-        print(f"| {name} | {shown} | {statistics.median(values) * 1000:.1f} | {quarters} |")
+        print(f"| {name} | {trees[name]} | {shown} | {statistics.median(values) * 1000:.1f} | {quarters} |")
 
 
 if __name__ == "__main__":

@@ -70,12 +70,15 @@ def request_body(frame: pd.DataFrame, size: int) -> bytes:
     return json.dumps({"genes": list(frame.columns), "samples": samples}).encode()
 
 
-def start_server(data_dir: Path, port: int, settings: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``exprssl serve`` on ``data_dir``, with this process's environment and ``settings`` on top."""
+def start_server(
+    data_dir: Path, port: int, settings: Mapping[str, str] | None = None, tree: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    """``exprssl serve`` on ``data_dir``, with this process's environment and ``settings`` on top, run from the
+    source tree ``tree`` (this checkout unless given: another is, say, a ``git worktree`` of another commit)."""
     # The rate limit is not what is measured here.
     env = {**os.environ, **(settings or {}), "EXPRSSL_DATA_DIR": str(data_dir), "EXPRSSL_PORT": str(port),
            "EXPRSSL_RATE_LIMIT_PREDICT": "1000000/minute"}
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=tree,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
