@@ -63,7 +63,7 @@ def main() -> None:
             for offset, (name, settings) in enumerate(sides.items()):
                 data_dir = Path(tmp) / name
                 data_dir.mkdir()
-                auth = admin_headers(data_dir)
+                auth = admin_headers(data_dir, trees[name])
                 servers.append(start_server(data_dir, args.port + offset, settings, trees[name]))
                 url = f"http://127.0.0.1:{args.port + offset}"
                 wait_until_up(url, servers[-1])

@@ -23,8 +23,9 @@ def allocate_as_the_service() -> None:
     keep_freed_memory(Settings().heap_keep_bytes)  # not get_settings(): its cache would outlive a data folder
 
 
-def admin_headers(data_dir: Path) -> dict[str, str]:
-    """Create lab ``bench`` in ``data_dir``'s registry (as ``exprssl admin create-lab`` does); its key's header.
+def admin_headers(data_dir: Path, tree: Path = ROOT) -> dict[str, str]:
+    """Create lab ``bench`` in ``data_dir``'s registry (as ``exprssl admin create-lab`` does, with the code of the
+    source tree ``tree``, which also migrates the registry); its key's header.
 
     Run before the server starts, so that the server's first start finds a lab and creates no other.
     """
@@ -32,7 +33,7 @@ def admin_headers(data_dir: Path) -> dict[str, str]:
     env.pop("EXPRSSL_DATABASE_URL", None)
     out = subprocess.run(
         [sys.executable, "-m", "app.cli", "admin", "create-lab", "bench", "--admin", "bench"],
-        env=env, cwd=ROOT, check=True, capture_output=True, text=True,
+        env=env, cwd=tree, check=True, capture_output=True, text=True,
     ).stdout
     key = next(word for word in out.split() if word.startswith("exs_"))
     return {"Authorization": f"Bearer {key}"}

@@ -4,22 +4,27 @@ their order, all of a request's work in one worker thread, and the OpenAPI opera
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio.to_thread
 import pytest
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from app import ratelimit
 from app.auth import service as auth
 from app.config import get_settings
+from app.db.session import session_factory
 from app.inputs import parse_json_body
 from app.predictions import service as predictions
 from app.predictors import router
 from tests.app.test_access import add_member, inline_body
 from tests.app.test_full_loop import upload
 from tests.app.test_lineage_and_limits import fitted
+from tests.conftest import LabKey
 
+UNKNOWN_KEY = {"Authorization": "Bearer exs_0123456789ab_" + "x" * 43}
 MALFORMED = b'{"genes": ["A"], "samples": [{"sample_id": "s0", "values": ["not a number"]}]}'
 
 
@@ -32,13 +37,14 @@ def _post(client: TestClient, url: str, headers: dict[str, str] | None = None, b
     return client.post(url, content=body, headers={"content-type": "application/json", **(headers or {})})
 
 
-def test_errors_come_in_the_order_the_dependencies_declare(
+def test_errors_come_in_the_order_the_dependencies_declare_them(
     client: TestClient, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     missing = _post(client, url, {"Authorization": ""})
     assert missing.status_code == 401 and "missing API key" in missing.json()["error"]["message"]
-    unknown = _post(client, url, {"Authorization": "Bearer exs_0123456789ab_" + "x" * 43})
+    unknown = _post(client, url, UNKNOWN_KEY)
     assert unknown.status_code == 401 and unknown.json()["error"]["message"] == "unknown API key"
+    assert unknown.headers["www-authenticate"] == "Bearer"
 
     invalid = _post(client, url)  # a valid key: the body's own error, in FastAPI's shape
     assert invalid.status_code == 422
@@ -58,37 +64,88 @@ def test_errors_come_in_the_order_the_dependencies_declare(
     assert client.put(url).status_code == 405 and "POST" in client.put(url).headers["allow"]
 
 
-def test_a_requests_checks_parse_and_prediction_run_on_one_worker_thread(
+def test_a_request_makes_two_worker_thread_hops_key_and_limit_then_parse_and_prediction(
     client: TestClient, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: dict[str, int] = {}
+    hops: list[int] = []  # the worker thread each hop ran on, in order
+    steps: dict[str, int] = {}  # the hop each step ran in
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        def hop() -> Any:
+            hops.append(threading.get_ident())
+            return function(*args)
+
+        return await run_sync(hop, **kwargs)
 
     def recorded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            threads[name] = threading.get_ident()
+            steps[name] = len(hops)
             return function(*args, **kwargs)
 
         return wrapper
 
-    bearer = router.bearer
-
-    async def loop_side(request: Any) -> Any:
-        threads["loop"] = threading.get_ident()
-        return await bearer(request)
-
-    monkeypatch.setattr(router, "bearer", loop_side)
     monkeypatch.setattr(auth, "authenticate", recorded("key", auth.authenticate))
     monkeypatch.setattr(ratelimit, "hit", recorded("rate limit", ratelimit.hit))
     monkeypatch.setattr(router, "parse_json_body", recorded("parse", parse_json_body))
     monkeypatch.setattr(predictions, "predict", recorded("prediction", predictions.predict))
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
 
     response = client.post(url, json=inline_body(3))
+    monkeypatch.undo()
 
     assert response.status_code == 201 and [r["sample_id"] for r in response.json()["results"]] == ["s0", "s1", "s2"]
+    assert steps == {"key": 1, "rate limit": 1, "parse": 2, "prediction": 2} and len(hops) == 2
     assert client.get(f"/predictions/{response.json()['id']}").json()["n_samples"] == 3  # stored
-    loop = threads.pop("loop")
-    assert set(threads) == {"key", "rate limit", "parse", "prediction"}
-    assert len(set(threads.values())) == 1 and loop not in threads.values()
+
+
+def test_an_unknown_key_or_a_limited_user_is_refused_before_the_body_is_read(
+    settings: Any, lab_a: LabKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPRSSL_MAX_JSON_BYTES", "2000")
+    monkeypatch.setenv("EXPRSSL_RATE_LIMIT_PREDICT", "1/minute")
+    get_settings.cache_clear()
+    from app.main import create_app
+
+    def chunks() -> Iterator[bytes]:  # 5,000 bytes without a Content-Length: only reading them finds the excess
+        yield from (b" " * 500 for _ in range(10))
+
+    url = "/predictors/x/predictions"
+    with TestClient(create_app(), headers=lab_a.headers) as client:
+        unknown = client.post(url, content=chunks(), headers=UNKNOWN_KEY)
+        small = {"genes": ["TP53"], "samples": [{"sample_id": "s0", "values": [1.0]}]}
+        assert client.post(url, json=small).status_code == 404  # counted: the limit is reached
+        limited = client.post(url, content=chunks())
+        _, member = add_member(client)
+        too_large = client.post(url, content=chunks(), headers=member)  # a key under its limit: the body is read
+    assert unknown.status_code == 401 and unknown.headers["www-authenticate"] == "Bearer"
+    assert limited.status_code == 429
+    assert too_large.status_code == 413 and "EXPRSSL_MAX_JSON_BYTES" in too_large.json()["error"]["message"]
+
+
+def test_every_refusal_returns_its_database_connection(client: TestClient, url: str) -> None:
+    pool = session_factory().kw["bind"].pool
+    refused = [_post(client, url, UNKNOWN_KEY), _post(client, url), client.post(url + "x", json=inline_body(1))]
+    assert [r.status_code for r in refused] == [401, 422, 404]
+    assert pool.checkedout() == 0
+
+
+def test_the_route_resolves_every_dependency_the_endpoint_declares(client: TestClient) -> None:
+    """PredictionRoute resolves these itself: one added to the endpoint or where its router is included must
+    be added there too."""
+
+    def calls(dependant: Any) -> Iterator[str]:
+        for sub in dependant.dependencies:
+            yield getattr(sub.call, "__qualname__", type(sub.call).__name__)
+            yield from calls(sub)
+
+    (route,) = [c for c in iter_route_contexts(client.app.routes)  # type: ignore[attr-defined]
+                if c.path == "/predictors/{predictor_id}/predictions" and "POST" in (c.methods or ())]
+    assert isinstance(route.original_route, router.PredictionRoute)
+    assert set(calls(route.dependant)) == {
+        "HTTPBearer", "get_session", "get_caller", "rate_limited.<locals>.dependency", "settings_dependency",
+        "json_body.<locals>.parse", "get_store",
+    }
 
 
 def test_the_operation_is_documented_as_declared(client: TestClient) -> None:
