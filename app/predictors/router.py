@@ -104,8 +104,8 @@ class PredictionRoute(APIRoute):
     """The prediction endpoint's route: two worker-thread hops per request where FastAPI's dependency solving
     made six before the response for a body of 64 KiB or more (the session's opening, the key, the rate
     limit, the parse, the store, the endpoint; five for a smaller body, parsed on the event loop) and a
-    seventh, the session's closing, after it. Side by side, a 100-sample prediction answers about 1 ms sooner
-    of about 30 (bench/RESULTS.md).
+    seventh, the session's closing, after it. Side by side, a 100-sample prediction answers 1.7-1.9 ms
+    sooner, of 30-38 (bench/RESULTS.md, "Sixth pass").
 
     Order and errors are those of the route's declared dependencies: a missing API key (401) before
     anything else; then, on a worker thread, the key's check (401) and the rate limit (429) before the body
