@@ -1,5 +1,6 @@
 """The prediction endpoint's own route (app.predictors.router.PredictionRoute): its dependencies' errors in
-their order, all of a request's work in one worker thread, and the OpenAPI operation it still declares."""
+their order, refusals before the body is read, two worker-thread hops (the key and the rate limit, then the
+parse and the prediction), every declared dependency resolved, and the OpenAPI operation it still declares."""
 
 from __future__ import annotations
 
