@@ -86,14 +86,13 @@ def test_a_request_makes_two_worker_thread_hops_key_and_limit_then_parse_and_pre
 
         return wrapper
 
-    monkeypatch.setattr(auth, "authenticate", recorded("key", auth.authenticate))
-    monkeypatch.setattr(ratelimit, "hit", recorded("rate limit", ratelimit.hit))
-    monkeypatch.setattr(router, "parse_json_body", recorded("parse", parse_json_body))
-    monkeypatch.setattr(predictions, "predict", recorded("prediction", predictions.predict))
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-
-    response = client.post(url, json=inline_body(3))
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # for this request only; the fixtures' settings stay
+        patch.setattr(auth, "authenticate", recorded("key", auth.authenticate))
+        patch.setattr(ratelimit, "hit", recorded("rate limit", ratelimit.hit))
+        patch.setattr(router, "parse_json_body", recorded("parse", parse_json_body))
+        patch.setattr(predictions, "predict", recorded("prediction", predictions.predict))
+        patch.setattr(anyio.to_thread, "run_sync", counted)
+        response = client.post(url, json=inline_body(3))
 
     assert response.status_code == 201 and [r["sample_id"] for r in response.json()["results"]] == ["s0", "s1", "s2"]
     assert steps == {"key": 1, "rate limit": 1, "parse": 2, "prediction": 2} and len(hops) == 2
