@@ -111,9 +111,10 @@ class PredictionRoute(APIRoute):
     anything else; then, on a worker thread, the key's check (401) and the rate limit (429) before the body
     is read, so that neither an unknown key nor a limited user can make the server take in a body; then the
     body, and on a worker thread its parse and validation (422 in FastAPI's shape) and the endpoint, with one
-    session. The declared signature still makes the OpenAPI operation. FastAPI's dependency overrides and any
-    dependency added where the router is included do not reach this route: a test compares the route's
-    dependencies with the ones resolved here.
+    session. The declared signature still makes the OpenAPI operation. FastAPI's dependency overrides, its own
+    ``max_body_size`` (the app bounds bodies with ``app.body_limit.BodyLimit``) and any dependency added where
+    the router is included do not reach this route: a test compares the route's dependencies with the ones
+    resolved here.
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:

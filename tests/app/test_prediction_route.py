@@ -4,7 +4,10 @@ parse and the prediction), every declared dependency resolved, and the OpenAPI o
 
 from __future__ import annotations
 
+import gc
+import inspect
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -125,9 +128,21 @@ def test_an_unknown_key_or_a_limited_user_is_refused_before_the_body_is_read(
 
 def test_every_refusal_returns_its_database_connection(client: TestClient, url: str) -> None:
     pool = session_factory().kw["bind"].pool
-    refused = [_post(client, url, UNKNOWN_KEY), _post(client, url), client.post(url + "x", json=inline_body(1))]
-    assert [r.status_code for r in refused] == [401, 422, 404]
-    assert pool.checkedout() == 0
+    unknown_predictor = url.replace("/predictors/", "/predictors/x")
+    refusals = [  # refused in hop 1, in hop 2's parse, and in hop 2's endpoint with its session open
+        lambda: _post(client, url, UNKNOWN_KEY),
+        lambda: _post(client, url),
+        lambda: client.post(unknown_predictor, json=inline_body(1)),
+    ]
+    gc.disable()  # a session left open would otherwise be collected, and its connection returned, by chance
+    try:
+        statuses = []
+        for refuse in refusals:
+            statuses.append(refuse().status_code)
+            assert pool.checkedout() == 0, f"a connection is still out after the refusal with {statuses[-1]}"
+    finally:
+        gc.enable()
+    assert statuses == [401, 422, 404]
 
 
 def test_the_route_resolves_every_dependency_the_endpoint_declares(client: TestClient) -> None:
@@ -142,7 +157,15 @@ def test_the_route_resolves_every_dependency_the_endpoint_declares(client: TestC
     (route,) = [c for c in iter_route_contexts(client.app.routes)  # type: ignore[attr-defined]
                 if c.path == "/predictors/{predictor_id}/predictions" and "POST" in (c.methods or ())]
     assert isinstance(route.original_route, router.PredictionRoute)
-    assert set(calls(route.dependant)) == {
+    declared = [sub.call for sub in route.dependant.dependencies]
+    assert Counter(getattr(call, "__qualname__", "") for call in declared) == Counter({
+        "get_caller": 2,  # where the router is included, and the endpoint's caller
+        "rate_limited.<locals>.dependency": 1, "json_body.<locals>.parse": 1, "get_session": 1, "get_store": 1,
+        "settings_dependency": 1,
+    })
+    (limit,) = [call for call in declared if call.__qualname__ == "rate_limited.<locals>.dependency"]
+    assert inspect.getclosurevars(limit).nonlocals["bucket"] == router.PREDICT
+    assert set(calls(route.dependant)) == {  # and what those depend on
         "HTTPBearer", "get_session", "get_caller", "rate_limited.<locals>.dependency", "settings_dependency",
         "json_body.<locals>.parse", "get_store",
     }
