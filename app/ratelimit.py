@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +31,17 @@ STORAGE_TIMEOUT_S = 2.0
 RATE_LIMITED: dict[int | str, dict[str, object]] = {
     429: {"model": ErrorBody, "description": "Rate limit reached; the Retry-After header says when to retry"}
 }
+
+
+# The in-memory count store (`limits` 5.8's MemoryStorage) restarts its expiry timer thread without a lock:
+# two threads counting at once can both replace it, and one then starts the other's, which raises
+# RuntimeError "threads can only be started once" (limits pull request 352), a 500 for the request. Counts
+# in memory are taken one at a time; a Redis store needs no such lock.
+_MEMORY_COUNT = threading.Lock()
+
+
+def _in_memory(storage_uri: str) -> bool:
+    return storage_uri.split("://", 1)[0] == "memory"
 
 
 @lru_cache
@@ -59,9 +72,10 @@ def hit(settings: Settings, bucket: str, user_id: str) -> None:
     item = limit_for(settings, bucket)
     limiter = _limiter(settings.rate_limit_storage)
     try:
-        if limiter.hit(item, bucket, user_id):
-            return
-        reset_at, _ = limiter.get_window_stats(item, bucket, user_id)
+        with _MEMORY_COUNT if _in_memory(settings.rate_limit_storage) else nullcontext():
+            if limiter.hit(item, bucket, user_id):
+                return
+            reset_at, _ = limiter.get_window_stats(item, bucket, user_id)
     except (RedisError, StorageError, OSError) as exc:
         log.warning("rate-limit storage unreachable (%s: %s); %s request of user %s not counted",
                     type(exc).__name__, exc, bucket, user_id)
