@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from app.db import orm, repository
 from app.db.base import utcnow
@@ -60,10 +60,16 @@ def _new_token() -> tuple[str, str]:
     return prefix, f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
 
 
-# A key with its user and lab, in one query. Built once: building it took about 0.25 ms, on every request.
+# What a request needs of a key, its user and lab: plain columns in one query, built once. Loading the three
+# rows as ORM objects (joined eager loads) took about twice as long, on every request.
 _KEY_BY_PREFIX = (
-    select(orm.ApiKey)
-    .options(joinedload(orm.ApiKey.user).joinedload(orm.User.lab))
+    select(
+        orm.ApiKey.id, orm.ApiKey.prefix, orm.ApiKey.secret_sha256, orm.ApiKey.revoked_at, orm.ApiKey.last_used_at,
+        orm.User.id.label("user_id"), orm.User.name.label("user_name"), orm.User.role, orm.User.disabled,
+        orm.User.lab_id, orm.Lab.name.label("lab_name"),
+    )
+    .join(orm.User, orm.User.id == orm.ApiKey.user_id)
+    .join(orm.Lab, orm.Lab.id == orm.User.lab_id)
     .where(orm.ApiKey.prefix == bindparam("prefix"))
 )
 
@@ -73,27 +79,27 @@ def authenticate(session: Session, token: str) -> Caller:
     parts = token.split("_", 2)  # the secret itself may contain "_"
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         raise Unauthorized("malformed API key: expected 'Authorization: Bearer exs_...'")
-    key = session.scalar(_KEY_BY_PREFIX, {"prefix": parts[1]})
+    key = session.execute(_KEY_BY_PREFIX, {"prefix": parts[1]}).one_or_none()
     if key is None or not hmac.compare_digest(key.secret_sha256, digest(token)):
         raise Unauthorized("unknown API key")
-    _check_active(key)
-    _mark_used(session, key, utcnow())
-    return Caller.of(key.user, key.id)
+    _check_active(key.prefix, key.revoked_at, user_name=key.user_name, disabled=key.disabled)
+    _mark_used(session, key.id, key.last_used_at, utcnow())
+    return Caller(key.lab_id, key.lab_name, key.user_id, key.user_name, key.role, key.id)
 
 
-def _mark_used(session: Session, key: orm.ApiKey, now: datetime) -> None:
+def _mark_used(session: Session, key_id: str, last_used_at: datetime | None, now: datetime) -> None:
     """Record the key's last use, at most once per LAST_USED_RESOLUTION (commits when it writes)."""
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        key.last_used_at = now
+    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
+        session.execute(update(orm.ApiKey).where(orm.ApiKey.id == key_id).values(last_used_at=now))
         session.commit()
 
 
-def _check_active(key: orm.ApiKey) -> None:
-    """Unauthorized if ``key`` was revoked or its user disabled."""
-    if key.revoked_at is not None:
-        raise Unauthorized(f"API key {key.prefix} was revoked at {key.revoked_at.isoformat()}")
-    if key.user.disabled:
-        raise Unauthorized(f"user {key.user.name} is disabled")
+def _check_active(prefix: str, revoked_at: datetime | None, *, user_name: str, disabled: bool) -> None:
+    """Unauthorized if the key ``prefix`` was revoked or its user disabled."""
+    if revoked_at is not None:
+        raise Unauthorized(f"API key {prefix} was revoked at {revoked_at.isoformat()}")
+    if disabled:
+        raise Unauthorized(f"user {user_name} is disabled")
 
 
 def _admin_session(session: Session, token: str) -> orm.AdminSession | None:
@@ -132,8 +138,8 @@ def admin_session_caller(session: Session, token: str) -> Caller:
         session.commit()
         raise Unauthorized("admin session expired")
     key = row.key
-    _check_active(key)
-    _mark_used(session, key, now)
+    _check_active(key.prefix, key.revoked_at, user_name=key.user.name, disabled=key.user.disabled)
+    _mark_used(session, key.id, key.last_used_at, now)
     return Caller.of(key.user, key.id)
 
 

@@ -159,7 +159,7 @@ def predict(
         session=session, caller=caller, store=store, settings=settings, predictor_id=predictor_id, request=request
     )
     # Rendered here by pydantic-core: FastAPI would validate the PredictionRead again.
-    body = PredictionRead.model_validate(prediction).model_dump_json()
+    body = prediction.model_dump_json()
     return Response(body, status_code=status.HTTP_201_CREATED, media_type="application/json")
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.config import Settings
 from app.db import orm
@@ -296,3 +298,26 @@ def test_lab_b_cannot_use_lab_a_objects_named_inside_its_own_requests(
         assert response.json()["error"]["message"] == f"{named} not found"
     own_jobs = {own["job"]["id"], own_encoder["job"]["id"]}
     assert {j["id"] for j in client.get("/jobs").json()} == own_jobs  # nothing else was queued
+
+
+def test_a_key_records_its_use_at_most_once_a_minute(client: TestClient, lab_a: LabKey) -> None:
+    prefix = lab_a.key.split("_")[1]
+
+    def set_last_used(when: datetime) -> None:
+        with session_factory()() as session:
+            session.scalars(select(orm.ApiKey).where(orm.ApiKey.prefix == prefix)).one().last_used_at = when
+            session.commit()
+
+    def last_used() -> datetime | None:
+        with session_factory()() as session:
+            return session.scalars(select(orm.ApiKey).where(orm.ApiKey.prefix == prefix)).one().last_used_at
+
+    set_last_used(datetime.now(UTC) - timedelta(days=3))
+    assert client.get("/me").status_code == 200
+    marked = last_used()
+    assert marked is not None and datetime.now(UTC) - marked < timedelta(minutes=1)
+    assert client.get("/me").status_code == 200 and last_used() == marked  # within the minute: not written again
+    set_last_used(marked - timedelta(minutes=2))
+    assert client.get("/me").status_code == 200
+    again = last_used()
+    assert again is not None and again > marked

@@ -15,18 +15,22 @@ import anyio.to_thread
 import pytest
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from app import ratelimit
 from app.auth import service as auth
 from app.config import get_settings
+from app.db import orm
 from app.db.session import session_factory
+from app.errors import NotFound
 from app.inputs import parse_json_body
+from app.jobs import service as jobs
 from app.predictions import service as predictions
 from app.predictors import router
 from tests.app.test_access import add_member, inline_body
 from tests.app.test_full_loop import upload
 from tests.app.test_lineage_and_limits import fitted
-from tests.conftest import LabKey
+from tests.conftest import LabKey, lab_caller
 
 UNKNOWN_KEY = {"Authorization": "Bearer exs_0123456789ab_" + "x" * 43}
 MALFORMED = b'{"genes": ["A"], "samples": [{"sample_id": "s0", "values": ["not a number"]}]}'
@@ -179,3 +183,50 @@ def test_the_operation_is_documented_as_declared(client: TestClient) -> None:
     assert {"cohort_id", "genes", "samples"} <= set(body["properties"]) and operation["requestBody"]["required"]
     assert [p["name"] for p in operation["parameters"]] == ["predictor_id"]
     assert operation["security"] == [{"HTTPBearer": []}]
+
+
+def test_the_prediction_answered_is_the_one_stored(client: TestClient, url: str) -> None:
+    answered = client.post(url, json=inline_body(3))
+    assert answered.status_code == 201
+    body = answered.json()
+    stored = client.get(f"/predictions/{body['id']}").json()
+    assert stored == body  # every field: ids, who asked, coverage, uncertainty, drift, results, time
+    assert body["n_samples"] == 3 and body["drift"]["n_samples"] == 3 and body["cohort_id"] is None
+    assert body["created_by"] == client.get("/me").json()["user_id"]
+    listed = client.get(url).json()
+    assert [p["id"] for p in listed] == [body["id"]] and listed[0]["created_at"] == body["created_at"]
+
+
+def test_a_prediction_reads_its_predictor_and_its_encoders_cohort_in_one_query(
+    client: TestClient, lab_a: LabKey
+) -> None:
+    own, pretrained_on = upload(client), upload(client)
+    linear_id = str(fitted(client, own["id"])["id"])
+    with session_factory()() as session:
+        linear = session.get_one(orm.Predictor, linear_id)
+        pretrain, fit = (jobs.create_job(session, lab_caller(), kind, {}) for kind in (orm.JobKind.PRETRAIN,
+                                                                                         orm.JobKind.FIT))
+        encoder = orm.Encoder(lab_id=linear.lab_id, name="e", cohort_id=pretrained_on["id"], job_id=pretrain.id,
+                              method="scarf", n_genes=3, status=orm.ArtifactStatus.READY)
+        session.add(encoder)
+        session.flush()
+        with_encoder = orm.Predictor(lab_id=linear.lab_id, name="p", cohort_id=own["id"], job_id=fit.id,
+                                     encoder_id=encoder.id, label_column="tissue", head="finetune", label_fraction=1.0)
+        session.add(with_encoder)
+        session.flush()
+        queries: list[str] = []
+
+        def count(*args: Any) -> None:
+            queries.append(args[2])
+
+        event.listen(session.get_bind(), "before_cursor_execute", count)
+        row = predictions.predictor_to_predict(session, with_encoder.id, lab_id=linear.lab_id)
+        event.remove(session.get_bind(), "before_cursor_execute", count)
+        assert (row.cohort_id, row.encoder_cohort_id) == (own["id"], pretrained_on["id"]) and len(queries) == 1
+        row = predictions.predictor_to_predict(session, linear.id, lab_id=linear.lab_id)
+        assert (row.cohort_id, row.encoder_id, row.encoder_cohort_id) == (own["id"], None, None)
+        assert (row.status, row.artifact_key) == (orm.ArtifactStatus.READY, linear.artifact_key)
+        for predictor_id, lab_id in ((linear.id, "another lab"), ("no-such-predictor", linear.lab_id)):
+            with pytest.raises(NotFound, match=f"^predictor {predictor_id} not found$"):
+                predictions.predictor_to_predict(session, predictor_id, lab_id=lab_id)
+        session.rollback()
