@@ -52,7 +52,7 @@ STEPS = {  # label: (module, attribute path) of what is timed; classes' methods 
     "classifier, calibration, sets, OOD": ("models.uncertainty", "Uncertainty.predict"),
     "per-sample results": ("app.predictions.service", "sample_results"),
     "drift": ("app.predictions.service", "_drift"),
-    "storing (commit)": ("sqlalchemy.orm", "Session.commit"),
+    "storing (insert, commit)": ("app.predictions.service", "_store"),
     SERVICE: ("app.predictions.service", "predict"),
     "rendering the response": ("app.predictions.schemas", "PredictionRead.model_dump_json"),
 }

@@ -135,9 +135,13 @@ def predict(
         "gene_table_version": version,
         "created_at": utcnow(),
     }
+    _store(session, prediction)
+    return PredictionRead.model_validate(prediction)
+
+
+def _store(session: Session, prediction: dict[str, Any]) -> None:
     session.execute(_INSERT_PREDICTION, prediction)
     session.commit()
-    return PredictionRead.model_validate(prediction)
 
 
 def _model_inputs(
