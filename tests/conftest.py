@@ -19,6 +19,16 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run without the real cohorts most tests upload: one clear message, not a skip here and a
+    missing-file error there."""
+    if not SHARED_DATA.is_dir():
+        raise pytest.UsageError(
+            f"the tests read real expression data from {SHARED_DATA} (the folder shared/data beside this "
+            "checkout, described by its README.md): not found"
+        )
+
+
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry migrated once per test session by Alembic; each test copies it."""

@@ -44,7 +44,6 @@ from worker.pipelines.common import load_cohort
 FIXTURES = Path(__file__).resolve().parent / "data"
 TISSUES = SHARED_DATA / "tissue_symbols"
 AIRWAY = SHARED_DATA / "airway" / "counts.tsv.gz"
-needs_data = pytest.mark.skipif(not TISSUES.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
 
 
 @functools.cache
@@ -120,7 +119,6 @@ def assert_identical(actual: ExpressionMatrix, expected: ExpressionMatrix) -> No
 # --- 1. the same real cohort from every format ------------------------------------------------------------
 
 
-@needs_data
 @pytest.mark.parametrize("kind", FORMATS)
 def test_real_cohort_reads_identically_from_every_format_and_orientation(tmp_path: Path, kind: str) -> None:
     path = write_format(tissues()[0], tmp_path, kind)
@@ -133,7 +131,6 @@ def test_real_cohort_reads_identically_from_every_format_and_orientation(tmp_pat
     assert parsed.file_format == FORMATS[kind]
 
 
-@needs_data
 def test_real_cohort_from_an_h5ad_written_by_anndata() -> None:
     parsed = parse_expression(FIXTURES / "tissue_symbols.h5ad", "tissue_symbols.h5ad")
 
@@ -142,7 +139,6 @@ def test_real_cohort_from_an_h5ad_written_by_anndata() -> None:
     assert parsed.annotations["tissue"].tolist() == tissues()[1].tolist()
 
 
-@needs_data
 def test_every_format_uploads_as_one_stored_matrix(client: TestClient, settings: Settings, tmp_path: Path) -> None:
     paths = [write_format(tissues()[0], tmp_path, kind) for kind in ("rows.csv", "columns.tsv.gz", "v13.gct.gz")]
     paths += [TISSUES / "expression.parquet", FIXTURES / "tissue_symbols.h5ad"]
@@ -169,7 +165,6 @@ def test_every_format_uploads_as_one_stored_matrix(client: TestClient, settings:
 # --- 2. real count data, genes as rows ---------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not AIRWAY.is_file(), reason="airway counts not found")
 def test_airway_counts_upload_as_8_samples_of_64102_ensembl_genes(client: TestClient) -> None:
     response = client.post("/cohorts", files={"expression": ("counts.tsv.gz", AIRWAY.read_bytes())})
 

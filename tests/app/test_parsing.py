@@ -24,9 +24,9 @@ from app.cohorts.parsing import (
 )
 from app.cohorts.service import harmonise
 from app.errors import InvalidInput
+from tests.conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+DATA = SHARED_DATA
 
 
 @functools.cache
@@ -79,7 +79,6 @@ def _assert_same(actual: ExpressionMatrix, expected: ExpressionMatrix) -> None:
 # --- real cohorts through every format --------------------------------------------------------------------
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("cohort", "name"),
     [
@@ -107,7 +106,6 @@ def test_leading_zero_sample_ids_stay_strings(tmp_path: Path) -> None:
     assert matrix.sample_ids == ["01005", "0001", "1e3"]
 
 
-@needs_data
 def test_shared_parquet_reads_with_its_sample_id_index() -> None:
     frame, expected = _reference("tissue_symbols")
 
@@ -118,7 +116,6 @@ def test_shared_parquet_reads_with_its_sample_id_index() -> None:
     assert matrix.values.shape == (189, 500)
 
 
-@needs_data
 def test_parquet_with_ids_in_the_first_column(tmp_path: Path) -> None:
     frame, expected = _reference("tissue_symbols")
     frame.reset_index().to_parquet(tmp_path / "flat.parquet")
@@ -148,7 +145,6 @@ def test_quoted_fields_and_crlf_line_ends(tmp_path: Path) -> None:
 # --- canonical store and checksum ---------------------------------------------------------------------------
 
 
-@needs_data
 def test_store_round_trip_is_bit_identical(tmp_path: Path) -> None:
     _, expected = _reference("all_leukemia")
 
@@ -461,7 +457,6 @@ def test_parquet_integer_columns_are_converted(tmp_path: Path) -> None:
 # --- labels ---------------------------------------------------------------------------------------------------
 
 
-@needs_data
 def test_real_labels_keep_string_ids_and_missing_values() -> None:
     path = DATA / "all_leukemia" / "labels.csv"
 
