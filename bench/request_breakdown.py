@@ -46,7 +46,7 @@ STEPS = {  # label: (module, attribute path) of what is timed; classes' methods 
     PARSE: ("app.predictions.schemas", "PredictionCreate.model_validate_json"),
     "key check": ("app.auth.service", "authenticate"),
     "rate limit": ("app.ratelimit", "hit"),
-    "the predictor's row": ("app.predictions.service", "predictor_to_predict"),
+    "the predictor's row": ("app.db.repository", "predictor_to_predict"),
     "alignment and input checks": ("app.predictions.service", "model_input"),
     "preprocessing": ("app.predictions.service", "_model_inputs"),
     "classifier, calibration, sets, OOD": ("models.uncertainty", "Uncertainty.predict"),

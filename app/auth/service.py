@@ -84,7 +84,8 @@ def authenticate(session: Session, token: str) -> Caller:
         raise Unauthorized("unknown API key")
     _check_active(key.prefix, key.revoked_at, user_name=key.user_name, disabled=key.disabled)
     _mark_used(session, key.id, key.last_used_at, utcnow())
-    return Caller(key.lab_id, key.lab_name, key.user_id, key.user_name, key.role, key.id)
+    return Caller(lab_id=key.lab_id, lab_name=key.lab_name, user_id=key.user_id, user_name=key.user_name,
+                  role=key.role, key_id=key.id)
 
 
 def _mark_used(session: Session, key_id: str, last_used_at: datetime | None, now: datetime) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session, defer
 
 from app.db import orm
@@ -27,8 +28,51 @@ def get_or_404(
     """
     row = session.get(table, row_id, options=_deferring(tuple(deferred)))
     if row is None or row.lab_id != lab_id:
-        raise NotFound(f"{table.__tablename__} {row_id} not found")
+        raise _not_found(table, row_id)
     return row
+
+
+def _not_found(table: type[Any], row_id: str) -> NotFound:
+    return NotFound(f"{table.__tablename__} {row_id} not found")
+
+
+@dataclass(frozen=True)
+class PredictorToPredict:
+    """What a prediction reads of its predictor; ``fitted_on``: the cohort its z-scores come from (its own for
+    a head on genes, else its encoder's pretraining cohort)."""
+
+    id: str
+    lab_id: str
+    status: orm.ArtifactStatus
+    job_id: str
+    cohort_id: str
+    artifact_key: str | None
+    artifact_sha256: str | None
+    gene_table_version: str | None
+    fitted_on: str
+
+
+# Plain columns in one query, built once. The predictor's ORM row (decoding its JSON columns) and a second
+# query for its encoder's cohort took about twice as long, on every prediction.
+_PREDICTOR_TO_PREDICT = (
+    select(
+        orm.Predictor.id, orm.Predictor.lab_id, orm.Predictor.status, orm.Predictor.job_id, orm.Predictor.cohort_id,
+        orm.Predictor.artifact_key, orm.Predictor.artifact_sha256, orm.Predictor.gene_table_version,
+        case((orm.Predictor.encoder_id.is_(None), orm.Predictor.cohort_id), else_=orm.Encoder.cohort_id),
+    )
+    .outerjoin(orm.Encoder, orm.Encoder.id == orm.Predictor.encoder_id)
+    .where(orm.Predictor.id == bindparam("predictor_id"))
+)
+
+
+def predictor_to_predict(session: Session, predictor_id: str, *, lab_id: str) -> PredictorToPredict:
+    """What a prediction reads of predictor ``predictor_id``; NotFound as :func:`get_or_404`."""
+    row = session.execute(_PREDICTOR_TO_PREDICT, {"predictor_id": predictor_id}).one_or_none()
+    if row is None or row.lab_id != lab_id:
+        raise _not_found(orm.Predictor, predictor_id)
+    if row[-1] is None:  # its encoder's row is gone: foreign keys make this unreachable
+        raise NotFound(f"predictor {predictor_id}: its encoder is missing")
+    return PredictorToPredict(*row)
 
 
 @functools.cache

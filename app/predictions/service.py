@@ -8,7 +8,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import Row, Table, bindparam, insert, select
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from app.auth.service import Caller
@@ -16,7 +16,7 @@ from app.cohorts import repository as cohorts
 from app.config import Settings
 from app.db import orm, repository
 from app.db.base import new_id, utcnow
-from app.errors import Conflict, NotFound
+from app.errors import Conflict
 from app.inputs import model_input, refuse_out_of_range
 from app.lineage import repository as lineage
 from app.lineage import service as deletion
@@ -64,30 +64,8 @@ def get_cache(settings: Settings) -> ArtifactCache[LoadedPredictor]:
     return cached("predictors", settings, load_predictor)
 
 
-# What a prediction reads of its predictor, with its encoder's cohort, as plain columns in one query built once.
-# The predictor's row as an ORM object (decoding its JSON columns) and a second query for the encoder's cohort
-# took about twice as long, on every prediction; ridge imputation loads the whole row when it needs it.
-_PREDICTOR_TO_PREDICT = (
-    select(
-        orm.Predictor.id, orm.Predictor.lab_id, orm.Predictor.status, orm.Predictor.job_id, orm.Predictor.cohort_id,
-        orm.Predictor.encoder_id, orm.Predictor.artifact_key, orm.Predictor.artifact_sha256,
-        orm.Predictor.gene_table_version, orm.Encoder.cohort_id.label("encoder_cohort_id"),
-    )
-    .outerjoin(orm.Encoder, orm.Encoder.id == orm.Predictor.encoder_id)
-    .where(orm.Predictor.id == bindparam("predictor_id"))
-)
-
 # A plain insert, built once: the ORM's unit of work added about a third to storing a prediction.
 _INSERT_PREDICTION = insert(cast(Table, orm.Prediction.__table__))
-
-
-def predictor_to_predict(session: Session, predictor_id: str, *, lab_id: str) -> Row[*tuple[Any, ...]]:
-    """What a prediction reads of predictor ``predictor_id`` of lab ``lab_id`` (:data:`_PREDICTOR_TO_PREDICT`);
-    NotFound if it is missing or another lab's, as :func:`app.db.repository.get_or_404`."""
-    predictor = session.execute(_PREDICTOR_TO_PREDICT, {"predictor_id": predictor_id}).one_or_none()
-    if predictor is None or predictor.lab_id != lab_id:
-        raise NotFound(f"{orm.Predictor.__tablename__} {predictor_id} not found")
-    return predictor
 
 
 def predict(
@@ -101,15 +79,14 @@ def predict(
 ) -> PredictionRead:
     """Predict for inline samples or a cohort, and keep the prediction; refuse input covering too little of the
     panel."""
-    predictor = predictor_to_predict(session, predictor_id, lab_id=caller.lab_id)
+    predictor = repository.predictor_to_predict(session, predictor_id, lab_id=caller.lab_id)
     if predictor.status is not orm.ArtifactStatus.READY or predictor.artifact_key is None:
         raise Conflict(f"predictor {predictor.id} is {predictor.status.value}, not ready (job {predictor.job_id})")
-    # Where its z-scores come from: its cohort, or its encoder's.
-    fitted_on = predictor.cohort_id if predictor.encoder_id is None else predictor.encoder_cohort_id
     loaded = get_cache(settings).get(store, predictor.artifact_key, predictor.artifact_sha256 or "")
     aligned, report, sample_ids = model_input(
         session=session, caller=caller, store=store, settings=settings, request=request,
-        preprocessor=loaded.preprocessor, fitted_on=fitted_on, model=f"predictor {predictor.id}", use="predict",
+        preprocessor=loaded.preprocessor, fitted_on=predictor.fitted_on, model=f"predictor {predictor.id}",
+        use="predict",
     )
     warning = CoverageGate.for_imputation(settings, request.imputation).check(report, request.imputation)
     x = _model_inputs(session, store, settings, predictor, loaded, aligned, sample_ids, request.imputation)
@@ -148,7 +125,7 @@ def _model_inputs(
     session: Session,
     store: ArtifactStore,
     settings: Settings,
-    predictor: Row[*tuple[Any, ...]],
+    predictor: repository.PredictorToPredict,
     loaded: LoadedPredictor,
     aligned: np.ndarray,
     sample_ids: list[str],
@@ -164,10 +141,11 @@ def _model_inputs(
     if observed.all():
         return x
     cohort = cohorts.get(session, predictor.cohort_id, lab_id=predictor.lab_id)
-    return ridge_impute(
-        x, observed, settings=settings, store=store, predictor=session.get_one(orm.Predictor, predictor.id),
-        cohort=cohort, pre=loaded.preprocessor,
-    )
+    # The whole row, its split read only should the imputer not be cached yet.
+    row = repository.get_or_404(session, orm.Predictor, predictor.id, lab_id=predictor.lab_id,
+                                deferred=orm.PREDICTOR_DETAILS)
+    return ridge_impute(x, observed, settings=settings, store=store, predictor=row, cohort=cohort,
+                        pre=loaded.preprocessor)
 
 
 def coverage_report(

@@ -20,7 +20,7 @@ from sqlalchemy import event
 from app import ratelimit
 from app.auth import service as auth
 from app.config import get_settings
-from app.db import orm
+from app.db import orm, repository
 from app.db.session import session_factory
 from app.errors import NotFound
 from app.inputs import parse_json_body
@@ -220,13 +220,15 @@ def test_a_prediction_reads_its_predictor_and_its_encoders_cohort_in_one_query(
             queries.append(args[2])
 
         event.listen(session.get_bind(), "before_cursor_execute", count)
-        row = predictions.predictor_to_predict(session, with_encoder.id, lab_id=linear.lab_id)
-        event.remove(session.get_bind(), "before_cursor_execute", count)
-        assert (row.cohort_id, row.encoder_cohort_id) == (own["id"], pretrained_on["id"]) and len(queries) == 1
-        row = predictions.predictor_to_predict(session, linear.id, lab_id=linear.lab_id)
-        assert (row.cohort_id, row.encoder_id, row.encoder_cohort_id) == (own["id"], None, None)
+        try:
+            row = repository.predictor_to_predict(session, with_encoder.id, lab_id=linear.lab_id)
+        finally:
+            event.remove(session.get_bind(), "before_cursor_execute", count)
+        assert (row.cohort_id, row.fitted_on) == (own["id"], pretrained_on["id"]) and len(queries) == 1
+        row = repository.predictor_to_predict(session, linear.id, lab_id=linear.lab_id)
+        assert (row.cohort_id, row.fitted_on) == (own["id"], own["id"])
         assert (row.status, row.artifact_key) == (orm.ArtifactStatus.READY, linear.artifact_key)
         for predictor_id, lab_id in ((linear.id, "another lab"), ("no-such-predictor", linear.lab_id)):
             with pytest.raises(NotFound, match=f"^predictor {predictor_id} not found$"):
-                predictions.predictor_to_predict(session, predictor_id, lab_id=lab_id)
+                repository.predictor_to_predict(session, predictor_id, lab_id=lab_id)
         session.rollback()
