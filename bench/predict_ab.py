@@ -27,8 +27,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.predict_latency import request_body, start_server, synthetic_cohort, timed_post, train_predictor  # noqa: E402
-from bench.service import admin_headers, wait_until_up  # noqa: E402
+from bench.predict_latency import UNLIMITED, request_body, synthetic_cohort, timed_post, train_predictor  # noqa: E402
+from bench.service import admin_headers, start_server, wait_until_up  # noqa: E402
 
 WARM_UP = 10  # requests to each server before the timed ones
 
@@ -64,7 +64,7 @@ def main() -> None:
                 data_dir = Path(tmp) / name
                 data_dir.mkdir()
                 auth = admin_headers(data_dir, trees[name])
-                servers.append(start_server(data_dir, args.port + offset, settings, trees[name]))
+                servers.append(start_server(data_dir, args.port + offset, {**UNLIMITED, **settings}, tree=trees[name]))
                 url = f"http://127.0.0.1:{args.port + offset}"
                 wait_until_up(url, servers[-1])
                 clients.append(httpx.Client(base_url=url, timeout=120, headers=auth))

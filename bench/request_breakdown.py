@@ -21,11 +21,9 @@ import contextvars
 import gc
 import inspect
 import json
-import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,8 +36,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.predict_latency import BarePath, request_body, synthetic_cohort, timed_post, train_predictor  # noqa: E402
-from bench.service import admin_headers, allocate_as_the_service, wait_until_up  # noqa: E402
+from bench.predict_latency import (  # noqa: E402
+    UNLIMITED,
+    BarePath,
+    request_body,
+    synthetic_cohort,
+    timed_post,
+    train_predictor,
+)
+from bench.service import admin_headers, allocate_as_the_service, start_server, wait_until_up  # noqa: E402
 
 PARSE, SERVICE = "parse the body (float32 vectors)", "the whole service call"
 STEPS = {  # label: (module, attribute path) of what is timed; classes' methods by "Class.method"
@@ -199,10 +204,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, figures = Path(tmp), Path(tmp) / "figures.json"
         auth = admin_headers(data_dir)
-        env = {**os.environ, "EXPRSSL_DATA_DIR": str(data_dir), "EXPRSSL_PORT": str(args.port),
-               "EXPRSSL_RATE_LIMIT_PREDICT": "1000000/minute"}
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(figures)], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = start_server(data_dir, args.port, UNLIMITED, command=(__file__, "--serve", str(figures)))
         try:
             url = f"http://127.0.0.1:{args.port}"
             wait_until_up(url, server)

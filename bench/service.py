@@ -1,5 +1,5 @@
-"""What the benchmarks share: an API key for the server they start on a temporary data folder, and the C heap
-kept as exprssl's own processes keep it."""
+"""What the benchmarks share: the server they start on a temporary data folder, an API key for it, and the C
+heap kept as exprssl's own processes keep it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,29 @@ def admin_headers(data_dir: Path, tree: Path = ROOT) -> dict[str, str]:
     ).stdout
     key = next(word for word in out.split() if word.startswith("exs_"))
     return {"Authorization": f"Bearer {key}"}
+
+
+def start_server(
+    data_dir: Path,
+    port: int,
+    settings: Mapping[str, str] | None = None,
+    *,
+    tree: Path = ROOT,
+    command: Sequence[str] = ("-m", "app.cli", "serve"),
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """The service on ``data_dir`` and ``port`` in the embedded default (this process's environment without a
+    broker or database URL), ``settings`` on top: ``exprssl serve`` unless ``command`` (arguments to this
+    Python) says otherwise, run from the source tree ``tree`` (this checkout unless given: another is, say, a
+    ``git worktree`` of another commit); its output to ``log``, or discarded."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("EXPRSSL_BROKER_URL", "EXPRSSL_DATABASE_URL")}
+    env.update(settings or {}, EXPRSSL_DATA_DIR=str(data_dir), EXPRSSL_PORT=str(port))
+    if log is None:
+        return subprocess.Popen([sys.executable, *command], env=env, cwd=tree, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    with log.open("wb") as out:  # the server writes to its own copy of the descriptor
+        return subprocess.Popen([sys.executable, *command], env=env, cwd=tree, stdout=out, stderr=out)
 
 
 def wait_until_up(url: str, server: subprocess.Popen[bytes], timeout: float = 120.0) -> None:

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service import admin_headers, wait_until_up  # noqa: E402 - after the path insert
+from bench.service import admin_headers, start_server, wait_until_up  # noqa: E402 - after the path insert
 
 CHUNK = 8 << 20
 ROW_GROUP = 1000  # rows per Parquet row group / per TSV write
@@ -87,20 +87,6 @@ def write_files(folder: Path, samples: int, genes: int, formats: list[str], seed
         if tsv is not None:
             tsv.close()
     return paths
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "EXPRSSL_DATA_DIR": str(data_dir),
-        "EXPRSSL_PORT": str(port),
-        "EXPRSSL_MAX_UPLOAD_BYTES": str(64 * 1024**3),
-        "EXPRSSL_RATE_LIMIT_UPLOAD": "1000/minute",
-        "EXPRSSL_TORCH_THREADS": "1",
-    }
-    env.pop("EXPRSSL_BROKER_URL", None)
-    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - kept open for the server's life
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT, stdout=log, stderr=log)
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -238,7 +224,10 @@ def main() -> int:
           f"in {time.perf_counter() - start:.0f} s")
 
     auth = admin_headers(data_dir)
-    server = start_server(data_dir, args.port)
+    server = start_server(data_dir, args.port, {
+        "EXPRSSL_MAX_UPLOAD_BYTES": str(64 * 1024**3), "EXPRSSL_RATE_LIMIT_UPLOAD": "1000/minute",
+        "EXPRSSL_TORCH_THREADS": "1",
+    }, log=data_dir / "server.log")
     url = f"http://127.0.0.1:{args.port}"
     results = []
     try:
