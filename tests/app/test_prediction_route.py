@@ -232,3 +232,22 @@ def test_a_prediction_reads_its_predictor_and_its_encoders_cohort_in_one_query(
             with pytest.raises(NotFound, match=f"^predictor {predictor_id} not found$"):
                 repository.predictor_to_predict(session, predictor_id, lab_id=lab_id)
         session.rollback()
+
+
+def test_an_inline_prediction_runs_three_sql_statements(client: TestClient, url: str) -> None:
+    assert client.post(url, json=inline_body(2)).status_code == 201  # loads the predictor, marks the key used
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(" ".join(args[2].split()[:4]))
+
+    engine = session_factory().kw["bind"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.post(url, json=inline_body(2)).status_code == 201
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # The key with its user and lab, the predictor with its encoder's cohort, the prediction: nothing loaded
+    # row by row, no second read of a row already read.
+    assert [s.split()[0] for s in statements] == ["SELECT", "SELECT", "INSERT"], statements
+    assert "api_key" in statements[0] and "predictor" in statements[1] and "prediction" in statements[2]
