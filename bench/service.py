@@ -40,6 +40,10 @@ def admin_headers(data_dir: Path, tree: Path = ROOT) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# Settings that would point a benchmark's server at state outside its temporary data folder.
+ELSEWHERE = ("EXPRSSL_BROKER_URL", "EXPRSSL_DATABASE_URL", "EXPRSSL_ARTIFACT_DIR", "EXPRSSL_RATE_LIMIT_STORAGE")
+
+
 def start_server(
     data_dir: Path,
     port: int,
@@ -50,11 +54,11 @@ def start_server(
     log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """The service on ``data_dir`` and ``port`` in the embedded default (this process's environment without a
-    broker or database URL), ``settings`` on top: ``exprssl serve`` unless ``command`` (arguments to this
-    Python) says otherwise, run from the source tree ``tree`` (this checkout unless given: another is, say, a
-    ``git worktree`` of another commit); its output to ``log``, or discarded."""
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("EXPRSSL_BROKER_URL", "EXPRSSL_DATABASE_URL")}
+    broker, database, artifact folder or rate-limit storage of its own), ``settings`` on top: ``exprssl
+    serve`` unless ``command`` (arguments to this Python) says otherwise, run from the source tree ``tree``
+    (this checkout unless given: another is, say, a ``git worktree`` of another commit); its output to
+    ``log``, or discarded."""
+    env = {name: value for name, value in os.environ.items() if name not in ELSEWHERE}
     env.update(settings or {}, EXPRSSL_DATA_DIR=str(data_dir), EXPRSSL_PORT=str(port))
     if log is None:
         return subprocess.Popen([sys.executable, *command], env=env, cwd=tree, stdout=subprocess.DEVNULL,

@@ -19,13 +19,17 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
+SHARED_FOLDERS = ("all_leukemia", "nci60", "tissue_symbols", "airway", "genes")  # what the tests read of it
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse to run without the real cohorts most tests upload: one clear message, not a skip here and a
-    missing-file error there."""
-    if not SHARED_DATA.is_dir():
+    """Refuse to run without the real data the tests read: one clear message naming what is missing, not a
+    skip here and a missing-file error there."""
+    missing = [name for name in SHARED_FOLDERS if not (SHARED_DATA / name).is_dir()]
+    if missing:
         raise pytest.UsageError(
             f"the tests read real expression data from {SHARED_DATA} (the folder shared/data beside this "
-            "checkout, described by its README.md): not found"
+            f"checkout, described by its README.md); not found there: {', '.join(missing)}"
         )
 
 

@@ -1,4 +1,5 @@
-"""Queries every lab-owned table shares: one row by id (or 404), the newest rows first; both scoped to a lab."""
+"""Queries every lab-owned table shares: one row by id (or 404), the newest rows first; both scoped to a lab.
+Also what a prediction reads of its predictor, in one query (:func:`predictor_to_predict`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session, defer
 
 from app.db import orm
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 
 Row = TypeVar(
     "Row", orm.Cohort, orm.Job, orm.Encoder, orm.Predictor, orm.Prediction, orm.Evaluation, orm.User, orm.ApiKey
@@ -58,7 +59,9 @@ _PREDICTOR_TO_PREDICT = (
     select(
         orm.Predictor.id, orm.Predictor.lab_id, orm.Predictor.status, orm.Predictor.job_id, orm.Predictor.cohort_id,
         orm.Predictor.artifact_key, orm.Predictor.artifact_sha256, orm.Predictor.gene_table_version,
-        case((orm.Predictor.encoder_id.is_(None), orm.Predictor.cohort_id), else_=orm.Encoder.cohort_id),
+        case((orm.Predictor.encoder_id.is_(None), orm.Predictor.cohort_id), else_=orm.Encoder.cohort_id).label(
+            "fitted_on"
+        ),
     )
     .outerjoin(orm.Encoder, orm.Encoder.id == orm.Predictor.encoder_id)
     .where(orm.Predictor.id == bindparam("predictor_id"))
@@ -70,9 +73,9 @@ def predictor_to_predict(session: Session, predictor_id: str, *, lab_id: str) ->
     row = session.execute(_PREDICTOR_TO_PREDICT, {"predictor_id": predictor_id}).one_or_none()
     if row is None or row.lab_id != lab_id:
         raise _not_found(orm.Predictor, predictor_id)
-    if row[-1] is None:  # its encoder's row is gone: foreign keys make this unreachable
-        raise NotFound(f"predictor {predictor_id}: its encoder is missing")
-    return PredictorToPredict(*row)
+    if row.fitted_on is None:  # its encoder's row is gone: foreign keys make this unreachable
+        raise Conflict(f"predictor {predictor_id}: its encoder is missing from the registry")
+    return PredictorToPredict(**row._mapping)
 
 
 @functools.cache
