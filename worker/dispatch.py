@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from celery import Celery
 from sqlalchemy import select
@@ -164,7 +164,7 @@ class CeleryDispatcher:
         except Exception as exc:
             return {"broker": Check(False, f"unreachable: {exc}"), "workers": Check(False, "broker unreachable")}
         try:
-            replies = self._celery.control.inspect(timeout=timeout_s).active_queues() or {}
+            replies = self._active_queues(timeout_s)
         except Exception as exc:
             return {"broker": Check(True, "reachable"), "workers": Check(False, f"inspect failed: {exc}")}
         consumers = {q: sorted(w for w, qs in replies.items() if q in {x["name"] for x in qs}) for q in QUEUES}
@@ -176,6 +176,15 @@ class CeleryDispatcher:
         missing = [q for q, names in consumers.items() if not names]
         detail = "; ".join(f"{q}: {', '.join(names) or 'no worker'}" for q, names in consumers.items())
         return {"broker": Check(True, "reachable"), "workers": Check(not missing, detail)}
+
+    def _active_queues(self, timeout_s: float) -> dict[str, Any]:
+        """Each answering worker's queues. A pooled connection the broker dropped (it restarted, say) fails the
+        first inspection made on it, though the broker answers again: that one is tried once more, on a fresh
+        connection, rather than reported as the workers' failure."""
+        try:
+            return self._celery.control.inspect(timeout=timeout_s).active_queues() or {}
+        except Exception:  # the transport's own error types (redis-py's, say); a silent worker raises none
+            return self._celery.control.inspect(timeout=timeout_s).active_queues() or {}
 
     def _busy_workers(self, queues: list[str]) -> dict[str, list[str]]:
         """For each of ``queues``, the workers (``host:pid:thread``) running one of its jobs whose heartbeat is

@@ -106,6 +106,38 @@ def test_redis_restart_while_a_job_is_queued_does_not_lose_it(
         assert job["dispatched_at"] > sent_at  # the reaper sent it again
 
 
+def test_after_a_redis_restart_readiness_reports_the_workers_not_a_dropped_connection(
+    distributed: Settings,
+    private_redis: PrivateRedis,
+    start_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.main import create_app
+
+    monkeypatch.setenv("EXPRSSL_BROKER_URL", private_redis.url)
+    get_settings.cache_clear()
+    with TestClient(create_app(), headers=make_lab("lab-a").headers) as api:
+        start_worker("w1", broker=private_redis.url)
+        assert api.get("/ready").status_code == 200
+        private_redis.stop()
+        down = api.get("/ready")
+        assert down.status_code == 503 and down.json()["checks"]["broker"]["detail"].startswith("unreachable")
+        private_redis.start()
+
+        # The API's pooled connections died with the old server; the first inspection on one fails. What
+        # /ready reports is the workers' state (none answering until the worker has reconnected), then ready.
+        seen: list[str] = []
+
+        def ready() -> bool:
+            answer = api.get("/ready")
+            seen.append(answer.json()["checks"]["workers"]["detail"])
+            return answer.status_code == 200
+
+        wait_until(ready, "ready again after the restart")
+        assert not [detail for detail in seen if detail.startswith("inspect failed")], seen
+        assert seen[-1].startswith("gpu: w1@") and "; cpu: w1@" in seen[-1]
+
+
 def pg_ctl(action: str) -> None:
     clusters = sorted(Path("/etc/postgresql").glob("*/main")) if Path("/etc/postgresql").is_dir() else []
     if shutil.which("pg_ctlcluster") is None or not clusters:
