@@ -75,67 +75,68 @@ def test_worker_killed_mid_pretraining_is_replaced_and_the_job_resumes_from_its_
     assert not list((artifacts / "checkpoints" / job_id).glob("*.pt"))  # the last checkpoint went with success
 
 
-def test_redis_restart_while_a_job_is_queued_does_not_lose_it(
+@pytest.fixture
+def api_on_private_redis(
     distributed: Settings,
     private_redis: PrivateRedis,
     start_worker: Callable[..., Worker],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> Iterator[TestClient]:
+    """The API and one worker (w1) with the private Redis as their broker, which the test may restart."""
     from app.main import create_app
 
     monkeypatch.setenv("EXPRSSL_BROKER_URL", private_redis.url)
     get_settings.cache_clear()
     with TestClient(create_app(), headers=make_lab("lab-a").headers) as api:
         start_worker("w1", broker=private_redis.url)
-        cohort = upload(api)
-        body = {"cohort_id": cohort["id"], "params": {"epochs": 60, "batch_size": 64}}
-        busy = start(api, "/encoders", body)["job"]["id"]  # keeps the only worker busy
-        wait_until(lambda: api.get(f"/jobs/{busy}").json()["state"] == "running", "the first job to start")
-        body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
-        waiting = start(api, "/predictors", body)["job"]["id"]
-        sent_at = api.get(f"/jobs/{waiting}").json()["dispatched_at"]
-        assert api.get(f"/jobs/{waiting}").json()["state"] == "queued" and sent_at is not None
+        yield api
 
-        # No persistence: the restart drops every message, the waiting job's and the running one's.
-        private_redis.stop()
-        private_redis.start()
 
-        assert wait_for_job(api, busy, timeout=120)["state"] == "succeeded"
-        job = wait_for_job(api, waiting, timeout=120)
-        assert job["state"] == "succeeded" and job["attempts"] == 1
-        assert job["dispatched_at"] > sent_at  # the reaper sent it again
+def test_redis_restart_while_a_job_is_queued_does_not_lose_it(
+    api_on_private_redis: TestClient, private_redis: PrivateRedis
+) -> None:
+    api = api_on_private_redis
+    cohort = upload(api)
+    body = {"cohort_id": cohort["id"], "params": {"epochs": 60, "batch_size": 64}}
+    busy = start(api, "/encoders", body)["job"]["id"]  # keeps the only worker busy
+    wait_until(lambda: api.get(f"/jobs/{busy}").json()["state"] == "running", "the first job to start")
+    body = {"cohort_id": cohort["id"], "label_column": "tissue", "head": "logistic_regression"}
+    waiting = start(api, "/predictors", body)["job"]["id"]
+    sent_at = api.get(f"/jobs/{waiting}").json()["dispatched_at"]
+    assert api.get(f"/jobs/{waiting}").json()["state"] == "queued" and sent_at is not None
+
+    # No persistence: the restart drops every message, the waiting job's and the running one's.
+    private_redis.stop()
+    private_redis.start()
+
+    assert wait_for_job(api, busy, timeout=120)["state"] == "succeeded"
+    job = wait_for_job(api, waiting, timeout=120)
+    assert job["state"] == "succeeded" and job["attempts"] == 1
+    assert job["dispatched_at"] > sent_at  # the reaper sent it again
 
 
 def test_after_a_redis_restart_readiness_reports_the_workers_not_a_dropped_connection(
-    distributed: Settings,
-    private_redis: PrivateRedis,
-    start_worker: Callable[..., Worker],
-    monkeypatch: pytest.MonkeyPatch,
+    api_on_private_redis: TestClient, private_redis: PrivateRedis
 ) -> None:
-    from app.main import create_app
+    api = api_on_private_redis
+    assert api.get("/ready").status_code == 200
+    private_redis.stop()
+    down = api.get("/ready")
+    assert down.status_code == 503 and down.json()["checks"]["broker"]["detail"].startswith("unreachable")
+    private_redis.start()
 
-    monkeypatch.setenv("EXPRSSL_BROKER_URL", private_redis.url)
-    get_settings.cache_clear()
-    with TestClient(create_app(), headers=make_lab("lab-a").headers) as api:
-        start_worker("w1", broker=private_redis.url)
-        assert api.get("/ready").status_code == 200
-        private_redis.stop()
-        down = api.get("/ready")
-        assert down.status_code == 503 and down.json()["checks"]["broker"]["detail"].startswith("unreachable")
-        private_redis.start()
+    # The API's pooled connections died with the old server; the first inspection on one fails. What /ready
+    # reports is the workers' state (none answering until the worker has reconnected), then ready.
+    seen: list[str] = []
 
-        # The API's pooled connections died with the old server; the first inspection on one fails. What
-        # /ready reports is the workers' state (none answering until the worker has reconnected), then ready.
-        seen: list[str] = []
+    def ready() -> bool:
+        answer = api.get("/ready")
+        seen.append(answer.json()["checks"]["workers"]["detail"])
+        return answer.status_code == 200
 
-        def ready() -> bool:
-            answer = api.get("/ready")
-            seen.append(answer.json()["checks"]["workers"]["detail"])
-            return answer.status_code == 200
-
-        wait_until(ready, "ready again after the restart")
-        assert not [detail for detail in seen if detail.startswith("inspect failed")], seen
-        assert seen[-1].startswith("gpu: w1@") and "; cpu: w1@" in seen[-1]
+    wait_until(ready, "ready again after the restart")
+    assert not [detail for detail in seen if detail.startswith("inspect failed")], seen
+    assert seen[-1].startswith("gpu: w1@") and "; cpu: w1@" in seen[-1]
 
 
 def pg_ctl(action: str) -> None:
