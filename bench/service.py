@@ -24,24 +24,29 @@ def allocate_as_the_service() -> None:
     keep_freed_memory(Settings().heap_keep_bytes)  # not get_settings(): its cache would outlive a data folder
 
 
+# Settings that would point a benchmark's server at state outside its temporary data folder.
+ELSEWHERE = ("EXPRSSL_BROKER_URL", "EXPRSSL_DATABASE_URL", "EXPRSSL_ARTIFACT_DIR", "EXPRSSL_RATE_LIMIT_STORAGE")
+
+
+def _on_its_own(data_dir: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for exprssl on ``data_dir`` alone (none of :data:`ELSEWHERE`), ``settings``
+    on top."""
+    env = {name: value for name, value in os.environ.items() if name not in ELSEWHERE}
+    return {**env, **(settings or {}), "EXPRSSL_DATA_DIR": str(data_dir)}
+
+
 def admin_headers(data_dir: Path, tree: Path = ROOT) -> dict[str, str]:
     """Create lab ``bench`` in ``data_dir``'s registry (as ``exprssl admin create-lab`` does, with the code of the
     source tree ``tree``, which also migrates the registry); its key's header.
 
     Run before the server starts, so that the server's first start finds a lab and creates no other.
     """
-    env = {**os.environ, "EXPRSSL_DATA_DIR": str(data_dir)}
-    env.pop("EXPRSSL_DATABASE_URL", None)
     out = subprocess.run(
         [sys.executable, "-m", "app.cli", "admin", "create-lab", "bench", "--admin", "bench"],
-        env=env, cwd=tree, check=True, capture_output=True, text=True,
+        env=_on_its_own(data_dir), cwd=tree, check=True, capture_output=True, text=True,
     ).stdout
     key = next(word for word in out.split() if word.startswith("exs_"))
     return {"Authorization": f"Bearer {key}"}
-
-
-# Settings that would point a benchmark's server at state outside its temporary data folder.
-ELSEWHERE = ("EXPRSSL_BROKER_URL", "EXPRSSL_DATABASE_URL", "EXPRSSL_ARTIFACT_DIR", "EXPRSSL_RATE_LIMIT_STORAGE")
 
 
 def start_server(
@@ -58,8 +63,7 @@ def start_server(
     serve`` unless ``command`` (arguments to this Python) says otherwise, run from the source tree ``tree``
     (this checkout unless given: another is, say, a ``git worktree`` of another commit); its output to
     ``log``, or discarded."""
-    env = {name: value for name, value in os.environ.items() if name not in ELSEWHERE}
-    env.update(settings or {}, EXPRSSL_DATA_DIR=str(data_dir), EXPRSSL_PORT=str(port))
+    env = {**_on_its_own(data_dir, settings), "EXPRSSL_PORT": str(port)}
     if log is None:
         return subprocess.Popen([sys.executable, *command], env=env, cwd=tree, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
