@@ -9,6 +9,7 @@ import inspect
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +41,22 @@ MALFORMED = b'{"genes": ["A"], "samples": [{"sample_id": "s0", "values": ["not a
 @pytest.fixture
 def url(client: TestClient) -> str:
     return f"/predictors/{fitted(client, upload(client)['id'])['id']}/predictions"
+
+
+@contextmanager
+def sql_statements() -> Iterator[list[str]]:
+    """The SQL statements the registry's engine runs inside the block, as sent."""
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = session_factory().kw["bind"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def _post(client: TestClient, url: str, headers: dict[str, str] | None = None, body: bytes = MALFORMED) -> Any:
@@ -215,16 +232,8 @@ def test_a_prediction_reads_its_predictor_and_its_encoders_cohort_in_one_query(
                                      encoder_id=encoder.id, label_column="tissue", head="finetune", label_fraction=1.0)
         session.add(with_encoder)
         session.flush()
-        queries: list[str] = []
-
-        def count(*args: Any) -> None:
-            queries.append(args[2])
-
-        event.listen(session.get_bind(), "before_cursor_execute", count)
-        try:
+        with sql_statements() as queries:
             row = repository.predictor_to_predict(session, with_encoder.id, lab_id=linear.lab_id)
-        finally:
-            event.remove(session.get_bind(), "before_cursor_execute", count)
         assert (row.cohort_id, row.fitted_on) == (own["id"], pretrained_on["id"]) and len(queries) == 1
         row = repository.predictor_to_predict(session, linear.id, lab_id=linear.lab_id)
         assert (row.cohort_id, row.fitted_on) == (own["id"], own["id"])
@@ -241,17 +250,9 @@ def test_an_inline_prediction_runs_three_sql_statements(
     # The key's last use is written at most once a minute: not during this test, however long the fit took.
     monkeypatch.setattr(auth, "LAST_USED_RESOLUTION", timedelta(days=1))
     assert client.post(url, json=inline_body(2)).status_code == 201  # loads the predictor into the cache
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(" ".join(args[2].split()[:4]))
-
-    engine = session_factory().kw["bind"]
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sql_statements() as sent:
         assert client.post(url, json=inline_body(2)).status_code == 201
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    statements = [" ".join(statement.split()[:4]) for statement in sent]
     # The key with its user and lab, the predictor with its encoder's cohort, the prediction: nothing loaded
     # row by row, no second read of a row already read.
     assert [s.split()[0] for s in statements] == ["SELECT", "SELECT", "INSERT"], statements
